@@ -1,0 +1,32 @@
+# sdrun: `make train` and `make test` set everything up themselves (a .venv made here).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: install train test lint format clean
+
+$(BIN)/sdrun: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/sdrun
+
+# The headline experiment; downloads CIFAR-100 into data/ on first use. Extra overrides: ARGS="..."
+train: install
+	$(BIN)/sdrun dataset=cifar100 model=resnet56 $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: install
+	$(BIN)/ruff check sdrun tests scripts
+	$(BIN)/ruff format --check sdrun tests scripts
+
+format: install
+	$(BIN)/ruff format sdrun tests scripts
+	$(BIN)/ruff check --fix sdrun tests scripts
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from sdrun.cli import main
+
+main()

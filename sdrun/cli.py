@@ -1,0 +1,71 @@
+"""The `sdrun` command: Hydra composes the config, sdrun validates it and runs it.
+
+`resume=<run dir>` re-applies the overrides the run was started with (from its
+`.hydra/overrides.yaml`) and writes into the same run directory, so `sdrun resume=outputs/X`
+is all a user types to continue a killed run; overrides given now win over the old ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from sdrun.config import Config, register_configs
+from sdrun.errors import SdrunError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+EXIT_USER_ERROR = 2
+
+log = logging.getLogger("sdrun")
+
+
+def _task(dict_cfg: DictConfig) -> float:
+    try:
+        from sdrun.runner import run  # torch, timm and the rest load only once the config is valid
+
+        cfg: Config = OmegaConf.to_object(dict_cfg)
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        summary = run(cfg, run_dir)
+    except SdrunError as err:
+        print(f"sdrun: error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    return float(summary["student/top1"])
+
+
+def resume_overrides(argv: list[str]) -> list[str]:
+    """With `resume=<run dir or its checkpoint>`, continue in that run dir with its overrides."""
+    resume = next((a.split("=", 1)[1] for a in argv if a.startswith("resume=")), None)
+    if not resume or any(a.startswith("hydra.run.dir=") for a in argv):
+        return argv
+    path = Path(resume).expanduser()
+    run_dir = path if path.is_dir() else path.parent.parent
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        return argv  # a checkpoint outside a run dir: the command line must give the config
+    given = {_key(a) for a in argv}
+    old = [
+        o
+        for o in yaml.safe_load(overrides_file.read_text()) or []
+        if _key(o) not in given and not _key(o).startswith("hydra.")
+    ]
+    return old + argv + [f"hydra.run.dir={run_dir.resolve()}"]
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def main() -> None:
+    register_configs()
+    sys.argv = [sys.argv[0], *resume_overrides(sys.argv[1:])]
+    hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")(_task)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Structured configs: the schema Hydra composes into, and the checks run before training.
+
+The dataclasses are registered in Hydra's ConfigStore as `sdrun_schema`; `conf/config.yaml`
+lists it first in its defaults, so every YAML file and command-line override is merged into
+a typed node and a misspelled key fails at composition. Value checks that types cannot
+express (ranges, combinations) live in `validate`, which raises `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from sdrun.errors import ConfigError
+
+DATASETS = ("cifar100", "cifar10", "fake")
+SCHEDULES = ("sd", "cosine", "step")
+DISTILL_METHODS = ("sd", "none", "kd")
+SMOOTH_MODES = ("teacher", "both")
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "cifar100"
+    root: str = "data"
+    download: bool = True
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    limit_train: Optional[int] = None
+    limit_test: Optional[int] = None
+    # Only for `fake`: random images and labels of this shape.
+    num_classes: int = 100
+    image_size: int = 32
+    num_train: int = 50000
+    num_test: int = 10000
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet56"
+    pretrained: bool = False
+    # Extra keyword arguments for timm.create_model (e.g. drop_rate).
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "sd"
+    epochs: int = 200
+    # Epochs per cycle; null means one cycle of `epochs`.
+    cycle_length: Optional[int] = 50
+    lr_min: float = 0.0
+    warmup_epochs: int = 0
+    # Only for `step`: LR x gamma at these fractions of `epochs`.
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1
+
+
+@dataclass
+class DistillConfig:
+    name: str = "sd"
+    temperature: float = 2.0
+    ce_weight: float = 1.0
+    kd_weight: float = 1.0
+    smooth: str = "teacher"
+    # Only for `kd`: a checkpoint whose `model` weights teach every epoch.
+    teacher_checkpoint: Optional[str] = None
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+
+
+@dataclass
+class TrainerConfig:
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False
+    # Progress-bar refresh period in steps (each refresh reads the loss from the device).
+    log_every: int = 50
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"
+    mode: str = "offline"
+    project: str = "sdrun"
+    entity: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    # A run directory or a checkpoint (.pt) to continue from.
+    resume: Optional[str] = None
+
+
+def register_configs() -> None:
+    """Register the schema so `conf/config.yaml` can list it first in its defaults."""
+    ConfigStore.instance().store(name="sdrun_schema", node=Config)
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}; pick one of those")
+
+
+def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key}={value} must be {bound}; set {key} to a value {bound}")
+
+
+def validate(cfg: Config) -> None:
+    """Check values and combinations the schema's types cannot; raise ConfigError on the first."""
+    d, s, k, o, t = cfg.dataset, cfg.schedule, cfg.distill, cfg.optim, cfg.trainer
+    _choice("dataset.name", d.name, DATASETS)
+    _positive("dataset.batch_size", d.batch_size)
+    _positive("dataset.eval_batch_size", d.eval_batch_size)
+    for key in ("limit_train", "limit_test"):
+        value = getattr(d, key)
+        if value is not None:
+            _positive(f"dataset.{key}", value)
+    if d.name == "fake":
+        _positive("dataset.num_classes", d.num_classes)
+        _positive("dataset.image_size", d.image_size)
+        _positive("dataset.num_train", d.num_train)
+        _positive("dataset.num_test", d.num_test)
+
+    _choice("schedule.name", s.name, SCHEDULES)
+    _positive("schedule.epochs", s.epochs)
+    _positive("schedule.lr_min", s.lr_min, allow_zero=True)
+    _positive("schedule.warmup_epochs", s.warmup_epochs, allow_zero=True)
+    cycle = s.epochs if s.cycle_length is None else s.cycle_length
+    _positive("schedule.cycle_length", cycle)
+    if s.epochs % cycle:
+        raise ConfigError(
+            f"schedule.cycle_length={cycle} does not divide schedule.epochs={s.epochs}; "
+            f"pick a cycle_length that divides it (e.g. {_divisor_hint(s.epochs, cycle)})"
+        )
+    if s.name in ("cosine", "step") and cycle != s.epochs:
+        raise ConfigError(
+            f"schedule.cycle_length={cycle} but schedule={s.name} has one cycle; "
+            f"use schedule=sd for cycles or set schedule.cycle_length=null"
+        )
+    if s.warmup_epochs >= cycle:
+        raise ConfigError(
+            f"schedule.warmup_epochs={s.warmup_epochs} must be shorter than the first cycle "
+            f"({cycle} epochs); lower schedule.warmup_epochs"
+        )
+    if s.name == "step":
+        if not s.milestones or any(not 0 < m < 1 for m in s.milestones):
+            raise ConfigError(
+                f"schedule.milestones={list(s.milestones)} must be fractions of the run in (0, 1), "
+                "e.g. [0.5,0.75]"
+            )
+        _positive("schedule.gamma", s.gamma)
+
+    _choice("distill.name", k.name, DISTILL_METHODS)
+    _choice("distill.smooth", k.smooth, SMOOTH_MODES)
+    _positive("distill.temperature", k.temperature)
+    _positive("distill.ce_weight", k.ce_weight, allow_zero=True)
+    _positive("distill.kd_weight", k.kd_weight, allow_zero=True)
+    if k.ce_weight == 0 and k.kd_weight == 0:
+        raise ConfigError("distill.ce_weight and distill.kd_weight are both 0; set one above 0")
+    if k.name == "kd" and not k.teacher_checkpoint:
+        raise ConfigError(
+            "distill=kd needs a teacher; set distill.teacher_checkpoint=<run dir or .pt>"
+        )
+
+    _positive("optim.lr", o.lr)
+    _positive("optim.momentum", o.momentum, allow_zero=True)
+    _positive("optim.weight_decay", o.weight_decay, allow_zero=True)
+
+    _choice("trainer.device", t.device, DEVICES)
+    _choice("trainer.amp", t.amp, AMP_MODES)
+    _positive("trainer.log_every", t.log_every)
+
+    _choice("logger.name", cfg.logger.name, ("wandb", "none"))
+    _choice("logger.mode", cfg.logger.mode, WANDB_MODES)
+
+
+def _divisor_hint(epochs: int, near: int) -> int:
+    divisors = [c for c in range(1, epochs + 1) if epochs % c == 0]
+    return min(divisors, key=lambda c: abs(c - near))

@@ -1,0 +1,394 @@
+"""One run: build the parts, then train the cycles, swapping in the snapshot teacher at each
+cycle end, evaluating, logging and checkpointing every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from sdrun import checkpoint as ckpt
+from sdrun.config import Config, validate
+from sdrun.data import DeviceLoader, ImageSet, build_data
+from sdrun.distill import LossWeights, load_teacher, snapshot_teacher
+from sdrun.engine import EpochResult, StepState, predict, train_one_epoch
+from sdrun.errors import CheckpointError
+from sdrun.loggers import METRICS, SUMMARY, MetricsFile, build_logger, write_summary
+from sdrun.metrics import accuracy, agreement, mean_kl
+from sdrun.models import build_model
+from sdrun.optim import build_optimizer
+from sdrun.runtime import (
+    Runtime,
+    configure_determinism,
+    resolve_runtime,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+from sdrun.schedule import CyclePlan, plan_from_config
+
+log = logging.getLogger(__name__)
+
+# Keys that define what a run computes: a resumed run must agree with its checkpoint on them.
+RUN_DEFINING = (
+    "dataset.name",
+    "dataset.batch_size",
+    "dataset.limit_train",
+    "dataset.limit_test",
+    "model",
+    "schedule",
+    "distill",
+    "optim",
+    "seed",
+)
+
+
+@dataclass
+class TeacherState:
+    """The current teacher and its test-set predictions (it is frozen: computed once)."""
+
+    model: nn.Module
+    logits: Tensor
+    top1: float
+    top5: float
+
+
+@dataclass
+class Progress:
+    epoch: int = 0  # epochs completed
+    best_top1: float = -1.0
+    best_epoch: int = 0
+    train_seconds: float = 0.0
+    wandb_id: Optional[str] = None
+    history: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Parts:
+    cfg: Config
+    runtime: Runtime
+    data: ImageSet
+    model: nn.Module  # the plain module: its state_dict is what gets saved
+    train_model: nn.Module  # what the loop calls (compiled when asked)
+    train_loader: DeviceLoader
+    test_loader: DeviceLoader
+    plan: CyclePlan
+    state: StepState
+
+
+def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Train `cfg` in `run_dir`; returns the summary (also written to summary.json)."""
+    validate(cfg)
+    runtime = resolve_runtime(cfg.trainer)
+    resume = _load_resume(cfg)
+    _guard_run_dir(run_dir, resuming=resume is not None)
+    configure_determinism(cfg.trainer.deterministic, runtime.device)
+    seed_everything(cfg.seed)
+    parts = _build(cfg, runtime)
+    progress = Progress()
+    teacher = _initial_teacher(parts)
+    if resume is not None:
+        teacher = _restore(parts, progress, resume)
+    metrics = MetricsFile(run_dir / METRICS)
+    metrics.truncate_after(progress.epoch)
+    logger = build_logger(
+        cfg.logger, run_dir, _config_dict(cfg), name=run_dir.name, run_id=progress.wandb_id
+    )
+    progress.wandb_id = getattr(logger, "run_id", None)
+    _log_start(parts, progress)
+    try:
+        teacher = _train(parts, progress, teacher, run_dir, metrics, logger)
+        summary = _summary(parts, progress, teacher)
+        write_summary(run_dir / SUMMARY, summary)
+        logger.summary(summary)
+    finally:
+        logger.finish()
+    log.info(
+        "done: student top-1 %.2f%% (best %.2f%% at epoch %d, chosen on the test set); %s",
+        summary["student/top1"],
+        summary["student/best_top1"],
+        summary["student/best_epoch"],
+        run_dir,
+    )
+    return summary
+
+
+def _build(cfg: Config, runtime: Runtime) -> Parts:
+    data = build_data(cfg.dataset, seed=cfg.seed)
+    model = build_model(
+        cfg.model.name,
+        data.num_classes,
+        pretrained=cfg.model.pretrained,
+        kwargs=dict(cfg.model.kwargs),
+    )
+    model.to(runtime.device, memory_format=runtime.memory_format)
+    loader_args = dict(
+        mean=data.mean, std=data.std, device=runtime.device, channels_last=runtime.channels_last
+    )
+    train_loader = DeviceLoader(
+        data.train_x, data.train_y, cfg.dataset.batch_size, train=True, seed=cfg.seed, **loader_args
+    )
+    test_loader = DeviceLoader(
+        data.test_x, data.test_y, cfg.dataset.eval_batch_size, train=False, **loader_args
+    )
+    plan = plan_from_config(cfg.schedule, cfg.optim.lr, len(train_loader))
+    state = StepState(build_optimizer(model, cfg.optim), runtime.grad_scaler(), step=0)
+    train_model = torch.compile(model) if cfg.trainer.compile else model
+    return Parts(cfg, runtime, data, model, train_model, train_loader, test_loader, plan, state)
+
+
+def _initial_teacher(parts: Parts) -> Optional[TeacherState]:
+    """Classic KD has its teacher from the start; SD gets its first at the end of cycle 1."""
+    if parts.cfg.distill.name != "kd":
+        return None
+    teacher = load_teacher(parts.model, parts.cfg.distill.teacher_checkpoint)
+    return _prepare_teacher(
+        parts, teacher.to(parts.runtime.device, memory_format=parts.runtime.memory_format)
+    )
+
+
+def _prepare_teacher(parts: Parts, teacher: nn.Module) -> TeacherState:
+    logits, labels = predict(teacher, parts.test_loader.epoch(0), parts.runtime)
+    acc = accuracy(logits, labels)
+    return TeacherState(teacher, logits, acc[1], acc[5])
+
+
+def _take_snapshot(parts: Parts, previous: Optional[TeacherState]) -> TeacherState:
+    """The student at this cycle end becomes the teacher of the next cycle."""
+    if previous is None:
+        teacher = snapshot_teacher(parts.model)
+    else:  # reuse the module (and a compiled graph of it): copy weights and BN buffers in place
+        teacher = previous.model
+        teacher.load_state_dict(parts.model.state_dict())
+    return _prepare_teacher(parts, teacher)
+
+
+def _train(
+    parts: Parts,
+    progress: Progress,
+    teacher: Optional[TeacherState],
+    run_dir: Path,
+    metrics: MetricsFile,
+    logger,
+) -> Optional[TeacherState]:
+    cfg, plan = parts.cfg, parts.plan
+    weights = LossWeights(
+        cfg.distill.temperature, cfg.distill.ce_weight, cfg.distill.kd_weight, cfg.distill.smooth
+    )
+    for epoch in range(progress.epoch + 1, plan.epochs + 1):
+        cycle = plan.cycle_of_epoch(epoch)
+        result = train_one_epoch(
+            parts.train_model,
+            None if teacher is None else teacher.model,
+            parts.train_loader.epoch(epoch),
+            len(parts.train_loader),
+            parts.state,
+            plan,
+            weights,
+            parts.runtime,
+            log_every=cfg.trainer.log_every,
+            desc=f"epoch {epoch}/{plan.epochs} cycle {cycle}/{plan.num_cycles}",
+        )
+        record = _evaluate(parts, epoch, cycle, result, teacher)
+        _update_progress(progress, record, result)
+        if plan.is_cycle_end(epoch):
+            _save_cycle_snapshot(parts, run_dir, epoch, cycle)
+            if cfg.distill.name == "sd" and epoch < plan.epochs:
+                teacher = _take_snapshot(parts, teacher)
+        _save(parts, progress, teacher, run_dir)
+        metrics.append(record)
+        logger.log(record, step=epoch)
+        _log_epoch(record, plan)
+    return teacher
+
+
+def _evaluate(
+    parts: Parts, epoch: int, cycle: int, result: EpochResult, teacher: Optional[TeacherState]
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    logits, labels = predict(parts.train_model, parts.test_loader.epoch(0), parts.runtime)
+    acc = accuracy(logits, labels)
+    record: dict[str, Any] = {
+        "epoch": epoch,
+        "cycle": cycle,
+        "lr": result.lr,
+        "train/loss": result.loss,
+        "train/ce": result.ce,
+        "train/kd": result.kd,
+        "train/top1": result.top1,
+        "student/top1": acc[1],
+        "student/top5": acc[5],
+        "teacher/top1": None if teacher is None else teacher.top1,
+        "teacher/top5": None if teacher is None else teacher.top5,
+        "distill/agreement": None if teacher is None else agreement(logits, teacher.logits),
+        "distill/kl": None if teacher is None else mean_kl(teacher.logits, logits),
+        "time/epoch_s": result.seconds,
+        "time/eval_s": time.perf_counter() - start,
+        "throughput/img_per_s": result.img_per_s,
+    }
+    return record
+
+
+def _update_progress(progress: Progress, record: dict[str, Any], result: EpochResult) -> None:
+    progress.epoch = record["epoch"]
+    progress.train_seconds += result.seconds
+    progress.history = record
+    if record["student/top1"] > progress.best_top1:
+        progress.best_top1 = record["student/top1"]
+        progress.best_epoch = record["epoch"]
+
+
+def _save(parts: Parts, progress: Progress, teacher: Optional[TeacherState], run_dir: Path) -> None:
+    payload = {
+        "model": parts.model.state_dict(),
+        "teacher": None if teacher is None else teacher.model.state_dict(),
+        "optimizer": parts.state.optimizer.state_dict(),
+        "scheduler": {"step": parts.state.step, "plan": asdict(parts.plan)},
+        "scaler": None if parts.state.scaler is None else parts.state.scaler.state_dict(),
+        "epoch": progress.epoch,
+        "progress": asdict(progress),
+        "rng": rng_state(),
+        "config": _config_dict(parts.cfg),
+    }
+    ckpt.save_atomic(payload, run_dir / ckpt.CHECKPOINT_DIR / ckpt.LAST)
+
+
+def _save_cycle_snapshot(parts: Parts, run_dir: Path, epoch: int, cycle: int) -> None:
+    """Cycle-end weights, kept for the snapshot ensemble and for later use as teachers."""
+    payload = {
+        "model": parts.model.state_dict(),
+        "epoch": epoch,
+        "cycle": cycle,
+        "config": _config_dict(parts.cfg),
+    }
+    ckpt.save_atomic(payload, run_dir / ckpt.CHECKPOINT_DIR / f"cycle{cycle}.pt")
+
+
+def _load_resume(cfg: Config) -> Optional[dict[str, Any]]:
+    if not cfg.resume:
+        return None
+    path = ckpt.checkpoint_path(cfg.resume)
+    payload = ckpt.load(path)
+    _check_same_run(cfg, payload["config"], path)
+    return payload
+
+
+def _check_same_run(cfg: Config, saved: dict[str, Any], path: Path) -> None:
+    now = _flatten(_config_dict(cfg))
+    before = _flatten(saved)
+    for key in sorted(set(now) | set(before)):
+        if not key.startswith(RUN_DEFINING) or key == "distill.teacher_checkpoint":
+            continue
+        if now.get(key) != before.get(key):
+            raise CheckpointError(
+                f"resume: {key}={now.get(key)!r} but {path} was trained with {before.get(key)!r}; "
+                f"drop that override to resume, or start a new run without resume="
+            )
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _restore(parts: Parts, progress: Progress, payload: dict[str, Any]) -> Optional[TeacherState]:
+    parts.model.load_state_dict(payload["model"])
+    parts.state.optimizer.load_state_dict(payload["optimizer"])
+    parts.state.step = payload["scheduler"]["step"]
+    if parts.state.scaler is not None and payload.get("scaler"):
+        parts.state.scaler.load_state_dict(payload["scaler"])
+    saved = payload["progress"]
+    for key, value in saved.items():
+        setattr(progress, key, value)
+    set_rng_state(payload["rng"])
+    log.info("resumed after epoch %d (step %d)", progress.epoch, parts.state.step)
+    if payload.get("teacher") is None:
+        return _initial_teacher(parts)
+    teacher = snapshot_teacher(parts.model)
+    teacher.load_state_dict(payload["teacher"])
+    return _prepare_teacher(parts, teacher)
+
+
+def _guard_run_dir(run_dir: Path, resuming: bool) -> None:
+    """Never train over another run's checkpoints."""
+    existing = run_dir / ckpt.CHECKPOINT_DIR / ckpt.LAST
+    if existing.exists() and not resuming:
+        raise CheckpointError(
+            f"{run_dir} already holds a run's checkpoint; pass resume={run_dir} to continue it, "
+            "or choose another hydra.run.dir"
+        )
+
+
+def _summary(parts: Parts, progress: Progress, teacher: Optional[TeacherState]) -> dict[str, Any]:
+    cfg, last = parts.cfg, progress.history
+    return {
+        "complete": progress.epoch == parts.plan.epochs,
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "method": cfg.distill.name,
+        "schedule": cfg.schedule.name,
+        "seed": cfg.seed,
+        "epochs": parts.plan.epochs,
+        "cycles": parts.plan.num_cycles,
+        "student/top1": last.get("student/top1"),
+        "student/top5": last.get("student/top5"),
+        "student/best_top1": progress.best_top1,
+        "student/best_epoch": progress.best_epoch,
+        "teacher/top1": None if teacher is None else teacher.top1,
+        "teacher/top5": None if teacher is None else teacher.top5,
+        "time/train_s": progress.train_seconds,
+        "device": parts.runtime.device_name,
+        "params": sum(p.numel() for p in parts.model.parameters()),
+    }
+
+
+def _config_dict(cfg: Config) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def _log_start(parts: Parts, progress: Progress) -> None:
+    plan = parts.plan
+    log.info(
+        "%s on %s: %d train / %d test images, %d classes; %d epochs in %d cycle(s) of %d, "
+        "%d steps/epoch; device %s, amp %s",
+        parts.cfg.model.name,
+        parts.cfg.dataset.name,
+        parts.train_loader.num_samples,
+        parts.test_loader.num_samples,
+        parts.data.num_classes,
+        plan.epochs,
+        plan.num_cycles,
+        plan.cycle_length,
+        plan.steps_per_epoch,
+        parts.runtime.device_name,
+        parts.runtime.amp_dtype or "off",
+    )
+
+
+def _log_epoch(record: dict[str, Any], plan: CyclePlan) -> None:
+    teacher = "-" if record["teacher/top1"] is None else f"{record['teacher/top1']:.2f}"
+    log.info(
+        "epoch %d/%d cycle %d/%d lr %.4f loss %.3f | student %.2f | teacher %s | %.0f img/s %.1fs",
+        record["epoch"],
+        plan.epochs,
+        record["cycle"],
+        plan.num_cycles,
+        record["lr"],
+        record["train/loss"],
+        record["student/top1"],
+        teacher,
+        record["throughput/img_per_s"],
+        record["time/epoch_s"],
+    )

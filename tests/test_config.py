@@ -1,0 +1,99 @@
+"""Every config composes into the typed schema; bad values fail validation naming the key."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from sdrun.cli import CONFIG_DIR
+from sdrun.config import Config, register_configs, validate
+from sdrun.errors import ConfigError
+
+GROUPS = ["dataset", "model", "schedule", "distill", "optim", "trainer", "logger"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def compose_cfg(*overrides: str) -> Config:
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        dict_cfg = compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_object(dict_cfg)
+
+
+def test_default_config_is_the_headline_experiment():
+    cfg = compose_cfg()
+    assert isinstance(cfg, Config)
+    assert (cfg.dataset.name, cfg.model.name, cfg.schedule.name, cfg.distill.name) == (
+        "cifar100",
+        "resnet56",
+        "sd",
+        "sd",
+    )
+    validate(cfg)
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes_and_validates(group, option):
+    extra = ["distill.teacher_checkpoint=some/run"] if (group, option) == ("distill", "kd") else []
+    cfg = compose_cfg(f"{group}={option}", *extra)
+    validate(cfg)
+    if group in ("dataset", "model", "schedule", "distill", "logger"):
+        assert getattr(cfg, group).name == option
+
+
+def test_each_group_has_its_documented_options():
+    assert {"cifar100", "cifar10", "fake"} <= set(options("dataset"))
+    assert {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110"} <= set(options("model"))
+    assert set(options("schedule")) == {"sd", "cosine", "step"}
+    assert set(options("distill")) == {"sd", "none", "kd"}
+    assert set(options("logger")) == {"wandb", "none"}
+
+
+def test_a_misspelled_key_fails_at_composition():
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("distill.temprature=3")
+
+
+def test_a_wrong_type_fails_at_composition():
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("schedule.epochs=ten")
+
+
+BAD = [
+    (["schedule.epochs=10", "schedule.cycle_length=3"], "schedule.cycle_length"),
+    (["distill.temperature=0"], "distill.temperature"),
+    (["distill.temperature=-1"], "distill.temperature"),
+    (["distill.kd_weight=-0.5"], "distill.kd_weight"),
+    (["distill.ce_weight=-1"], "distill.ce_weight"),
+    (["optim.lr=-0.1"], "optim.lr"),
+    (["optim.lr=0"], "optim.lr"),
+    (["dataset.batch_size=0"], "dataset.batch_size"),
+    (["dataset.name=svhn"], "dataset.name"),
+    (["distill.smooth=student"], "distill.smooth"),
+    (["trainer.amp=fp8"], "trainer.amp"),
+    (["trainer.device=tpu"], "trainer.device"),
+    (["distill=kd"], "distill.teacher_checkpoint"),
+    (["schedule=cosine", "schedule.cycle_length=50"], "schedule.cycle_length"),
+    (["schedule.warmup_epochs=50"], "schedule.warmup_epochs"),
+    (["schedule=step", "schedule.milestones=[0.5,1.5]"], "schedule.milestones"),
+    (["dataset.limit_train=0"], "dataset.limit_train"),
+]
+
+
+@pytest.mark.parametrize("overrides,key", BAD, ids=[k for _, k in BAD])
+def test_bad_values_raise_one_line_naming_the_key(overrides, key):
+    cfg = compose_cfg(*overrides)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    message = str(err.value)
+    assert key in message
+    assert "\n" not in message
+
+
+def test_config_dir_is_the_top_level_conf_folder():
+    assert Path(__file__).resolve().parent.parent / "conf" == CONFIG_DIR
