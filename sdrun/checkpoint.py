@@ -71,6 +71,15 @@ def checkpoint_path(resume: str) -> Path:
     return path
 
 
+def guard_run_dir(run_dir: Path, resuming: bool) -> None:
+    """Never train over another run's checkpoints."""
+    if (run_dir / CHECKPOINT_DIR / LAST).exists() and not resuming:
+        raise CheckpointError(
+            f"{run_dir} already holds a run's checkpoint; pass resume={run_dir} to continue it, "
+            "or choose another hydra.run.dir"
+        )
+
+
 def run_dir_of(checkpoint: Path) -> Path | None:
     """The run directory that holds `checkpoint`, if it sits in one's checkpoints/ folder."""
     checkpoint = checkpoint.resolve()

@@ -8,15 +8,20 @@ is all a user types to continue a killed run; overrides given now win over the o
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
+import time
 from pathlib import Path
+from typing import Any, NoReturn
 
 import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sdrun.config import Config, register_configs
+from sdrun.checkpoint import guard_run_dir
+from sdrun.config import Config, register_configs, validate
 from sdrun.errors import SdrunError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -25,16 +30,39 @@ EXIT_USER_ERROR = 2
 log = logging.getLogger("sdrun")
 
 
+class RunDirGuard(Callback):
+    """Checks the run dir before Hydra writes `.hydra/` into it (the task would be too late)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(config.hydra.run.dir)
+        try:
+            guard_run_dir(run_dir, resuming=config.resume is not None)
+        except SdrunError as err:
+            _exit_with(err)
+        hydra_dir = run_dir / ".hydra"
+        if (hydra_dir / "config.yaml").exists():  # resuming: keep what the run was started with
+            backup = hydra_dir / f"before-resume-{time.strftime('%Y%m%d-%H%M%S')}"
+            backup.mkdir(exist_ok=True)
+            for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+                if (hydra_dir / name).exists():
+                    shutil.copy2(hydra_dir / name, backup / name)
+
+
+def _exit_with(err: SdrunError) -> NoReturn:
+    print(f"sdrun: error: {err}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
 def _task(dict_cfg: DictConfig) -> float:
     try:
-        from sdrun.runner import run  # torch, timm and the rest load only once the config is valid
-
         cfg: Config = OmegaConf.to_object(dict_cfg)
+        validate(cfg)  # before any data or model is built: a typo costs a second
+        from sdrun.runner import run
+
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         summary = run(cfg, run_dir)
     except SdrunError as err:
-        print(f"sdrun: error: {err}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        _exit_with(err)
     return float(summary["student/top1"])
 
 

@@ -88,7 +88,7 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     validate(cfg)
     runtime = resolve_runtime(cfg.trainer)
     resume = _load_resume(cfg)
-    _guard_run_dir(run_dir, resuming=resume is not None)
+    ckpt.guard_run_dir(run_dir, resuming=resume is not None)
     configure_determinism(cfg.trainer.deterministic, runtime.device)
     seed_everything(cfg.seed)
     parts = _build(cfg, runtime)
@@ -319,16 +319,6 @@ def _restore(parts: Parts, progress: Progress, payload: dict[str, Any]) -> Optio
     teacher = snapshot_teacher(parts.model)
     teacher.load_state_dict(payload["teacher"])
     return _prepare_teacher(parts, teacher)
-
-
-def _guard_run_dir(run_dir: Path, resuming: bool) -> None:
-    """Never train over another run's checkpoints."""
-    existing = run_dir / ckpt.CHECKPOINT_DIR / ckpt.LAST
-    if existing.exists() and not resuming:
-        raise CheckpointError(
-            f"{run_dir} already holds a run's checkpoint; pass resume={run_dir} to continue it, "
-            "or choose another hydra.run.dir"
-        )
 
 
 def _summary(parts: Parts, progress: Progress, teacher: Optional[TeacherState]) -> dict[str, Any]:

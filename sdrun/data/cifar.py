@@ -1,0 +1,352 @@
+"""CIFAR-10/100 in the official "python version" layout: read, download, and write.
+
+The official files are Python 2 pickles of dicts with bytes keys; `b'data'` is a uint8
+(N, 3072) array whose rows are one image in CHW order (1024 red, 1024 green, 1024 blue).
+We read them ourselves, rather than through torchvision's datasets, to get the whole split
+as one uint8 tensor, to check what we read, and to report a bad file in one line.
+"""
+
+from __future__ import annotations
+
+import codecs
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+
+from sdrun.data.base import ImageSet, Stats
+from sdrun.errors import ConfigError, DataError
+
+ArrayLike = Union[torch.Tensor, np.ndarray]
+
+PIXELS = 3 * 32 * 32
+
+
+@dataclass(frozen=True)
+class _Spec:
+    title: str  # as users know it, for messages
+    folder: str  # what the official archive unpacks to, under the root
+    train_files: tuple[str, ...]
+    test_file: str
+    meta_file: str
+    label_key: bytes
+    names_key: bytes
+    num_classes: int
+    mean: Stats
+    std: Stats
+    torchvision_class: str
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (*self.train_files, self.test_file, self.meta_file)
+
+
+SPECS = {
+    "cifar100": _Spec(
+        title="CIFAR-100",
+        folder="cifar-100-python",
+        train_files=("train",),
+        test_file="test",
+        meta_file="meta",
+        label_key=b"fine_labels",
+        names_key=b"fine_label_names",
+        num_classes=100,
+        mean=(0.5071, 0.4865, 0.4409),
+        std=(0.2673, 0.2564, 0.2762),
+        torchvision_class="CIFAR100",
+    ),
+    "cifar10": _Spec(
+        title="CIFAR-10",
+        folder="cifar-10-batches-py",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test_file="test_batch",
+        meta_file="batches.meta",
+        label_key=b"labels",
+        names_key=b"label_names",
+        num_classes=10,
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        torchvision_class="CIFAR10",
+    ),
+}
+
+
+def _spec(name: str) -> _Spec:
+    if name not in SPECS:
+        raise ConfigError(
+            f"dataset.name={name!r} is not a CIFAR dataset; pick one of {', '.join(SPECS)}"
+        )
+    return SPECS[name]
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _numpy_reconstructors() -> dict[tuple[str, str], Any]:
+    try:  # numpy >= 2 (1.26 has it too, for loading pickles written by numpy 2)
+        from numpy._core import multiarray, numeric
+    except ImportError:  # pragma: no cover - older numpy
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,  # bytes in protocol-2 pickles written by Python 3
+    }
+    # The official files (numpy 1, Python 2) name `numpy.core`; numpy 2 writes `numpy._core`.
+    for package in ("numpy.core", "numpy._core"):
+        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{package}.multiarray", "scalar")] = multiarray.scalar
+        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and builtins only.
+
+    A pickle can run any code it names; a CIFAR batch needs nothing beyond rebuilding an
+    array, so a file that names anything else is refused rather than executed.
+    """
+
+    _allowed: dict[tuple[str, str], Any] | None = None
+
+    def find_class(self, module: str, name: str) -> Any:
+        if _CifarUnpickler._allowed is None:
+            _CifarUnpickler._allowed = _numpy_reconstructors()
+        try:
+            return _CifarUnpickler._allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"it refers to {module}.{name}, which a CIFAR file never does"
+            ) from None
+
+
+def _refetch_hint(spec: _Spec, folder: Path) -> str:
+    return f"delete {folder} and run with dataset.download=true to fetch {spec.title} again"
+
+
+def _read_pickle(path: Path, spec: _Spec) -> dict[bytes, Any]:
+    try:
+        with open(path, "rb") as f:
+            obj = _CifarUnpickler(f, encoding="bytes").load()
+    except Exception as e:  # unpickling a damaged file can raise almost anything
+        detail = " ".join(str(e).split()) or "no detail"
+        raise DataError(
+            f"{path}: not a readable {spec.title} file, corrupt or truncated "
+            f"({type(e).__name__}: {detail}); {_refetch_hint(spec, path.parent)}"
+        ) from e
+    if not isinstance(obj, dict):
+        raise DataError(
+            f"{path}: holds a {type(obj).__name__}, not a {spec.title} dict; "
+            f"{_refetch_hint(spec, path.parent)}"
+        )
+    # Pickles written by Python 3 with str keys are otherwise the same; accept them too.
+    return {k.encode() if isinstance(k, str) else k: v for k, v in obj.items()}
+
+
+def _entry(d: dict[bytes, Any], key: bytes, path: Path, spec: _Spec) -> Any:
+    if key not in d:
+        found = ", ".join(repr(k.decode(errors="replace")) for k in d if isinstance(k, bytes))
+        raise DataError(
+            f"{path}: no {key.decode()!r} entry (found {found or 'none'}), so it is not a "
+            f"{spec.title} file; {_refetch_hint(spec, path.parent)}"
+        )
+    return d[key]
+
+
+def _read_batch(path: Path, spec: _Spec) -> tuple[np.ndarray, np.ndarray]:
+    """One data file -> uint8 (N, 3072) pixels and int64 (N,) labels, checked."""
+    d = _read_pickle(path, spec)
+    data = _entry(d, b"data", path, spec)
+    raw_labels = _entry(d, spec.label_key, path, spec)
+    hint = _refetch_hint(spec, path.parent)
+    if not (
+        isinstance(data, np.ndarray)
+        and data.dtype == np.uint8
+        and data.ndim == 2
+        and data.shape[1] == PIXELS
+    ):
+        what = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{path}: 'data' is {what}, expected uint8 of shape (N, {PIXELS}); {hint}")
+    try:
+        labels = np.asarray(raw_labels, dtype=np.int64)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{path}: labels are not integers ({e}); {hint}") from e
+    if labels.shape != (data.shape[0],):
+        raise DataError(
+            f"{path}: {data.shape[0]} images but labels of shape {labels.shape}; {hint}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
+        raise DataError(
+            f"{path}: labels must be in [0, {spec.num_classes}) for {spec.title}, "
+            f"found {labels.min()}..{labels.max()}; {hint}"
+        )
+    return data, labels
+
+
+def _read_split(
+    folder: Path, files: tuple[str, ...], spec: _Spec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    batches = [_read_batch(folder / f, spec) for f in files]
+    data = np.concatenate([b[0] for b in batches])
+    labels = np.concatenate([b[1] for b in batches])
+    # np.require copies only when needed: torch refuses to share a read-only buffer.
+    x = torch.from_numpy(np.require(data, requirements=["C", "W"])).view(-1, 3, 32, 32)
+    return x, torch.from_numpy(np.require(labels, requirements=["C", "W"]))
+
+
+def _read_names(path: Path, spec: _Spec) -> list[str]:
+    raw = _entry(_read_pickle(path, spec), spec.names_key, path, spec)
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
+    if len(names) != spec.num_classes:
+        raise DataError(
+            f"{path}: {len(names)} class names, expected {spec.num_classes}; "
+            f"{_refetch_hint(spec, path.parent)}"
+        )
+    return names
+
+
+# ----------------------------------------------------------------------------- finding
+
+
+def _missing(folder: Path, spec: _Spec) -> list[str]:
+    return [f for f in spec.files if not (folder / f).is_file()]
+
+
+def _missing_message(root: Path, spec: _Spec, missing: list[str]) -> str:
+    folder = root / spec.folder
+    expected = ", ".join(spec.files)
+    if not folder.is_dir():
+        where = f"no {spec.title} data at {folder} (expected {expected})"
+    else:
+        where = f"{spec.title} data at {folder} lacks {', '.join(missing)} (expected {expected})"
+    fix = f"set dataset.download=true or point dataset.root at the folder that holds {spec.folder}"
+    if (root / spec.files[0]).is_file():
+        # The usual slip: root points at cifar-100-python itself rather than its parent.
+        fix = f"set dataset.root={root.parent}, the folder that holds {spec.folder}"
+    return f"dataset.root: {where}; {fix}"
+
+
+def _download(root: Path, spec: _Spec) -> None:
+    """Fetch with torchvision, which verifies the archive's and the files' md5."""
+    import torchvision.datasets as tvd  # imported here: only needed on first use
+
+    dataset_class = getattr(tvd, spec.torchvision_class)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for train in (True, False):  # the second call only checks the test files' md5
+            dataset_class(str(root), train=train, download=True)
+    except Exception as e:  # network, disk, or checksum errors all mean the same to the user
+        detail = " ".join(str(e).split()) or "no detail"
+        raise DataError(
+            f"dataset.download: could not download {spec.title} into {root} "
+            f"({type(e).__name__}: {detail}); check the network, or unpack the official "
+            f"archive into {root} yourself and set dataset.download=false"
+        ) from e
+
+
+def load_cifar(root: Path, name: str, download: bool) -> ImageSet:
+    """Read CIFAR-10/100 from `root`/<official folder>; download it first if asked and missing.
+
+    With download=False the files are read as they are (no checksum: a hand-made or
+    trimmed folder is fine); every file is still checked for shape and label range.
+    """
+    spec = _spec(name)
+    root = Path(root)
+    folder = root / spec.folder
+    missing = _missing(folder, spec)
+    if missing and download:
+        _download(root, spec)
+        missing = _missing(folder, spec)
+    if missing:
+        raise DataError(_missing_message(root, spec, missing))
+    train_x, train_y = _read_split(folder, spec.train_files, spec)
+    test_x, test_y = _read_split(folder, (spec.test_file,), spec)
+    return ImageSet(
+        train_x=train_x,
+        train_y=train_y,
+        test_x=test_x,
+        test_y=test_y,
+        num_classes=spec.num_classes,
+        class_names=_read_names(folder / spec.meta_file, spec),
+        mean=spec.mean,
+        std=spec.std,
+    )
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _as_images(x: ArrayLike, what: str) -> np.ndarray:
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if a.dtype != np.uint8 or a.ndim != 4 or a.shape[1:] != (3, 32, 32):
+        raise ValueError(f"{what} must be uint8 (N, 3, 32, 32), got {a.dtype} {a.shape}")
+    return np.ascontiguousarray(a).reshape(len(a), PIXELS)
+
+
+def _as_labels(y: ArrayLike, n: int, what: str) -> list[int]:
+    a = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if a.shape != (n,):
+        raise ValueError(f"{what} must have shape ({n},), got {a.shape}")
+    return [int(v) for v in a]  # the official files hold a list of Python ints
+
+
+def _dump(path: Path, obj: dict[bytes, Any]) -> None:
+    # Bytes keys and values, as Python 2 strings load with encoding='bytes'. Protocol 4
+    # keeps bytes native; protocol 2 from Python 3 would route them through _codecs.
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=4)
+
+
+def _batch(
+    label_key: bytes, batch_label: str, x: np.ndarray, y: list[int], start: int
+) -> dict[bytes, Any]:
+    return {
+        b"batch_label": batch_label.encode(),
+        label_key: y,
+        b"data": x,
+        b"filenames": [f"image_{start + i:05d}.png".encode() for i in range(len(y))],
+    }
+
+
+def write_cifar(
+    root: Path,
+    name: str,
+    train_x: ArrayLike,
+    train_y: ArrayLike,
+    test_x: ArrayLike,
+    test_y: ArrayLike,
+    class_names: list[str],
+) -> Path:
+    """Write a CIFAR-10/100 folder in the official layout under `root`; returns that folder.
+
+    For tests and docs: small stand-ins for the real data. Images are uint8 (N, 3, 32, 32)
+    tensors or arrays. Labels are written as given, unchecked, so a test can write a bad
+    file. CIFAR-100's coarse labels are not written; nothing here reads them.
+    """
+    spec = _spec(name)
+    tx, ty = _as_images(train_x, "train_x"), _as_labels(train_y, len(train_x), "train_y")
+    vx, vy = _as_images(test_x, "test_x"), _as_labels(test_y, len(test_x), "test_y")
+    if len(class_names) != spec.num_classes:
+        raise ValueError(
+            f"{spec.title} needs {spec.num_classes} class names, got {len(class_names)}"
+        )
+    folder = Path(root) / spec.folder
+    folder.mkdir(parents=True, exist_ok=True)
+
+    parts = np.array_split(np.arange(len(tx)), len(spec.train_files))
+    for i, (file, idx) in enumerate(zip(spec.train_files, parts), start=1):
+        start = int(idx[0]) if len(idx) else 0
+        label = f"training batch {i} of {len(spec.train_files)}"
+        sel_y = [ty[j] for j in idx]
+        _dump(folder / file, _batch(spec.label_key, label, tx[idx], sel_y, start))
+    _dump(folder / spec.test_file, _batch(spec.label_key, "testing batch 1 of 1", vx, vy, 0))
+
+    meta: dict[bytes, Any] = {spec.names_key: [n.encode() for n in class_names]}
+    if name == "cifar10":
+        meta[b"num_cases_per_batch"] = len(parts[0])
+        meta[b"num_vis"] = PIXELS
+    _dump(folder / spec.meta_file, meta)
+    return folder

@@ -1,0 +1,38 @@
+"""Test helpers: small CIFAR-format folders with something a tiny net can learn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sdrun.data import write_cifar
+
+NUM_CLASSES = {"cifar100": 100, "cifar10": 10}
+
+
+def write_tiny_cifar(
+    root: Path, name: str = "cifar100", n_train: int = 256, n_test: int = 128, seed: int = 0
+) -> Path:
+    """Write a small `name` folder (official layout) under `root`; returns `root`.
+
+    Each class has its own blocky colour pattern (a random 3x4x4 grid scaled up to 32x32);
+    an image is its class's pattern plus noise, so the classes can be told apart. Labels
+    cycle through the classes in a shuffled order, so every class appears when n >= classes.
+    """
+    k = NUM_CLASSES[name]
+    g = torch.Generator().manual_seed(seed)
+    patterns = torch.rand(k, 3, 4, 4, generator=g) * 200 + 28
+    patterns = patterns.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = (torch.arange(n) % k)[torch.randperm(n, generator=g)]
+        noise = torch.randn(n, 3, 32, 32, generator=g) * 24
+        x = (patterns[y] + noise).round().clamp(0, 255).to(torch.uint8)
+        return x, y
+
+    train_x, train_y = split(n_train)
+    test_x, test_y = split(n_test)
+    names = [f"class_{i:02d}" for i in range(k)]
+    write_cifar(root, name, train_x, train_y, test_x, test_y, names)
+    return Path(root)

@@ -1,0 +1,230 @@
+"""The `sdrun` command end to end, as a user runs it, on a CIFAR-100-format folder on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REQUIRED_KEYS = {
+    "epoch", "cycle", "lr", "train/loss", "train/ce", "train/kd", "student/top1", "student/top5",
+    "teacher/top1", "teacher/top5", "time/epoch_s", "throughput/img_per_s",
+}  # fmt: skip
+
+
+def sdrun(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"}
+    return subprocess.run(
+        [sys.executable, "-m", "sdrun", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def tiny(root: Path, *extra: str) -> list[str]:
+    """A run of a few seconds: ResNet-20, 2 cycles of 2 epochs, a few batches per epoch."""
+    return [
+        f"dataset.root={root}", "dataset.download=false", "dataset.batch_size=32",
+        "dataset.eval_batch_size=64", "model=resnet20", "schedule.epochs=4",
+        "schedule.cycle_length=2", "schedule.lr_min=0.001", "optim.lr=0.05", "logger=none",
+        "trainer.deterministic=true", *extra,
+    ]  # fmt: skip
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def sd_run(cifar100_root: Path, tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("sd_run")
+    run_dir = work / "run"
+    proc = sdrun(*tiny(cifar100_root, f"hydra.run.dir={run_dir}"), cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def test_run_dir_holds_config_metrics_summary_and_checkpoints(sd_run: Path):
+    config = yaml.safe_load((sd_run / ".hydra" / "config.yaml").read_text())
+    assert config["model"]["name"] == "resnet20"
+    assert config["schedule"]["epochs"] == 4
+    records = read_jsonl(sd_run / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert [r["cycle"] for r in records] == [1, 1, 2, 2]
+    for r in records:
+        assert set(r) >= REQUIRED_KEYS
+        assert 0.0 <= r["student/top1"] <= r["student/top5"] <= 100.0
+        assert r["throughput/img_per_s"] > 0
+    summary = json.loads((sd_run / "summary.json").read_text())
+    assert summary["complete"] is True
+    assert summary["student/top1"] == records[-1]["student/top1"]
+    assert summary["student/best_top1"] == max(r["student/top1"] for r in records)
+    assert summary["teacher/top1"] == records[-1]["teacher/top1"]
+    last = torch.load(sd_run / "checkpoints" / "last.pt", weights_only=False)
+    assert {"model", "teacher", "optimizer", "scheduler", "scaler", "epoch", "rng"} <= set(last)
+    assert last["epoch"] == 4
+    assert (sd_run / "checkpoints" / "cycle1.pt").is_file()
+    assert (sd_run / "checkpoints" / "cycle2.pt").is_file()
+
+
+def test_no_teacher_in_cycle_one_then_kd_in_cycle_two(sd_run: Path):
+    records = read_jsonl(sd_run / "metrics.jsonl")
+    for r in records[:2]:
+        assert r["teacher/top1"] is None and r["teacher/top5"] is None
+        assert r["train/kd"] is None
+        assert r["train/loss"] == pytest.approx(r["train/ce"])
+    for r in records[2:]:
+        assert r["teacher/top1"] is not None
+        assert r["train/kd"] > 0
+        assert r["train/loss"] == pytest.approx(r["train/ce"] + r["train/kd"], rel=1e-4)
+
+
+def test_teacher_is_the_snapshot_of_the_end_of_cycle_one(sd_run: Path):
+    records = read_jsonl(sd_run / "metrics.jsonl")
+    end_of_cycle_1 = records[1]
+    for r in records[2:]:
+        assert r["teacher/top1"] == end_of_cycle_1["student/top1"]
+        assert r["teacher/top5"] == end_of_cycle_1["student/top5"]
+    snapshot = torch.load(sd_run / "checkpoints" / "cycle1.pt", weights_only=False)["model"]
+    last = torch.load(sd_run / "checkpoints" / "last.pt", weights_only=False)
+    # the teacher after the last epoch of cycle 2 is still, bit for bit, the cycle-1 snapshot
+    for name, value in snapshot.items():
+        assert torch.equal(last["teacher"][name], value), name
+    # ... while the student moved away from it
+    assert any(not torch.equal(last["model"][k], v) for k, v in snapshot.items())
+
+
+def test_lr_restarts_at_the_cycle_start_and_ends_each_cycle_at_lr_min(sd_run: Path):
+    records = read_jsonl(sd_run / "metrics.jsonl")
+    assert records[1]["lr"] == pytest.approx(0.001)
+    assert records[3]["lr"] == pytest.approx(0.001)
+    assert records[0]["lr"] > records[1]["lr"]
+    assert records[2]["lr"] > records[1]["lr"]
+
+
+def test_distill_none_keeps_the_schedule_without_a_teacher(cifar100_root: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    args = tiny(cifar100_root, "distill=none", "schedule.epochs=2", "schedule.cycle_length=1",
+                f"hydra.run.dir={run_dir}")  # fmt: skip
+    proc = sdrun(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    assert [r["cycle"] for r in records] == [1, 2]
+    assert all(r["teacher/top1"] is None and r["train/kd"] is None for r in records)
+
+
+def test_multirun_sweep_gives_each_job_its_own_run_dir(cifar100_root: Path, tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    args = tiny(cifar100_root, "schedule.epochs=2", "schedule.cycle_length=1",
+                "distill.temperature=1,4", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    proc = sdrun("-m", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if (p / "summary.json").exists())
+    assert len(jobs) == 2
+    temperatures = set()
+    for job in jobs:
+        cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        temperatures.add(cfg["distill"]["temperature"])
+        assert len(read_jsonl(job / "metrics.jsonl")) == 2
+    assert temperatures == {1.0, 4.0}
+
+
+def _wait_for_epochs(path: Path, n: int, proc: subprocess.Popen, limit: float = 240) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before epoch {n}: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.02)
+    pytest.fail(f"epoch {n} not reached in {limit} s")
+
+
+def test_killed_run_resumes_to_bitwise_equal_weights(cifar100_root: Path, tmp_path: Path):
+    extra = ["schedule.epochs=6", "schedule.cycle_length=2", "dataset.limit_train=192"]
+    full_dir = tmp_path / "full"
+    proc = sdrun(*tiny(cifar100_root, *extra, f"hydra.run.dir={full_dir}"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    killed_dir = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "sdrun",
+        *tiny(cifar100_root, *extra, f"hydra.run.dir={killed_dir}"),
+    ]
+    victim = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    _wait_for_epochs(killed_dir / "metrics.jsonl", 3, victim)  # kill inside cycle 2
+    assert victim.poll() is None, "the run finished before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = len((killed_dir / "metrics.jsonl").read_text().splitlines())
+    assert killed_at < 6
+
+    proc = sdrun(f"resume={killed_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = read_jsonl(killed_dir / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5, 6]
+    full = torch.load(full_dir / "checkpoints" / "last.pt", weights_only=False)
+    resumed = torch.load(killed_dir / "checkpoints" / "last.pt", weights_only=False)
+    for key in ("model", "teacher"):
+        for name, value in full[key].items():
+            assert torch.equal(resumed[key][name], value), f"{key}.{name}"
+    full_records = read_jsonl(full_dir / "metrics.jsonl")
+    assert [r["student/top1"] for r in records] == [r["student/top1"] for r in full_records]
+
+
+def test_resume_refuses_a_different_model(sd_run: Path, tmp_path: Path):
+    proc = sdrun(f"resume={sd_run}", "model=resnet32", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "model.name" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_new_run_never_overwrites_a_run_dir_with_checkpoints(cifar100_root, sd_run, tmp_path):
+    before = (sd_run / "metrics.jsonl").read_text()
+    proc = sdrun(*tiny(cifar100_root, f"hydra.run.dir={sd_run}"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "resume=" in proc.stderr
+    assert (sd_run / "metrics.jsonl").read_text() == before
+
+
+BAD_INPUTS = [
+    (["model.name=resnet57"], "model.name"),
+    (["schedule.cycle_length=3"], "schedule.cycle_length"),
+    (["distill.temperature=0"], "distill.temperature"),
+    (["distill.kd_weight=-1"], "distill.kd_weight"),
+    (["optim.lr=-0.1"], "optim.lr"),
+    (["dataset.root=/nonexistent/sdrun-data"], "dataset.download"),
+    (["trainer.device=cuda"], "trainer.device"),
+    (["dataset.batch_size=100000"], "dataset.batch_size"),
+    (["distill=kd"], "distill.teacher_checkpoint"),
+    (["distill=kd", "distill.teacher_checkpoint=/nonexistent/run"], "distill.teacher_checkpoint"),
+]
+
+
+@pytest.mark.parametrize("overrides,key", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
+def test_bad_input_fails_before_training_with_one_line(cifar100_root, tmp_path, overrides, key):
+    if key == "trainer.device" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    run_dir = tmp_path / "run"
+    proc = sdrun(*tiny(cifar100_root, *overrides, f"hydra.run.dir={run_dir}"), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("sdrun: error: ") and key in lines[0]
+    assert not (run_dir / "metrics.jsonl").exists()
+
+
+def test_misspelled_key_is_rejected_by_the_schema(tmp_path: Path):
+    proc = sdrun("distill.temprature=2", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "temprature" in proc.stderr and "Traceback" not in proc.stderr
