@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 
 from sdrun.errors import ConfigError
 
-DATASETS = ("cifar100", "cifar10", "fake")
+DATASETS = ("cifar100", "cifar10", "imagenet", "fake")
 SCHEDULES = ("sd", "cosine", "step")
 DISTILL_METHODS = ("sd", "none", "kd")
 SMOOTH_MODES = ("teacher", "both")
@@ -33,11 +33,14 @@ class DatasetConfig:
     eval_batch_size: int = 1000
     limit_train: Optional[int] = None
     limit_test: Optional[int] = None
-    # Only for `fake`: random images and labels of this shape.
+    # `fake`: random images and labels of this shape (`image_size` is also imagenet's crop).
     num_classes: int = 100
     image_size: int = 32
     num_train: int = 50000
     num_test: int = 10000
+    # `imagenet` (any ImageFolder tree): decoding workers per process, eval resize before crop.
+    num_workers: int = 8
+    eval_resize: int = 256
 
 
 @dataclass

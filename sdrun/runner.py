@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from sdrun import checkpoint as ckpt
 from sdrun.config import Config, validate
-from sdrun.data import DeviceLoader, ImageSet, build_data
+from sdrun.data import Batches, build_loaders
 from sdrun.distill import LossWeights, load_teacher, snapshot_teacher
 from sdrun.engine import EpochResult, StepState, predict, train_one_epoch
 from sdrun.errors import CheckpointError
@@ -74,11 +74,11 @@ class Progress:
 class Parts:
     cfg: Config
     runtime: Runtime
-    data: ImageSet
+    num_classes: int
     model: nn.Module  # the plain module: its state_dict is what gets saved
     train_model: nn.Module  # what the loop calls (compiled when asked)
-    train_loader: DeviceLoader
-    test_loader: DeviceLoader
+    train_loader: Batches
+    test_loader: Batches
     plan: CyclePlan
     state: StepState
 
@@ -121,7 +121,9 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def _build(cfg: Config, runtime: Runtime) -> Parts:
-    data = build_data(cfg.dataset, seed=cfg.seed)
+    data = build_loaders(
+        cfg.dataset, seed=cfg.seed, device=runtime.device, channels_last=runtime.channels_last
+    )
     model = build_model(
         cfg.model.name,
         data.num_classes,
@@ -129,19 +131,12 @@ def _build(cfg: Config, runtime: Runtime) -> Parts:
         kwargs=dict(cfg.model.kwargs),
     )
     model.to(runtime.device, memory_format=runtime.memory_format)
-    loader_args = dict(
-        mean=data.mean, std=data.std, device=runtime.device, channels_last=runtime.channels_last
-    )
-    train_loader = DeviceLoader(
-        data.train_x, data.train_y, cfg.dataset.batch_size, train=True, seed=cfg.seed, **loader_args
-    )
-    test_loader = DeviceLoader(
-        data.test_x, data.test_y, cfg.dataset.eval_batch_size, train=False, **loader_args
-    )
-    plan = plan_from_config(cfg.schedule, cfg.optim.lr, len(train_loader))
+    plan = plan_from_config(cfg.schedule, cfg.optim.lr, len(data.train))
     state = StepState(build_optimizer(model, cfg.optim), runtime.grad_scaler(), step=0)
     train_model = torch.compile(model) if cfg.trainer.compile else model
-    return Parts(cfg, runtime, data, model, train_model, train_loader, test_loader, plan, state)
+    return Parts(
+        cfg, runtime, data.num_classes, model, train_model, data.train, data.test, plan, state
+    )
 
 
 def _initial_teacher(parts: Parts) -> Optional[TeacherState]:
@@ -357,7 +352,7 @@ def _log_start(parts: Parts, progress: Progress) -> None:
         parts.cfg.dataset.name,
         parts.train_loader.num_samples,
         parts.test_loader.num_samples,
-        parts.data.num_classes,
+        parts.num_classes,
         plan.epochs,
         plan.num_cycles,
         plan.cycle_length,

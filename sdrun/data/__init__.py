@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor
 
 from sdrun.config import DATASETS, DatasetConfig
 from sdrun.data.base import ImageSet
@@ -12,9 +18,12 @@ from sdrun.data.loader import DeviceLoader, hflip, normalize, random_crop
 from sdrun.errors import ConfigError
 
 __all__ = [
+    "Batches",
+    "DataBundle",
     "DeviceLoader",
     "ImageSet",
     "build_data",
+    "build_loaders",
     "hflip",
     "load_cifar",
     "make_fake",
@@ -35,3 +44,47 @@ def build_data(cfg: DatasetConfig, *, seed: int) -> ImageSet:
             f"dataset.name={cfg.name!r} is not one of {', '.join(DATASETS)}; pick one of those"
         )
     return data.limit(cfg.limit_train, cfg.limit_test)
+
+
+class Batches(Protocol):
+    """What the training loop needs from a loader: batches on the device, per epoch."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def num_samples(self) -> int: ...
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+
+@dataclass
+class DataBundle:
+    train: Batches
+    test: Batches
+    num_classes: int
+
+
+def build_loaders(
+    cfg: DatasetConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    channels_last: bool,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataBundle:
+    """Train and test loaders for `cfg` on `device` (this rank's shard of each)."""
+    data = build_data(cfg, seed=seed)
+    common = dict(
+        mean=data.mean,
+        std=data.std,
+        device=device,
+        channels_last=channels_last,
+        rank=rank,
+        world_size=world_size,
+    )
+    train = DeviceLoader(
+        data.train_x, data.train_y, cfg.batch_size, train=True, seed=seed, **common
+    )
+    test = DeviceLoader(data.test_x, data.test_y, cfg.eval_batch_size, train=False, **common)
+    return DataBundle(train, test, data.num_classes)
