@@ -6,22 +6,18 @@ In cycles 2..K the loss is
     smooth=teacher: KD = KL(softmax(z_t / T) || softmax(z_s))          (SD paper's default)
     smooth=both:    KD = T^2 * KL(softmax(z_t / T) || softmax(z_s / T))  (Hinton et al.)
 
-The teacher is the student's weights (and BN buffers) copied at the end of the previous cycle,
-in eval mode, without gradients, run on the same augmented batch as the student.
+The teacher (sdrun/teacher.py) is the student's weights and BN buffers copied at the end of the
+previous cycle, run without gradients on the same augmented batch as the student.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-from sdrun.errors import CheckpointError
+from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -62,40 +58,3 @@ def distill_loss(
     kd = kd_loss(student_logits, teacher_logits, weights.temperature, weights.smooth)
     total = weights.ce_weight * ce + weights.kd_weight * kd
     return total, ce.detach(), kd.detach()
-
-
-def snapshot_teacher(student: nn.Module) -> nn.Module:
-    """Freeze a copy of the student: weights and BN buffers as they are now, eval mode."""
-    teacher = copy.deepcopy(_unwrap(student))
-    teacher.eval()
-    teacher.requires_grad_(False)
-    return teacher
-
-
-def load_teacher(student: nn.Module, checkpoint: str | Path) -> nn.Module:
-    """A teacher for classic KD: the student's architecture with a saved model's weights."""
-    path = Path(checkpoint).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise CheckpointError(
-            f"distill.teacher_checkpoint: no checkpoint at {path}; "
-            "point it at a run directory or a .pt file written by sdrun"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        teacher = snapshot_teacher(student)
-        teacher.load_state_dict(state["model"])
-    except (RuntimeError, KeyError, EOFError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"distill.teacher_checkpoint: cannot load a teacher for this model from {path} "
-            f"({first}); use a checkpoint of the same model and dataset"
-        ) from None
-    return teacher
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The plain module behind DDP or torch.compile wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)

@@ -74,7 +74,7 @@ def train_one_epoch(
         lr = plan.lr_at(state.step)
         set_lr(state.optimizer, lr)
         with runtime.autocast():
-            teacher_logits = _teacher_forward(teacher, x)
+            teacher_logits = None if teacher is None else teacher(x)  # frozen: no graph
             logits = student(x)
             loss, ce, kd = distill_loss(logits, y, teacher_logits, weights)
         _backward_step(loss, state)
@@ -103,13 +103,6 @@ def train_one_epoch(
         images=images,
         seconds=seconds,
     )
-
-
-def _teacher_forward(teacher: Optional[nn.Module], x: Tensor) -> Optional[Tensor]:
-    if teacher is None:
-        return None
-    with torch.no_grad():  # the teacher is frozen: no graph, no saved activations
-        return teacher(x)
 
 
 def _backward_step(loss: Tensor, state: StepState) -> None:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from sdrun import checkpoint as ckpt
 from sdrun.config import Config, validate
 from sdrun.data import Batches, build_loaders
-from sdrun.distill import LossWeights, load_teacher, snapshot_teacher
+from sdrun.distill import LossWeights
 from sdrun.engine import EpochResult, StepState, predict, train_one_epoch
 from sdrun.errors import CheckpointError
 from sdrun.loggers import METRICS, SUMMARY, MetricsFile, build_logger, write_summary
@@ -33,6 +33,7 @@ from sdrun.runtime import (
     set_rng_state,
 )
 from sdrun.schedule import CyclePlan, plan_from_config
+from sdrun.teacher import FrozenTeacher, load_teacher_weights, snapshot, teacher_dtype
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ RUN_DEFINING = (
 class TeacherState:
     """The current teacher and its test-set predictions (it is frozen: computed once)."""
 
-    model: nn.Module
+    model: FrozenTeacher
     logits: Tensor
     top1: float
     top5: float
@@ -143,26 +144,32 @@ def _initial_teacher(parts: Parts) -> Optional[TeacherState]:
     """Classic KD has its teacher from the start; SD gets its first at the end of cycle 1."""
     if parts.cfg.distill.name != "kd":
         return None
-    teacher = load_teacher(parts.model, parts.cfg.distill.teacher_checkpoint)
-    return _prepare_teacher(
-        parts, teacher.to(parts.runtime.device, memory_format=parts.runtime.memory_format)
+    source = load_teacher_weights(parts.model, parts.cfg.distill.teacher_checkpoint)
+    return _evaluate_teacher(parts, _frozen(parts, source))
+
+
+def _frozen(parts: Parts, source: nn.Module) -> FrozenTeacher:
+    runtime = parts.runtime
+    return FrozenTeacher(
+        source,
+        dtype=teacher_dtype(runtime.amp_dtype),
+        memory_format=runtime.memory_format,
+        compile=parts.cfg.trainer.compile,
     )
 
 
-def _prepare_teacher(parts: Parts, teacher: nn.Module) -> TeacherState:
+def _evaluate_teacher(parts: Parts, teacher: FrozenTeacher) -> TeacherState:
     logits, labels = predict(teacher, parts.test_loader.epoch(0), parts.runtime)
     acc = accuracy(logits, labels)
     return TeacherState(teacher, logits, acc[1], acc[5])
 
 
 def _take_snapshot(parts: Parts, previous: Optional[TeacherState]) -> TeacherState:
-    """The student at this cycle end becomes the teacher of the next cycle."""
+    """The teacher swap: the student at this cycle end becomes the next cycle's teacher."""
     if previous is None:
-        teacher = snapshot_teacher(parts.model)
-    else:  # reuse the module (and a compiled graph of it): copy weights and BN buffers in place
-        teacher = previous.model
-        teacher.load_state_dict(parts.model.state_dict())
-    return _prepare_teacher(parts, teacher)
+        return _evaluate_teacher(parts, _frozen(parts, parts.model))
+    previous.model.refresh(parts.model)  # in place: a compiled teacher stays compiled
+    return _evaluate_teacher(parts, previous.model)
 
 
 def _train(
@@ -243,7 +250,7 @@ def _update_progress(progress: Progress, record: dict[str, Any], result: EpochRe
 def _save(parts: Parts, progress: Progress, teacher: Optional[TeacherState], run_dir: Path) -> None:
     payload = {
         "model": parts.model.state_dict(),
-        "teacher": None if teacher is None else teacher.model.state_dict(),
+        "teacher": None if teacher is None else teacher.model.snapshot_state,
         "optimizer": parts.state.optimizer.state_dict(),
         "scheduler": {"step": parts.state.step, "plan": asdict(parts.plan)},
         "scaler": None if parts.state.scaler is None else parts.state.scaler.state_dict(),
@@ -311,9 +318,9 @@ def _restore(parts: Parts, progress: Progress, payload: dict[str, Any]) -> Optio
     log.info("resumed after epoch %d (step %d)", progress.epoch, parts.state.step)
     if payload.get("teacher") is None:
         return _initial_teacher(parts)
-    teacher = snapshot_teacher(parts.model)
-    teacher.load_state_dict(payload["teacher"])
-    return _prepare_teacher(parts, teacher)
+    source = snapshot(parts.model)
+    source.load_state_dict(payload["teacher"])
+    return _evaluate_teacher(parts, _frozen(parts, source))
 
 
 def _summary(parts: Parts, progress: Progress, teacher: Optional[TeacherState]) -> dict[str, Any]:

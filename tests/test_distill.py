@@ -1,12 +1,11 @@
-"""The KD loss against a hand computation, and the frozen snapshot teacher."""
+"""The KD loss against a hand computation."""
 
 import math
 
 import pytest
 import torch
-from torch import nn
 
-from sdrun.distill import LossWeights, distill_loss, kd_loss, snapshot_teacher
+from sdrun.distill import LossWeights, distill_loss, kd_loss
 
 
 def softmax(row: list[float], t: float = 1.0) -> list[float]:
@@ -67,18 +66,3 @@ def test_kd_gradient_flows_to_the_student_only():
     total, _, _ = distill_loss(s, torch.tensor([0, 1]), t.detach(), LossWeights())
     total.backward()
     assert s.grad is not None and t.grad is None
-
-
-def test_snapshot_teacher_is_a_frozen_eval_copy():
-    student = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
-    student.train()
-    student(torch.randn(8, 4))  # moves BN running stats
-    teacher = snapshot_teacher(student)
-    assert not teacher.training
-    assert all(not p.requires_grad for p in teacher.parameters())
-    for (name, a), (_, b) in zip(student.state_dict().items(), teacher.state_dict().items()):
-        assert torch.equal(a, b), name
-        assert a.data_ptr() != b.data_ptr(), f"{name} is shared, not copied"
-    with torch.no_grad():
-        student[0].weight.add_(1.0)
-    assert not torch.equal(student[0].weight, teacher[0].weight)

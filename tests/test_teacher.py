@@ -1,0 +1,119 @@
+"""The snapshot teacher: a frozen copy, prepared for cheap inference, outputs unchanged."""
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import sdrun.models  # noqa: F401 - registers the CIFAR ResNets
+from sdrun.errors import CheckpointError
+from sdrun.teacher import FrozenTeacher, fold_batchnorm, load_teacher_weights, snapshot
+
+
+def trained_like(name: str = "resnet20", seed: int = 0) -> nn.Module:
+    """A model whose BN statistics are not the init values (as after some training)."""
+    torch.manual_seed(seed)
+    model = timm.create_model(name, num_classes=10)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, 3, 32, 32) * 2 + 0.5)
+    return model
+
+
+def test_snapshot_is_a_frozen_eval_copy():
+    student = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    student.train()
+    student(torch.randn(8, 4))  # moves BN running stats
+    teacher = snapshot(student)
+    assert not teacher.training
+    assert all(not p.requires_grad for p in teacher.parameters())
+    for (name, a), (_, b) in zip(student.state_dict().items(), teacher.state_dict().items()):
+        assert torch.equal(a, b), name
+        assert a.data_ptr() != b.data_ptr(), f"{name} is shared, not copied"
+    with torch.no_grad():
+        student[0].weight.add_(1.0)
+    assert not torch.equal(student[0].weight, teacher[0].weight)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_prepared_teacher_matches_the_plain_snapshot_in_fp32(channels_last):
+    student = trained_like()
+    plain = snapshot(student)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    prepared = FrozenTeacher(student, torch.float32, fmt)
+    x = torch.randn(32, 3, 32, 32).contiguous(memory_format=fmt)
+    with torch.no_grad():
+        expected = plain(x)
+    got = prepared(x)
+    assert got.dtype == torch.float32 and not got.requires_grad
+    assert (got - expected).abs().max().item() < 1e-4
+
+
+def test_batchnorm_is_folded_away():
+    folded = fold_batchnorm(snapshot(trained_like()))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+
+
+def test_unfoldable_models_fall_back_to_the_plain_snapshot():
+    class Dynamic(nn.Module):  # data-dependent control flow: fx cannot trace it
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) if x.sum() > 0 else x
+
+    model = Dynamic().eval()
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(fold_batchnorm(model)(x), model(x))
+
+
+def test_bf16_teacher_is_close_and_returns_fp32():
+    student = trained_like()
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        expected = snapshot(student)(x)
+    got = FrozenTeacher(student, torch.bfloat16)(x)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, expected, atol=0.15, rtol=0.05)
+
+
+def test_refresh_takes_the_new_snapshot_in_place_and_ignores_later_student_updates():
+    student = trained_like(seed=0)
+    teacher = FrozenTeacher(student)
+    params_before = [p.data_ptr() for p in teacher.net.parameters()]
+    other = trained_like(seed=1)
+    student.load_state_dict(other.state_dict())
+    teacher.refresh(student)
+    assert [p.data_ptr() for p in teacher.net.parameters()] == params_before
+    for name, value in other.state_dict().items():
+        assert torch.equal(teacher.snapshot_state[name], value), name
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = snapshot(other)(x)
+        for p in student.parameters():  # the student keeps training; the teacher must not move
+            p.add_(1.0)
+    assert (teacher(x) - expected).abs().max().item() < 1e-4
+
+
+def test_teacher_keeps_no_autograd_graph():
+    student = trained_like()
+    teacher = FrozenTeacher(student)
+    x = torch.randn(4, 3, 32, 32, requires_grad=True)
+    out = teacher(x)
+    assert out.grad_fn is None
+
+
+def test_load_teacher_weights_from_a_checkpoint(tmp_path):
+    source = trained_like(seed=3)
+    torch.save({"model": source.state_dict()}, tmp_path / "t.pt")
+    teacher = load_teacher_weights(trained_like(seed=4), tmp_path / "t.pt")
+    for name, value in source.state_dict().items():
+        assert torch.equal(teacher.state_dict()[name], value)
+    with pytest.raises(CheckpointError, match="distill.teacher_checkpoint"):
+        load_teacher_weights(source, tmp_path / "missing.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="distill.teacher_checkpoint"):
+        load_teacher_weights(source, tmp_path / "bad.pt")
