@@ -133,7 +133,9 @@ def _build(cfg: Config, runtime: Runtime) -> Parts:
     )
     model.to(runtime.device, memory_format=runtime.memory_format)
     plan = plan_from_config(cfg.schedule, cfg.optim.lr, len(data.train))
-    state = StepState(build_optimizer(model, cfg.optim), runtime.grad_scaler(), step=0)
+    state = StepState(
+        build_optimizer(model, cfg.optim, runtime.device), runtime.grad_scaler(), step=0
+    )
     train_model = torch.compile(model) if cfg.trainer.compile else model
     return Parts(
         cfg, runtime, data.num_classes, model, train_model, data.train, data.test, plan, state

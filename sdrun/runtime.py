@@ -53,11 +53,11 @@ def resolve_runtime(cfg: TrainerConfig) -> Runtime:
         "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and cuda) else "cpu"
     )
     return Runtime(
-        device=device, amp_dtype=_amp_dtype(cfg.amp, device), channels_last=cfg.channels_last
+        device=device, amp_dtype=resolve_amp(cfg.amp, device), channels_last=cfg.channels_last
     )
 
 
-def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
     if amp == "off":
         return None
     if amp == "auto":
