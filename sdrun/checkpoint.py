@@ -1,33 +1,59 @@
 """Checkpoints: atomic writes, and finding the one to resume from.
 
-`checkpoints/last.pt` is written at every epoch end to a temporary file in the same folder,
-flushed to disk and renamed over the old one, so a kill at any moment leaves either the old
-or the new checkpoint, never half of one.
+`checkpoints/last.pt` is written at every epoch end to a temporary file in the same folder
+and flushed to disk; only then does the old `last.pt` become `prev.pt` and the new file
+`last.pt`. A kill at any moment leaves at least one complete checkpoint, and a damaged
+`last.pt` (a disk fault, a copy cut short) falls back to `prev.pt` with a message.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from sdrun.errors import CheckpointError
 
+log = logging.getLogger(__name__)
+
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
+PREV = "prev.pt"
 
 
-def save_atomic(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_atomic(payload: dict[str, Any], path: Path, keep_previous: Optional[Path] = None) -> None:
+    """Write `payload` to `path` so that no reader ever sees a partial file.
+
+    With `keep_previous`, the file `path` held before becomes that file, but only once the new
+    one is complete on disk. A failed write (disk full, permissions) leaves both untouched.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise CheckpointError(
+            f"could not write {path} ({err.strerror or err}); the previous checkpoint is kept; "
+            "free disk space or fix permissions, then resume from the run directory"
+        ) from None
+
+
+def save_last(payload: dict[str, Any], run_dir: Path) -> None:
+    folder = run_dir / CHECKPOINT_DIR
+    save_atomic(payload, folder / LAST, keep_previous=folder / PREV)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -61,6 +87,19 @@ def load(path: Path) -> dict[str, Any]:
             f"resume: {path} lacks {', '.join(missing)}; it was not written by sdrun"
         )
     return payload
+
+
+def load_for_resume(path: Path) -> dict[str, Any]:
+    """Load `path`; if it is a run's damaged last.pt, fall back to its prev.pt, saying so."""
+    previous = path.with_name(PREV)
+    if path.name != LAST or not previous.is_file():
+        return load(path)
+    try:
+        return load(path)
+    except CheckpointError as err:
+        payload = load(previous)
+        log.warning("%s; resuming from %s (epoch %d) instead", err, previous, payload["epoch"])
+        return payload
 
 
 def checkpoint_path(resume: str) -> Path:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from sdrun.checkpoint import guard_run_dir
 from sdrun.config import Config, register_configs, validate
 from sdrun.errors import SdrunError
+from sdrun.interrupt import RunStopped
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 EXIT_USER_ERROR = 2
@@ -61,6 +62,9 @@ def _task(dict_cfg: DictConfig) -> float:
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         summary = run(cfg, run_dir)
+    except RunStopped as err:
+        print(f"sdrun: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
     except SdrunError as err:
         _exit_with(err)
     return float(summary["student/top1"])

@@ -1,15 +1,16 @@
 """The epoch loop: one training epoch with an optional teacher, and test-set prediction.
 
-The hot loop never reads a value back from the device: loss sums and correct counts are
-accumulated as device tensors and read once at the epoch's end (the progress bar reads the
-running loss only every `log_every` steps).
+The hot loop never reads a value back from the device: loss sums, correct counts and the
+non-finite flag are accumulated as device tensors. They are read every `check_every` steps (to
+stop a diverged run early), every `log_every` steps when a progress bar is shown, and at the
+epoch's end.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -19,6 +20,17 @@ from tqdm.auto import tqdm
 from sdrun.distill import LossWeights, distill_loss
 from sdrun.runtime import Runtime
 from sdrun.schedule import CyclePlan
+
+# Slots of the on-device running sums.
+LOSS, CE, KD, CORRECT, NONFINITE, SKIPPED = range(6)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; `step` is the global step where it was seen."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"non-finite loss by step {step}")
+        self.step = step
 
 
 @dataclass
@@ -30,6 +42,7 @@ class EpochResult:
     lr: float  # LR of the epoch's last iteration
     images: int
     seconds: float
+    skipped_steps: int = 0  # fp16 steps the loss scaler skipped (overflow)
 
     @property
     def img_per_s(self) -> float:
@@ -43,6 +56,35 @@ class StepState:
     optimizer: torch.optim.Optimizer
     scaler: Optional[torch.amp.GradScaler]
     step: int  # iterations done so far in the whole run
+
+
+@dataclass
+class EpochTally:
+    """Running totals of a possibly unfinished epoch (a mid-epoch checkpoint stores them)."""
+
+    batches: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    sums: Optional[Tensor] = None  # weighted by batch size, see the slot names above
+
+    def state_dict(self) -> dict:
+        sums = None if self.sums is None else self.sums.detach().cpu()
+        return {"batches": self.batches, "images": self.images, "seconds": self.seconds,
+                "sums": sums}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: dict, device: torch.device) -> EpochTally:
+        sums = None if state["sums"] is None else state["sums"].to(device)
+        return cls(state["batches"], state["images"], state["seconds"], sums)
+
+
+@dataclass
+class LoopOptions:
+    log_every: int = 50  # progress-bar refresh period (steps)
+    check_every: int = 50  # non-finite loss check period (steps)
+    desc: str = ""
+    should_stop: Callable[[], bool] = field(default=lambda: False)
+    nan_at_step: Optional[int] = None  # fault injection for tests: this step's loss is NaN
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -59,61 +101,105 @@ def train_one_epoch(
     plan: CyclePlan,
     weights: LossWeights,
     runtime: Runtime,
-    *,
-    log_every: int = 50,
-    desc: str = "",
-) -> EpochResult:
+    tally: Optional[EpochTally] = None,
+    options: Optional[LoopOptions] = None,
+) -> Optional[EpochResult]:
+    """Train over `batches` (what is left of the epoch if `tally` says some is done).
+
+    Returns None when `options.should_stop()` asked to stop early; `tally` then holds the
+    partial epoch. Raises NonFiniteLoss when the loss stops being finite.
+    """
+    tally = tally or EpochTally()
+    options = options or LoopOptions()
     student.train()
-    device = runtime.device
-    sums = torch.zeros(4, device=device)  # loss, ce, kd, correct (weighted by batch size)
-    images = 0
-    lr = plan.lr_at(state.step)
-    bar = tqdm(total=num_batches, desc=desc, leave=False, dynamic_ncols=True, disable=None)
-    start = time.perf_counter()
-    for i, (x, y) in enumerate(batches):
+    if tally.sums is None:
+        tally.sums = torch.zeros(6, device=runtime.device)
+    bar = tqdm(total=num_batches, initial=tally.batches, desc=options.desc, leave=False,
+               dynamic_ncols=True, disable=None)  # fmt: skip
+    lr = plan.lr_at(max(state.step - 1, 0))
+    start = time.perf_counter() - tally.seconds
+    stopped = False
+    for x, y in batches:
         lr = plan.lr_at(state.step)
         set_lr(state.optimizer, lr)
         with runtime.autocast():
             teacher_logits = None if teacher is None else teacher(x)  # frozen: no graph
             logits = student(x)
             loss, ce, kd = distill_loss(logits, y, teacher_logits, weights)
-        _backward_step(loss, state)
-        batch = y.shape[0]
-        correct = logits.detach().argmax(dim=1).eq(y).sum()
-        sums += torch.stack([loss.detach(), ce, kd, correct / batch]) * batch
-        images += batch
+        if state.step == options.nan_at_step:
+            loss = loss * float("nan")
+        skipped = _backward_step(loss, state)
+        _accumulate(tally, loss, ce, kd, logits, y, skipped, count_nonfinite=state.scaler is None)
         state.step += 1
         bar.update(1)
-        if (i + 1) % log_every == 0 and not bar.disable:
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(
-                loss=f"{sums[0].item() / images:.3f}",
-                lr=f"{lr:.4f}",
-                img_s=f"{images / elapsed:.0f}",
-            )
-    totals = (sums / max(images, 1)).tolist()  # the epoch's one host sync
-    seconds = time.perf_counter() - start
+        if tally.batches % options.check_every == 0:
+            _check_finite(tally, state.step)
+        if tally.batches % options.log_every == 0 and not bar.disable:
+            _show(bar, tally, lr, time.perf_counter() - start)
+        if options.should_stop():
+            stopped = True
+            break
+    tally.seconds = time.perf_counter() - start
     bar.close()
+    _check_finite(tally, state.step)
+    if stopped and tally.batches < num_batches:
+        return None
+    return _result(tally, lr, teacher is not None)
+
+
+def _accumulate(tally: EpochTally, loss: Tensor, ce: Tensor, kd: Tensor, logits: Tensor,
+                y: Tensor, skipped: Optional[Tensor], count_nonfinite: bool) -> None:  # fmt: skip
+    batch = y.shape[0]
+    loss = loss.detach()
+    correct = logits.detach().argmax(dim=1).eq(y).sum()
+    nonfinite = (~torch.isfinite(loss)).float() if count_nonfinite else torch.zeros_like(loss)
+    skipped = torch.zeros_like(loss) if skipped is None else skipped.float()
+    row = torch.stack([loss * batch, ce * batch, kd * batch, correct.float(), nonfinite, skipped])
+    tally.sums += row
+    tally.images += batch
+    tally.batches += 1
+
+
+def _check_finite(tally: EpochTally, step: int) -> None:
+    if tally.sums is not None and tally.sums[NONFINITE].item() > 0:  # a host sync, every N steps
+        raise NonFiniteLoss(step)
+
+
+def _show(bar: tqdm, tally: EpochTally, lr: float, elapsed: float) -> None:
+    loss = tally.sums[LOSS].item() / max(tally.images, 1)
+    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.4f}", img_s=f"{tally.images / elapsed:.0f}")
+
+
+def _result(tally: EpochTally, lr: float, had_teacher: bool) -> EpochResult:
+    totals = tally.sums.tolist()  # the epoch's one read of the running sums
+    n = max(tally.images, 1)
     return EpochResult(
-        loss=totals[0],
-        ce=totals[1],
-        kd=totals[2] if teacher is not None else None,
-        top1=100.0 * totals[3],
+        loss=totals[LOSS] / n,
+        ce=totals[CE] / n,
+        kd=totals[KD] / n if had_teacher else None,
+        top1=100.0 * totals[CORRECT] / n,
         lr=lr,
-        images=images,
-        seconds=seconds,
+        images=tally.images,
+        seconds=tally.seconds,
+        skipped_steps=int(totals[SKIPPED]),
     )
 
 
-def _backward_step(loss: Tensor, state: StepState) -> None:
+def _backward_step(loss: Tensor, state: StepState) -> Optional[Tensor]:
+    """One optimizer step; with fp16 loss scaling, returns whether the scaler skipped it."""
     state.optimizer.zero_grad(set_to_none=True)
     if state.scaler is None:
         loss.backward()
         state.optimizer.step()
-    else:
-        state.scaler.scale(loss).backward()
-        state.scaler.step(state.optimizer)
-        state.scaler.update()
+        return None
+    state.scaler.scale(loss).backward()
+    state.scaler.step(state.optimizer)
+    # The scaler skips a step whose gradients overflowed; its per-device flags say so without a
+    # host sync (there is no public non-syncing accessor). Read before update() clears them.
+    found = state.scaler._found_inf_per_device(state.optimizer)
+    skipped = sum(found.values()) if found else None
+    state.scaler.update()
+    return skipped
 
 
 @torch.no_grad()

@@ -18,3 +18,7 @@ class DataError(SdrunError):
 
 class CheckpointError(SdrunError):
     """A checkpoint is missing, corrupt or does not match the run."""
+
+
+class TrainingDiverged(SdrunError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

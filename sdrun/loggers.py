@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Protocol
 
 from sdrun.config import LoggerConfig
+from sdrun.errors import SdrunError
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,15 @@ class MetricsFile:
         os.replace(tmp, self.path)
 
     def append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
-            f.flush()
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+                f.flush()
+        except OSError as err:
+            raise SdrunError(
+                f"could not write {self.path} ({err.strerror or err}); the epoch's checkpoint is "
+                "saved: free disk space or fix permissions, then resume from the run directory"
+            ) from None
 
 
 def _epoch_of(line: str) -> Optional[int]:

@@ -4,7 +4,10 @@ cycle end, evaluating, logging and checkpointing every epoch.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,9 +21,18 @@ from sdrun import checkpoint as ckpt
 from sdrun.config import Config, validate
 from sdrun.data import Batches, build_loaders
 from sdrun.distill import LossWeights
-from sdrun.engine import EpochResult, StepState, predict, train_one_epoch
-from sdrun.errors import CheckpointError
-from sdrun.loggers import METRICS, SUMMARY, MetricsFile, build_logger, write_summary
+from sdrun.engine import (
+    EpochResult,
+    EpochTally,
+    LoopOptions,
+    NonFiniteLoss,
+    StepState,
+    predict,
+    train_one_epoch,
+)
+from sdrun.errors import CheckpointError, TrainingDiverged
+from sdrun.interrupt import RunStopped, StopRequest
+from sdrun.loggers import METRICS, SUMMARY, Logger, MetricsFile, build_logger, write_summary
 from sdrun.metrics import accuracy, agreement, mean_kl
 from sdrun.models import build_model
 from sdrun.optim import build_optimizer
@@ -94,9 +106,11 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     seed_everything(cfg.seed)
     parts = _build(cfg, runtime)
     progress = Progress()
-    teacher = _initial_teacher(parts)
-    if resume is not None:
-        teacher = _restore(parts, progress, resume)
+    tally: Optional[EpochTally] = None
+    if resume is None:
+        teacher = _initial_teacher(parts)
+    else:
+        teacher, tally = _restore(parts, progress, resume)
     metrics = MetricsFile(run_dir / METRICS)
     metrics.truncate_after(progress.epoch)
     logger = build_logger(
@@ -105,7 +119,8 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     progress.wandb_id = getattr(logger, "run_id", None)
     _log_start(parts, progress)
     try:
-        teacher = _train(parts, progress, teacher, run_dir, metrics, logger)
+        with StopRequest() as stop:
+            teacher = _train(parts, progress, teacher, tally, run_dir, metrics, logger, stop)
         summary = _summary(parts, progress, teacher)
         write_summary(run_dir / SUMMARY, summary)
         logger.summary(summary)
@@ -178,9 +193,11 @@ def _train(
     parts: Parts,
     progress: Progress,
     teacher: Optional[TeacherState],
+    tally: Optional[EpochTally],
     run_dir: Path,
     metrics: MetricsFile,
-    logger,
+    logger: Logger,
+    stop: StopRequest,
 ) -> Optional[TeacherState]:
     cfg, plan = parts.cfg, parts.plan
     weights = LossWeights(
@@ -188,18 +205,35 @@ def _train(
     )
     for epoch in range(progress.epoch + 1, plan.epochs + 1):
         cycle = plan.cycle_of_epoch(epoch)
-        result = train_one_epoch(
-            parts.train_model,
-            None if teacher is None else teacher.model,
-            parts.train_loader.epoch(epoch),
-            len(parts.train_loader),
-            parts.state,
-            plan,
-            weights,
-            parts.runtime,
+        tally = tally or EpochTally()
+        options = LoopOptions(
             log_every=cfg.trainer.log_every,
+            check_every=cfg.trainer.log_every,
             desc=f"epoch {epoch}/{plan.epochs} cycle {cycle}/{plan.num_cycles}",
+            should_stop=stop,
+            nan_at_step=_fault_nan_step(),
         )
+        # A resumed mid-epoch checkpoint skips the batches already trained on.
+        batches = itertools.islice(parts.train_loader.epoch(epoch), tally.batches, None)
+        try:
+            result = train_one_epoch(
+                parts.train_model,
+                None if teacher is None else teacher.model,
+                batches,
+                len(parts.train_loader),
+                parts.state,
+                plan,
+                weights,
+                parts.runtime,
+                tally,
+                options,
+            )
+        except NonFiniteLoss as err:
+            raise TrainingDiverged(_diverged(epoch, cycle, teacher, err.step, progress)) from None
+        if result is None:  # a signal: keep the partial epoch and stop
+            _save(parts, progress, teacher, run_dir, tally)
+            raise _stopped(stop, run_dir, f"in epoch {epoch} after step {tally.batches}")
+        tally = None
         record = _evaluate(parts, epoch, cycle, result, teacher)
         _update_progress(progress, record, result)
         if plan.is_cycle_end(epoch):
@@ -210,7 +244,34 @@ def _train(
         metrics.append(record)
         logger.log(record, step=epoch)
         _log_epoch(record, plan)
+        if stop() and epoch < plan.epochs:
+            raise _stopped(stop, run_dir, f"after epoch {epoch}")
     return teacher
+
+
+def _fault_nan_step() -> Optional[int]:
+    """Fault injection for tests: SDRUN_FAULT_NAN_STEP=k makes global step k's loss NaN."""
+    value = os.environ.get("SDRUN_FAULT_NAN_STEP")
+    return int(value) if value else None
+
+
+def _diverged(
+    epoch: int, cycle: int, teacher: Optional[TeacherState], step: int, progress: Progress
+) -> str:
+    who = "with the teacher active" if teacher is not None else "without a teacher"
+    return (
+        f"training diverged: the loss became NaN or infinite in epoch {epoch} (cycle {cycle}, "
+        f"{who}) by step {step}; the last good checkpoint (epoch {progress.epoch}) is kept; "
+        "lower optim.lr or add schedule.warmup_epochs and start a new run"
+    )
+
+
+def _stopped(stop: StopRequest, run_dir: Path, where: str) -> RunStopped:
+    name = signal.Signals(stop.signum).name
+    return RunStopped(
+        f"stopped by {name} {where}; checkpoint written; continue with: sdrun resume={run_dir}",
+        stop.signum,
+    )
 
 
 def _evaluate(
@@ -249,19 +310,26 @@ def _update_progress(progress: Progress, record: dict[str, Any], result: EpochRe
         progress.best_epoch = record["epoch"]
 
 
-def _save(parts: Parts, progress: Progress, teacher: Optional[TeacherState], run_dir: Path) -> None:
+def _save(
+    parts: Parts,
+    progress: Progress,
+    teacher: Optional[TeacherState],
+    run_dir: Path,
+    tally: Optional[EpochTally] = None,
+) -> None:
     payload = {
         "model": parts.model.state_dict(),
         "teacher": None if teacher is None else teacher.model.snapshot_state,
         "optimizer": parts.state.optimizer.state_dict(),
         "scheduler": {"step": parts.state.step, "plan": asdict(parts.plan)},
         "scaler": None if parts.state.scaler is None else parts.state.scaler.state_dict(),
-        "epoch": progress.epoch,
+        "epoch": progress.epoch,  # epochs completed
+        "epoch_tally": None if tally is None else tally.state_dict(),  # a partial next epoch
         "progress": asdict(progress),
         "rng": rng_state(),
         "config": _config_dict(parts.cfg),
     }
-    ckpt.save_atomic(payload, run_dir / ckpt.CHECKPOINT_DIR / ckpt.LAST)
+    ckpt.save_last(payload, run_dir)
 
 
 def _save_cycle_snapshot(parts: Parts, run_dir: Path, epoch: int, cycle: int) -> None:
@@ -279,7 +347,7 @@ def _load_resume(cfg: Config) -> Optional[dict[str, Any]]:
     if not cfg.resume:
         return None
     path = ckpt.checkpoint_path(cfg.resume)
-    payload = ckpt.load(path)
+    payload = ckpt.load_for_resume(path)
     _check_same_run(cfg, payload["config"], path)
     return payload
 
@@ -307,7 +375,9 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _restore(parts: Parts, progress: Progress, payload: dict[str, Any]) -> Optional[TeacherState]:
+def _restore(
+    parts: Parts, progress: Progress, payload: dict[str, Any]
+) -> tuple[Optional[TeacherState], Optional[EpochTally]]:
     parts.model.load_state_dict(payload["model"])
     parts.state.optimizer.load_state_dict(payload["optimizer"])
     parts.state.step = payload["scheduler"]["step"]
@@ -317,12 +387,15 @@ def _restore(parts: Parts, progress: Progress, payload: dict[str, Any]) -> Optio
     for key, value in saved.items():
         setattr(progress, key, value)
     set_rng_state(payload["rng"])
-    log.info("resumed after epoch %d (step %d)", progress.epoch, parts.state.step)
+    tally = None
+    if payload.get("epoch_tally"):
+        tally = EpochTally.from_state(payload["epoch_tally"], parts.runtime.device)
+    log.info("resumed after epoch %d, step %d", progress.epoch, parts.state.step)
     if payload.get("teacher") is None:
-        return _initial_teacher(parts)
+        return _initial_teacher(parts), tally
     source = snapshot(parts.model)
     source.load_state_dict(payload["teacher"])
-    return _evaluate_teacher(parts, _frozen(parts, source))
+    return _evaluate_teacher(parts, _frozen(parts, source)), tally
 
 
 def _summary(parts: Parts, progress: Progress, teacher: Optional[TeacherState]) -> dict[str, Any]:

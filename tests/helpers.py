@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -36,3 +40,25 @@ def write_tiny_cifar(
     names = [f"class_{i:02d}" for i in range(k)]
     write_cifar(root, name, train_x, train_y, test_x, test_y, names)
     return Path(root)
+
+
+def sdrun(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"}
+    return subprocess.run(
+        [sys.executable, "-m", "sdrun", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def tiny(root: Path, *extra: str) -> list[str]:
+    """A run of a few seconds: ResNet-20, 2 cycles of 2 epochs, a few batches per epoch."""
+    return [
+        f"dataset.root={root}", "dataset.download=false", "dataset.batch_size=32",
+        "dataset.eval_batch_size=64", "model=resnet20", "schedule.epochs=4",
+        "schedule.cycle_length=2", "schedule.lr_min=0.001", "optim.lr=0.05", "logger=none",
+        "trainer.deterministic=true", *extra,
+    ]  # fmt: skip
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

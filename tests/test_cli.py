@@ -3,43 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import read_jsonl, sdrun, tiny
 
 REQUIRED_KEYS = {
     "epoch", "cycle", "lr", "train/loss", "train/ce", "train/kd", "student/top1", "student/top5",
     "teacher/top1", "teacher/top5", "time/epoch_s", "throughput/img_per_s",
 }  # fmt: skip
-
-
-def sdrun(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", "sdrun", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-
-
-def tiny(root: Path, *extra: str) -> list[str]:
-    """A run of a few seconds: ResNet-20, 2 cycles of 2 epochs, a few batches per epoch."""
-    return [
-        f"dataset.root={root}", "dataset.download=false", "dataset.batch_size=32",
-        "dataset.eval_batch_size=64", "model=resnet20", "schedule.epochs=4",
-        "schedule.cycle_length=2", "schedule.lr_min=0.001", "optim.lr=0.05", "logger=none",
-        "trainer.deterministic=true", *extra,
-    ]  # fmt: skip
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -134,53 +108,6 @@ def test_multirun_sweep_gives_each_job_its_own_run_dir(cifar100_root: Path, tmp_
         temperatures.add(cfg["distill"]["temperature"])
         assert len(read_jsonl(job / "metrics.jsonl")) == 2
     assert temperatures == {1.0, 4.0}
-
-
-def _wait_for_epochs(path: Path, n: int, proc: subprocess.Popen, limit: float = 240) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if path.exists() and len(path.read_text().splitlines()) >= n:
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"run ended before epoch {n}: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.02)
-    pytest.fail(f"epoch {n} not reached in {limit} s")
-
-
-def test_killed_run_resumes_to_bitwise_equal_weights(cifar100_root: Path, tmp_path: Path):
-    extra = ["schedule.epochs=6", "schedule.cycle_length=2", "dataset.limit_train=192"]
-    full_dir = tmp_path / "full"
-    proc = sdrun(*tiny(cifar100_root, *extra, f"hydra.run.dir={full_dir}"), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-    killed_dir = tmp_path / "killed"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "sdrun",
-        *tiny(cifar100_root, *extra, f"hydra.run.dir={killed_dir}"),
-    ]
-    victim = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)  # fmt: skip
-    _wait_for_epochs(killed_dir / "metrics.jsonl", 3, victim)  # kill inside cycle 2
-    assert victim.poll() is None, "the run finished before it could be killed"
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    killed_at = len((killed_dir / "metrics.jsonl").read_text().splitlines())
-    assert killed_at < 6
-
-    proc = sdrun(f"resume={killed_dir}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    records = read_jsonl(killed_dir / "metrics.jsonl")
-    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5, 6]
-    full = torch.load(full_dir / "checkpoints" / "last.pt", weights_only=False)
-    resumed = torch.load(killed_dir / "checkpoints" / "last.pt", weights_only=False)
-    for key in ("model", "teacher"):
-        for name, value in full[key].items():
-            assert torch.equal(resumed[key][name], value), f"{key}.{name}"
-    full_records = read_jsonl(full_dir / "metrics.jsonl")
-    assert [r["student/top1"] for r in records] == [r["student/top1"] for r in full_records]
 
 
 def test_resume_refuses_a_different_model(sd_run: Path, tmp_path: Path):

@@ -1,0 +1,59 @@
+"""Graceful stops: SIGTERM (what SLURM sends before killing a job) and Ctrl-C (SIGINT).
+
+The first signal asks the training loop to stop after the current step, write a checkpoint
+and exit with a message saying how to resume; a second one exits at once (the checkpoint on
+disk is always a complete one, since checkpoints are written atomically).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Optional
+
+from sdrun.errors import SdrunError
+
+log = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class RunStopped(SdrunError):
+    """The run stopped on a signal after writing a checkpoint; resume continues it."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class StopRequest:
+    """Context manager that turns the first SIGTERM/SIGINT into a flag the loop polls."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._previous: dict[int, object] = {}
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        if self.signum is not None:
+            print(f"sdrun: {signal.Signals(signum).name} again: exiting now", file=sys.stderr)
+            os._exit(128 + signum)
+        self.signum = signum
+        log.warning("%s: stopping after this step and writing a checkpoint "
+                    "(send it again to exit at once)", signal.Signals(signum).name)  # fmt: skip
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # signals need the main thread
+            for sig in SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
