@@ -149,6 +149,15 @@ def validate(cfg: Config) -> None:
         _positive("dataset.image_size", d.image_size)
         _positive("dataset.num_train", d.num_train)
         _positive("dataset.num_test", d.num_test)
+    if d.name == "imagenet":
+        _positive("dataset.image_size", d.image_size)
+        _positive("dataset.eval_resize", d.eval_resize)
+        _positive("dataset.num_workers", d.num_workers, allow_zero=True)
+        if d.eval_resize < d.image_size:
+            raise ConfigError(
+                f"dataset.eval_resize={d.eval_resize} is smaller than dataset.image_size="
+                f"{d.image_size}; the centre crop would pad; set eval_resize >= image_size"
+            )
 
     _choice("schedule.name", s.name, SCHEDULES)
     _positive("schedule.epochs", s.epochs)

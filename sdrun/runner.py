@@ -55,6 +55,8 @@ RUN_DEFINING = (
     "dataset.batch_size",
     "dataset.limit_train",
     "dataset.limit_test",
+    "dataset.image_size",
+    "dataset.eval_resize",
     "model",
     "schedule",
     "distill",

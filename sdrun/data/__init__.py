@@ -14,6 +14,7 @@ from sdrun.config import DATASETS, DatasetConfig
 from sdrun.data.base import ImageSet
 from sdrun.data.cifar import load_cifar, write_cifar
 from sdrun.data.fake import make_fake
+from sdrun.data.folder import FolderLoader, open_folders
 from sdrun.data.loader import DeviceLoader, hflip, normalize, random_crop
 from sdrun.errors import ConfigError
 
@@ -21,6 +22,7 @@ __all__ = [
     "Batches",
     "DataBundle",
     "DeviceLoader",
+    "FolderLoader",
     "ImageSet",
     "build_data",
     "build_loaders",
@@ -28,6 +30,7 @@ __all__ = [
     "load_cifar",
     "make_fake",
     "normalize",
+    "open_folders",
     "random_crop",
     "write_cifar",
 ]
@@ -74,6 +77,8 @@ def build_loaders(
     world_size: int = 1,
 ) -> DataBundle:
     """Train and test loaders for `cfg` on `device` (this rank's shard of each)."""
+    if cfg.name == "imagenet":
+        return _folder_loaders(cfg, seed, device, channels_last, rank, world_size)
     data = build_data(cfg, seed=seed)
     common = dict(
         mean=data.mean,
@@ -88,3 +93,32 @@ def build_loaders(
     )
     test = DeviceLoader(data.test_x, data.test_y, cfg.eval_batch_size, train=False, **common)
     return DataBundle(train, test, data.num_classes)
+
+
+def _folder_loaders(
+    cfg: DatasetConfig,
+    seed: int,
+    device: torch.device,
+    channels_last: bool,
+    rank: int,
+    world_size: int,
+) -> DataBundle:
+    """Image folders are too big for memory: decoded per batch by DataLoader workers."""
+    splits = open_folders(
+        Path(cfg.root).expanduser(),
+        image_size=cfg.image_size,
+        eval_resize=cfg.eval_resize,
+        limit_train=cfg.limit_train,
+        limit_test=cfg.limit_test,
+    )
+    common = dict(
+        seed=seed,
+        device=device,
+        num_workers=cfg.num_workers,
+        channels_last=channels_last,
+        rank=rank,
+        world_size=world_size,
+    )
+    train = FolderLoader(splits.train, cfg.batch_size, train=True, **common)
+    test = FolderLoader(splits.val, cfg.eval_batch_size, train=False, **common)
+    return DataBundle(train, test, splits.num_classes)

@@ -1,0 +1,306 @@
+"""Image-folder datasets (the ILSVRC2012 layout, `root/{train,val}/<class>/*.jpg`), decoded in
+DataLoader workers and normalized on the device.
+
+Workers decode, crop and flip on the CPU and hand back uint8 tensors; a batch goes to the
+device as uint8 (a quarter of the bytes of float32) from pinned memory without blocking, and
+is normalized there. Sample order comes from a DistributedSampler seeded by (seed, epoch);
+each sample's augmentation is seeded by (seed, epoch, index), so a batch does not depend on
+the number of workers, on the worker that drew it, or on whether the run was resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import v2
+
+from sdrun.data.loader import normalize
+from sdrun.errors import ConfigError, DataError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Seed of the permutation a limit cuts: fixed, not the run's seed, so `limit_train=N` means
+# the same images in every run of a seed sweep.
+LIMIT_SEED = 0
+LAYOUT = "root/train/<class>/*.jpg and root/val/<class>/*.jpg"
+
+
+def read_rgb(path: str) -> Image.Image:
+    """ImageFolder's loader: the image at `path` as RGB, or a DataError naming the file.
+
+    PIL reads lazily, so a truncated file only fails at `convert`, inside the try.
+    """
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    # SyntaxError: some PIL plugins raise it for malformed headers.
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        reason = " ".join(str(err).split())
+        raise DataError(f"cannot read image {path}: {reason}; delete or replace the file") from None
+
+
+def train_transform(image_size: int) -> v2.Compose:
+    # Crop and flip the PIL image before converting: only the crop becomes a tensor.
+    return v2.Compose(
+        [v2.RandomResizedCrop(image_size), v2.RandomHorizontalFlip(), v2.PILToTensor()]
+    )
+
+
+def eval_transform(image_size: int, eval_resize: int) -> v2.Compose:
+    return v2.Compose([v2.Resize(eval_resize), v2.CenterCrop(image_size), v2.PILToTensor()])
+
+
+def open_split(root: Path, split: str, transform: Callable[[Any], Tensor]) -> ImageFolder:
+    """ImageFolder over `root/split`, with user-facing errors for a missing or empty folder."""
+    path = root / split
+    if not path.is_dir():
+        raise DataError(
+            f"{path} not found: dataset=imagenet expects {LAYOUT}; "
+            "set dataset.root to the folder holding train/ and val/"
+        )
+    try:
+        return ImageFolder(str(path), transform=transform, loader=read_rgb)
+    except FileNotFoundError as err:  # no class folder, or a class folder with no image
+        reason = " ".join(str(err).split())
+        raise DataError(f"{path} holds no usable images ({reason}); expected {LAYOUT}") from None
+
+
+def check_same_classes(train: ImageFolder, val: ImageFolder) -> None:
+    """Labels are folder indices, so both splits must list the same class folders."""
+    if train.classes == val.classes:
+        return
+    only_train = sorted(set(train.classes) - set(val.classes))
+    only_val = sorted(set(val.classes) - set(train.classes))
+    raise DataError(
+        f"class folders differ between {train.root} and {val.root} "
+        f"(only in train: {_few(only_train)}; only in val: {_few(only_val)}); "
+        "give both splits the same class folders"
+    )
+
+
+def _few(names: list[str], shown: int = 5) -> str:
+    if not names:
+        return "none"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def class_balanced_order(targets: list[int], seed: int = LIMIT_SEED) -> Tensor:
+    """A fixed permutation of sample indices whose every prefix is as class-balanced as the
+    data allows: round-robin over the classes, each class's samples in a seeded random order.
+
+    A plain random permutation can leave classes out of a short prefix; this one has every
+    class in the first `num_classes` samples (when each class has one).
+    """
+    labels = torch.as_tensor(targets, dtype=torch.int64)
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(labels), generator=g)
+    # Group by class, keeping the random order inside each class (stable sort).
+    grouped = perm[torch.sort(labels[perm], stable=True).indices]
+    counts = torch.bincount(labels)
+    starts = torch.cumsum(counts, 0) - counts
+    rank_in_class = torch.arange(len(labels)) - starts[labels[grouped]]
+    key = rank_in_class * (int(labels.max()) + 1) + labels[grouped]
+    return grouped[torch.argsort(key)]
+
+
+def limit(dataset: ImageFolder, n: Optional[int]) -> Dataset:
+    """The first `n` samples of `class_balanced_order` (all of them when n is None)."""
+    if n is None or n >= len(dataset):
+        return dataset
+    return Subset(dataset, class_balanced_order(dataset.targets)[:n].tolist())
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A seed for one sample's augmentation; hashed so nearby triples do not collide."""
+    digest = hashlib.sha256(f"sdrun-folder:{seed}:{epoch}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def sampler_seed(seed: int) -> int:
+    """DistributedSampler shuffles with `seed + epoch`; hashing the run's seed first keeps
+    (seed 1, epoch 0) from replaying the order of (seed 0, epoch 1)."""
+    digest = hashlib.sha256(f"sdrun-sampler:{seed}".encode()).digest()
+    return int.from_bytes(digest[:7], "little")  # leaves room for `+ epoch` under 2**63
+
+
+class EpochKeys(Sampler[tuple[int, int]]):
+    """Yields (epoch, index) in the inner sampler's order, so a worker can seed each sample.
+
+    The sampler runs in the main process, so this works with persistent workers too.
+    """
+
+    def __init__(self, inner: DistributedSampler) -> None:
+        self.inner = inner
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, index) for index in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class SeededSamples(Dataset):
+    """`dataset[index]` under a CPU RNG seeded by (seed, epoch, index), for (epoch, index) keys.
+
+    fork_rng keeps the caller's RNG untouched (with num_workers=0 that is the main process).
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            return self.dataset[index]
+
+
+def one_line(err: DataError) -> str:
+    """The original message of a DataError, also after a DataLoader worker re-raised it.
+
+    A worker's error comes back with its traceback folded into the message; the last line of
+    that traceback is `sdrun.errors.DataError: <original message>`.
+    """
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    prefix = f"{DataError.__module__}.{DataError.__qualname__}: "
+    last = lines[-1] if lines else ""
+    return last.removeprefix(prefix)
+
+
+class FolderLoader:
+    """Batches of normalized images and int64 labels on `device`, from an image dataset whose
+    samples are (uint8 (C, H, W) tensor, class index).
+
+    train=True: each epoch a fresh shuffle from (seed, epoch), only full batches; each rank
+    of `world_size` gets an equal, disjoint shard (the remainder is left out that epoch).
+    train=False: in order; every sample once on one rank (the sampler pads the shards to
+    equal length with repeats when `world_size` does not divide the split).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        *,
+        train: bool,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        num_workers: int = 0,
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+    ) -> None:
+        if batch_size <= 0 or num_workers < 0 or not 0 <= rank < world_size:
+            raise ValueError(
+                f"bad batch_size={batch_size}, num_workers={num_workers} "
+                f"or rank={rank}/{world_size}"
+            )
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.train = train
+        self.dtype = dtype
+        self.channels_last = channels_last
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device)
+        self.sampler = EpochKeys(
+            DistributedSampler(
+                dataset,  # type: ignore[arg-type]
+                num_replicas=world_size,
+                rank=rank,
+                shuffle=train,
+                seed=sampler_seed(seed),
+                drop_last=train,
+            )
+        )
+        shard = len(self.sampler)
+        if train and shard < batch_size:
+            raise ConfigError(
+                f"dataset.batch_size={batch_size} is larger than the training set "
+                f"({shard} images per rank); lower dataset.batch_size "
+                "or raise dataset.limit_train"
+            )
+        self._batches = shard // batch_size if train else -(-shard // batch_size)
+        self._samples = self._batches * batch_size if train else shard
+        self.loader = DataLoader(
+            SeededSamples(dataset, seed),
+            batch_size=batch_size,
+            sampler=self.sampler,
+            num_workers=num_workers,
+            # Pinned host memory is what lets the copy to the GPU run asynchronously.
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=num_workers > 0,
+            drop_last=train,
+        )
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        return self._batches
+
+    @property
+    def num_samples(self) -> int:
+        """Images this rank yields per epoch (for train, after dropping the partial batch)."""
+        return self._samples
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield (images in `dtype`, int64 labels) on the device for epoch `epoch`."""
+        self.sampler.set_epoch(epoch)
+        return self._batches_of()
+
+    def _batches_of(self) -> Iterator[tuple[Tensor, Tensor]]:
+        try:
+            for x, y in self.loader:
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, torch.int64, non_blocking=True)
+                yield self._finish(x), y
+        except DataError as err:
+            raise DataError(one_line(err)) from None
+
+    def _finish(self, x: Tensor) -> Tensor:
+        x = normalize(x, self.mean, self.std, self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+@dataclass
+class FolderSplits:
+    train: Dataset
+    val: Dataset
+    num_classes: int
+
+
+def open_folders(
+    root: Path,
+    *,
+    image_size: int,
+    eval_resize: int,
+    limit_train: Optional[int] = None,
+    limit_test: Optional[int] = None,
+) -> FolderSplits:
+    """The train and val image folders under `root`, transformed and cut to the limits."""
+    train = open_split(root, "train", train_transform(image_size))
+    val = open_split(root, "val", eval_transform(image_size, eval_resize))
+    check_same_classes(train, val)
+    return FolderSplits(limit(train, limit_train), limit(val, limit_test), len(train.classes))
