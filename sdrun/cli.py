@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from sdrun import distributed
 from sdrun.checkpoint import guard_run_dir
 from sdrun.config import Config, register_configs, validate
 from sdrun.errors import SdrunError
@@ -93,10 +94,45 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def distributed_overrides(argv: list[str]) -> list[str]:
+    """Under torchrun, join the process group before Hydra so all ranks share one run dir.
+
+    The run dir's timestamp comes from rank 0 (the `sdrun_now` resolver); ranks > 0 write no
+    `.hydra/` files and no log file of their own.
+    """
+    info = distributed.from_env()
+    stamp_fmt = {}
+
+    def now(fmt: str) -> str:
+        if fmt not in stamp_fmt:
+            stamp_fmt[fmt] = distributed.shared_timestamp(fmt)
+        return stamp_fmt[fmt]
+
+    OmegaConf.register_new_resolver("sdrun_now", now, replace=True)
+    if not info.enabled:
+        return argv
+    device_type = "cpu" if "trainer.device=cpu" in argv or not _cuda() else "cuda"
+    distributed.init(device_type)
+    if info.is_main:
+        return argv
+    return [*argv, "hydra.output_subdir=null", "hydra/job_logging=disabled",
+            "hydra/hydra_logging=disabled"]  # fmt: skip
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def main() -> None:
     register_configs()
-    sys.argv = [sys.argv[0], *resume_overrides(sys.argv[1:])]
-    hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")(_task)()
+    argv = distributed_overrides(resume_overrides(sys.argv[1:]))
+    sys.argv = [sys.argv[0], *argv]
+    try:
+        hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")(_task)()
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

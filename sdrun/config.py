@@ -91,6 +91,8 @@ class TrainerConfig:
     channels_last: bool = True
     compile: bool = False
     deterministic: bool = False
+    # Under torchrun: BatchNorm statistics over the global batch instead of each process's share.
+    sync_bn: bool = False
     # Progress-bar refresh period in steps (each refresh reads the loss from the device).
     log_every: int = 50
 

@@ -21,8 +21,8 @@ from sdrun.distill import LossWeights, distill_loss
 from sdrun.runtime import Runtime
 from sdrun.schedule import CyclePlan
 
-# Slots of the on-device running sums.
-LOSS, CE, KD, CORRECT, NONFINITE, SKIPPED = range(6)
+# Slots of the on-device running sums (loss, ce and kd weighted by batch size).
+LOSS, CE, KD, CORRECT, NONFINITE, SKIPPED, IMAGES = range(7)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -85,6 +85,8 @@ class LoopOptions:
     desc: str = ""
     should_stop: Callable[[], bool] = field(default=lambda: False)
     nan_at_step: Optional[int] = None  # fault injection for tests: this step's loss is NaN
+    # Combines the epoch's sums over processes (a sum over ranks under torchrun).
+    reduce: Callable[[Tensor], Tensor] = field(default=lambda sums: sums)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -113,7 +115,7 @@ def train_one_epoch(
     options = options or LoopOptions()
     student.train()
     if tally.sums is None:
-        tally.sums = torch.zeros(6, device=runtime.device)
+        tally.sums = torch.zeros(7, device=runtime.device)
     bar = tqdm(total=num_batches, initial=tally.batches, desc=options.desc, leave=False,
                dynamic_ncols=True, disable=None)  # fmt: skip
     lr = plan.lr_at(max(state.step - 1, 0))
@@ -144,7 +146,7 @@ def train_one_epoch(
     _check_finite(tally, state.step)
     if stopped and tally.batches < num_batches:
         return None
-    return _result(tally, lr, teacher is not None)
+    return _result(tally, lr, teacher is not None, options.reduce)
 
 
 def _accumulate(tally: EpochTally, loss: Tensor, ce: Tensor, kd: Tensor, logits: Tensor,
@@ -154,7 +156,10 @@ def _accumulate(tally: EpochTally, loss: Tensor, ce: Tensor, kd: Tensor, logits:
     correct = logits.detach().argmax(dim=1).eq(y).sum()
     nonfinite = (~torch.isfinite(loss)).float() if count_nonfinite else torch.zeros_like(loss)
     skipped = torch.zeros_like(loss) if skipped is None else skipped.float()
-    row = torch.stack([loss * batch, ce * batch, kd * batch, correct.float(), nonfinite, skipped])
+    count = torch.full_like(loss, batch)  # a fill kernel, not a host-to-device copy
+    row = torch.stack(
+        [loss * batch, ce * batch, kd * batch, correct.float(), nonfinite, skipped, count]
+    )
     tally.sums += row
     tally.images += batch
     tally.batches += 1
@@ -170,16 +175,18 @@ def _show(bar: tqdm, tally: EpochTally, lr: float, elapsed: float) -> None:
     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.4f}", img_s=f"{tally.images / elapsed:.0f}")
 
 
-def _result(tally: EpochTally, lr: float, had_teacher: bool) -> EpochResult:
-    totals = tally.sums.tolist()  # the epoch's one read of the running sums
-    n = max(tally.images, 1)
+def _result(
+    tally: EpochTally, lr: float, had_teacher: bool, reduce: Callable[[Tensor], Tensor]
+) -> EpochResult:
+    totals = reduce(tally.sums.clone()).tolist()  # the epoch's one read of the running sums
+    n = max(totals[IMAGES], 1)
     return EpochResult(
         loss=totals[LOSS] / n,
         ce=totals[CE] / n,
         kd=totals[KD] / n if had_teacher else None,
         top1=100.0 * totals[CORRECT] / n,
         lr=lr,
-        images=tally.images,
+        images=int(totals[IMAGES]),
         seconds=tally.seconds,
         skipped_steps=int(totals[SKIPPED]),
     )

@@ -4,6 +4,7 @@ cycle end, evaluating, logging and checkpointing every epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -18,6 +19,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from sdrun import checkpoint as ckpt
+from sdrun import distributed
 from sdrun.config import Config, validate
 from sdrun.data import Batches, build_loaders
 from sdrun.distill import LossWeights
@@ -32,7 +34,15 @@ from sdrun.engine import (
 )
 from sdrun.errors import CheckpointError, TrainingDiverged
 from sdrun.interrupt import RunStopped, StopRequest
-from sdrun.loggers import METRICS, SUMMARY, Logger, MetricsFile, build_logger, write_summary
+from sdrun.loggers import (
+    METRICS,
+    SUMMARY,
+    Logger,
+    MetricsFile,
+    NullLogger,
+    build_logger,
+    write_summary,
+)
 from sdrun.metrics import accuracy, agreement, mean_kl
 from sdrun.models import build_model
 from sdrun.optim import build_optimizer
@@ -96,17 +106,20 @@ class Parts:
     test_loader: Batches
     plan: CyclePlan
     state: StepState
+    dist: distributed.Dist
 
 
 def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` in `run_dir`; returns the summary (also written to summary.json)."""
     validate(cfg)
     runtime = resolve_runtime(cfg.trainer)
+    dist = distributed.init(runtime.device.type)
+    runtime = dataclasses.replace(runtime, device=distributed.local_device(runtime.device, dist))
     resume = _load_resume(cfg)
     ckpt.guard_run_dir(run_dir, resuming=resume is not None)
     configure_determinism(cfg.trainer.deterministic, runtime.device)
     seed_everything(cfg.seed)
-    parts = _build(cfg, runtime)
+    parts = _build(cfg, runtime, dist)
     progress = Progress()
     tally: Optional[EpochTally] = None
     if resume is None:
@@ -114,18 +127,23 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     else:
         teacher, tally = _restore(parts, progress, resume)
     metrics = MetricsFile(run_dir / METRICS)
-    metrics.truncate_after(progress.epoch)
-    logger = build_logger(
-        cfg.logger, run_dir, _config_dict(cfg), name=run_dir.name, run_id=progress.wandb_id
-    )
+    if dist.is_main:
+        metrics.truncate_after(progress.epoch)
+    logger = NullLogger()
+    if dist.is_main:  # one wandb run, one set of files: rank 0's
+        logger = build_logger(
+            cfg.logger, run_dir, _config_dict(cfg), name=run_dir.name, run_id=progress.wandb_id
+        )
     progress.wandb_id = getattr(logger, "run_id", None)
     _log_start(parts, progress)
     try:
         with StopRequest() as stop:
             teacher = _train(parts, progress, teacher, tally, run_dir, metrics, logger, stop)
+        distributed.check_identical(parts.model.state_dict(), "the final student weights")
         summary = _summary(parts, progress, teacher)
-        write_summary(run_dir / SUMMARY, summary)
-        logger.summary(summary)
+        if dist.is_main:
+            write_summary(run_dir / SUMMARY, summary)
+            logger.summary(summary)
     finally:
         logger.finish()
     log.info(
@@ -138,9 +156,14 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _build(cfg: Config, runtime: Runtime) -> Parts:
+def _build(cfg: Config, runtime: Runtime, dist: distributed.Dist) -> Parts:
     data = build_loaders(
-        cfg.dataset, seed=cfg.seed, device=runtime.device, channels_last=runtime.channels_last
+        cfg.dataset,
+        seed=cfg.seed,
+        device=runtime.device,
+        channels_last=runtime.channels_last,
+        rank=dist.rank,
+        world_size=dist.world_size,
     )
     model = build_model(
         cfg.model.name,
@@ -153,9 +176,11 @@ def _build(cfg: Config, runtime: Runtime) -> Parts:
     state = StepState(
         build_optimizer(model, cfg.optim, runtime.device), runtime.grad_scaler(), step=0
     )
-    train_model = torch.compile(model) if cfg.trainer.compile else model
+    train_model = distributed.wrap(model, dist, runtime.device, cfg.trainer.sync_bn)
+    if cfg.trainer.compile:
+        train_model = torch.compile(train_model)
     return Parts(
-        cfg, runtime, data.num_classes, model, train_model, data.train, data.test, plan, state
+        cfg, runtime, data.num_classes, model, train_model, data.train, data.test, plan, state, dist
     )
 
 
@@ -178,17 +203,28 @@ def _frozen(parts: Parts, source: nn.Module) -> FrozenTeacher:
 
 
 def _evaluate_teacher(parts: Parts, teacher: FrozenTeacher) -> TeacherState:
-    logits, labels = predict(teacher, parts.test_loader.epoch(0), parts.runtime)
+    logits, labels = _predict_test_set(parts, teacher)
     acc = accuracy(logits, labels)
     return TeacherState(teacher, logits, acc[1], acc[5])
 
 
+def _predict_test_set(parts: Parts, model: nn.Module) -> tuple[Tensor, Tensor]:
+    """Logits and labels of the whole test set: each rank predicts its shard, then they share."""
+    logits, labels = predict(model, parts.test_loader.epoch(0), parts.runtime)
+    return distributed.gather_rows(logits), distributed.gather_rows(labels)
+
+
 def _take_snapshot(parts: Parts, previous: Optional[TeacherState]) -> TeacherState:
     """The teacher swap: the student at this cycle end becomes the next cycle's teacher."""
+    distributed.sync_state(parts.model)  # the same snapshot on every rank, BN statistics too
     if previous is None:
-        return _evaluate_teacher(parts, _frozen(parts, parts.model))
-    previous.model.refresh(parts.model)  # in place: a compiled teacher stays compiled
-    return _evaluate_teacher(parts, previous.model)
+        teacher = _frozen(parts, parts.model)
+    else:
+        teacher = previous.model
+        teacher.refresh(parts.model)  # in place: a compiled teacher stays compiled
+    mark = distributed.check_identical(teacher.snapshot_state, "the teacher snapshot")
+    log.info("teacher: snapshot %s, identical on %d process(es)", mark, parts.dist.world_size)
+    return _evaluate_teacher(parts, teacher)
 
 
 def _train(
@@ -212,8 +248,9 @@ def _train(
             log_every=cfg.trainer.log_every,
             check_every=cfg.trainer.log_every,
             desc=f"epoch {epoch}/{plan.epochs} cycle {cycle}/{plan.num_cycles}",
-            should_stop=stop,
+            should_stop=distributed.agreed_stop(stop, cfg.trainer.log_every, parts.runtime.device),
             nan_at_step=_fault_nan_step(),
+            reduce=distributed.sum_,
         )
         # A resumed mid-epoch checkpoint skips the batches already trained on.
         batches = itertools.islice(parts.train_loader.epoch(epoch), tally.batches, None)
@@ -233,20 +270,23 @@ def _train(
         except NonFiniteLoss as err:
             raise TrainingDiverged(_diverged(epoch, cycle, teacher, err.step, progress)) from None
         if result is None:  # a signal: keep the partial epoch and stop
-            _save(parts, progress, teacher, run_dir, tally)
+            if parts.dist.is_main:
+                _save(parts, progress, teacher, run_dir, tally)
             raise _stopped(stop, run_dir, f"in epoch {epoch} after step {tally.batches}")
         tally = None
         record = _evaluate(parts, epoch, cycle, result, teacher)
         _update_progress(progress, record, result)
         if plan.is_cycle_end(epoch):
-            _save_cycle_snapshot(parts, run_dir, epoch, cycle)
+            if parts.dist.is_main:
+                _save_cycle_snapshot(parts, run_dir, epoch, cycle)
             if cfg.distill.name == "sd" and epoch < plan.epochs:
                 teacher = _take_snapshot(parts, teacher)
-        _save(parts, progress, teacher, run_dir)
-        metrics.append(record)
-        logger.log(record, step=epoch)
+        if parts.dist.is_main:
+            _save(parts, progress, teacher, run_dir)
+            metrics.append(record)
+            logger.log(record, step=epoch)
         _log_epoch(record, plan)
-        if stop() and epoch < plan.epochs:
+        if distributed.any_rank(stop(), parts.runtime.device) and epoch < plan.epochs:
             raise _stopped(stop, run_dir, f"after epoch {epoch}")
     return teacher
 
@@ -280,7 +320,8 @@ def _evaluate(
     parts: Parts, epoch: int, cycle: int, result: EpochResult, teacher: Optional[TeacherState]
 ) -> dict[str, Any]:
     start = time.perf_counter()
-    logits, labels = predict(parts.train_model, parts.test_loader.epoch(0), parts.runtime)
+    distributed.sync_state(parts.model)  # evaluate rank 0's BN statistics on every shard
+    logits, labels = _predict_test_set(parts, parts.model)
     acc = accuracy(logits, labels)
     record: dict[str, Any] = {
         "epoch": epoch,
@@ -419,6 +460,7 @@ def _summary(parts: Parts, progress: Progress, teacher: Optional[TeacherState]) 
         "teacher/top5": None if teacher is None else teacher.top5,
         "time/train_s": progress.train_seconds,
         "device": parts.runtime.device_name,
+        "processes": parts.dist.world_size,
         "params": sum(p.numel() for p in parts.model.parameters()),
     }
 
@@ -430,8 +472,8 @@ def _config_dict(cfg: Config) -> dict[str, Any]:
 def _log_start(parts: Parts, progress: Progress) -> None:
     plan = parts.plan
     log.info(
-        "%s on %s: %d train / %d test images, %d classes; %d epochs in %d cycle(s) of %d, "
-        "%d steps/epoch; device %s, amp %s",
+        "%s on %s: %d train / %d test images per process, %d classes; "
+        "%d epochs in %d cycle(s) of %d, %d steps/epoch; device %s, amp %s",
         parts.cfg.model.name,
         parts.cfg.dataset.name,
         parts.train_loader.num_samples,

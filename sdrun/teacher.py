@@ -61,6 +61,11 @@ class FrozenTeacher(nn.Module):
         self.memory_format = memory_format
         self.net = self._prepare(student)
         self._forward = torch.compile(self.net) if compile else self.net
+        self.eval()
+
+    def train(self, mode: bool = True) -> FrozenTeacher:
+        """A teacher stays in eval mode (BN statistics frozen, no dropout), whatever is asked."""
+        return super().train(False)
 
     def _prepare(self, student: nn.Module) -> nn.Module:
         frozen = snapshot(student)

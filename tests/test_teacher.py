@@ -98,6 +98,14 @@ def test_refresh_takes_the_new_snapshot_in_place_and_ignores_later_student_updat
     assert (teacher(x) - expected).abs().max().item() < 1e-4
 
 
+def test_teacher_stays_in_eval_mode():
+    teacher = FrozenTeacher(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.BatchNorm1d(4)))
+    teacher.train()
+    assert not any(m.training for m in teacher.modules())
+    x = torch.randn(8, 4)
+    assert torch.equal(teacher(x), teacher(x))  # no dropout noise
+
+
 def test_teacher_keeps_no_autograd_graph():
     student = trained_like()
     teacher = FrozenTeacher(student)

@@ -76,7 +76,15 @@ def build_loaders(
     rank: int = 0,
     world_size: int = 1,
 ) -> DataBundle:
-    """Train and test loaders for `cfg` on `device` (this rank's shard of each)."""
+    """Train and test loaders for `cfg` on `device` (this rank's shard of each).
+
+    `dataset.batch_size` is the global batch: each of `world_size` ranks trains on its share.
+    """
+    if cfg.batch_size % world_size:
+        raise ConfigError(
+            f"dataset.batch_size={cfg.batch_size} is not divisible by the {world_size} processes; "
+            f"use a multiple of {world_size} (it is the global batch, split over processes)"
+        )
     if cfg.name == "imagenet":
         return _folder_loaders(cfg, seed, device, channels_last, rank, world_size)
     data = build_data(cfg, seed=seed)
@@ -88,9 +96,8 @@ def build_loaders(
         rank=rank,
         world_size=world_size,
     )
-    train = DeviceLoader(
-        data.train_x, data.train_y, cfg.batch_size, train=True, seed=seed, **common
-    )
+    batch = cfg.batch_size // world_size
+    train = DeviceLoader(data.train_x, data.train_y, batch, train=True, seed=seed, **common)
     test = DeviceLoader(data.test_x, data.test_y, cfg.eval_batch_size, train=False, **common)
     return DataBundle(train, test, data.num_classes)
 
@@ -119,6 +126,6 @@ def _folder_loaders(
         rank=rank,
         world_size=world_size,
     )
-    train = FolderLoader(splits.train, cfg.batch_size, train=True, **common)
+    train = FolderLoader(splits.train, cfg.batch_size // world_size, train=True, **common)
     test = FolderLoader(splits.val, cfg.eval_batch_size, train=False, **common)
     return DataBundle(train, test, splits.num_classes)
