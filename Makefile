@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install train test lint format clean
+.PHONY: install train test bench lint format clean
 
 $(BIN)/sdrun: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# Training throughput: conventional loop vs sdrun vs sdrun + SD teacher (docs/PERFORMANCE.md).
+bench: install
+	$(BIN)/python scripts/bench.py $(ARGS)
 
 lint: install
 	$(BIN)/ruff check sdrun tests scripts

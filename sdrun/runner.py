@@ -341,6 +341,8 @@ def _evaluate(
         "time/eval_s": time.perf_counter() - start,
         "throughput/img_per_s": result.img_per_s,
     }
+    if parts.state.scaler is not None:  # fp16: overflowing steps the loss scaler skipped
+        record["train/skipped_steps"] = result.skipped_steps
     return record
 
 
