@@ -56,3 +56,16 @@ def test_logger_off(tmp_path: Path, name: str, mode: str):
     assert isinstance(
         build_logger(LoggerConfig(name=name, mode=mode), tmp_path, {}, "t"), NullLogger
     )
+
+
+def test_wandb_failing_mid_run_is_one_warning_and_logging_goes_on(tmp_path: Path, caplog):
+    logger = WandbLogger(LoggerConfig(mode="offline"), tmp_path, {}, name="t")
+    logger.log({"student/top1": 1.0}, step=1)
+    logger.run.finish()  # wandb's run is gone under us: the next log call raises inside wandb
+    with caplog.at_level(logging.WARNING):
+        logger.log({"student/top1": 2.0}, step=2)
+        logger.log({"student/top1": 3.0}, step=3)
+        logger.finish()
+    assert logger.run is None
+    ours = [r for r in caplog.records if r.name == "sdrun.loggers"]
+    assert len(ours) == 1 and "wandb disabled" in ours[0].getMessage()
