@@ -111,7 +111,7 @@ def test_batches_do_not_depend_on_the_number_of_workers(folder_root: Path):
 
 
 def test_two_ranks_get_disjoint_train_shards(folder_root: Path):
-    cfg = config(folder_root, batch_size=4)
+    cfg = config(folder_root, batch_size=8)  # the global batch: 4 per rank
     shards = []
     for rank in range(2):
         data = build_loaders(
