@@ -129,7 +129,6 @@ def bench_reference(args: argparse.Namespace, device: torch.device) -> Measureme
         num_workers=args.workers,
         pin_memory=device.type == "cuda",
         drop_last=True,
-        persistent_workers=args.workers > 0,
     )
     model = build_model(args.model, args.num_classes).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
@@ -143,7 +142,7 @@ def bench_reference(args: argparse.Namespace, device: torch.device) -> Measureme
         optimizer.step()
         return loss.item()
 
-    batches = iter(itertools.cycle(loader))
+    batches = iter(loader)  # holds exactly warmup + steps batches
     for _ in range(args.warmup):
         step(*next(batches))
     with PeakMemory(device) as mem:
@@ -153,6 +152,7 @@ def bench_reference(args: argparse.Namespace, device: torch.device) -> Measureme
             step(*next(batches))
         _sync(device)
         seconds = time.perf_counter() - start
+    del batches  # stop the workers now: left running, they slow the phases measured after
     return _measurement(args, seconds, mem.mb)
 
 

@@ -84,7 +84,7 @@ class FrozenTeacher(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # The weights already are in `dtype`: autocast would only add casts.
-        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        with torch.inference_mode(), torch.autocast(x.device.type, enabled=False):
             return self._forward(x.to(self.dtype)).float()
 
 
