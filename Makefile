@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install train test bench lint format clean
+.PHONY: install train test bench reproduce lint format clean
 
 $(BIN)/sdrun: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,21 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# The CIFAR-100 table of docs/REPRODUCE.md, then outputs/reproduce/report/RESULTS.md. Select with
+# MODELS="resnet56 resnet110" METHODS="sd cosine" SEEDS=3 (a count) or SEEDS=0,2; SMOKE=1: tiny
+# data, 2 epochs, on the CPU. Run it again to continue: finished runs are skipped, killed ones resumed.
+MODELS ?=
+METHODS ?=
+SEEDS ?=
+GENERATIONS ?= 2
+OUT ?=
+JOBS ?= 1
+SMOKE ?=
+reproduce: install
+	$(BIN)/python scripts/reproduce.py --models "$(MODELS)" --methods "$(METHODS)" --seeds "$(SEEDS)" \
+		--generations $(GENERATIONS) --out "$(OUT)" --jobs $(JOBS) \
+		$(if $(filter 1 true yes,$(SMOKE)),--smoke) -- $(ARGS)
 
 # Training throughput: conventional loop vs sdrun vs sdrun + SD teacher (docs/PERFORMANCE.md).
 bench: install

@@ -32,6 +32,7 @@ from sdrun.engine import (
     predict,
     train_one_epoch,
 )
+from sdrun.ensemble import cycle_snapshots, snapshot_ensemble
 from sdrun.errors import CheckpointError, TrainingDiverged
 from sdrun.interrupt import RunStopped, StopRequest
 from sdrun.loggers import (
@@ -91,6 +92,7 @@ class Progress:
     best_top1: float = -1.0
     best_epoch: int = 0
     train_seconds: float = 0.0
+    wall_seconds: float = 0.0  # training, evaluation and checkpoints, over every session
     wandb_id: Optional[str] = None
     history: dict[str, Any] = field(default_factory=dict)
 
@@ -141,6 +143,7 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
             teacher = _train(parts, progress, teacher, tally, run_dir, metrics, logger, stop)
         distributed.check_identical(parts.model.state_dict(), "the final student weights")
         summary = _summary(parts, progress, teacher)
+        summary.update(_ensemble(parts, run_dir))
         if dist.is_main:
             write_summary(run_dir / SUMMARY, summary)
             logger.summary(summary)
@@ -241,6 +244,7 @@ def _train(
     weights = LossWeights(
         cfg.distill.temperature, cfg.distill.ce_weight, cfg.distill.kd_weight, cfg.distill.smooth
     )
+    mark = time.perf_counter()
     for epoch in range(progress.epoch + 1, plan.epochs + 1):
         cycle = plan.cycle_of_epoch(epoch)
         tally = tally or EpochTally()
@@ -281,6 +285,8 @@ def _train(
                 _save_cycle_snapshot(parts, run_dir, epoch, cycle)
             if cfg.distill.name == "sd" and epoch < plan.epochs:
                 teacher = _take_snapshot(parts, teacher)
+        progress.wall_seconds += time.perf_counter() - mark
+        mark = time.perf_counter()
         if parts.dist.is_main:
             _save(parts, progress, teacher, run_dir)
             metrics.append(record)
@@ -443,6 +449,14 @@ def _restore(
     return _evaluate_teacher(parts, _frozen(parts, source)), tally
 
 
+def _ensemble(parts: Parts, run_dir: Path) -> dict[str, Any]:
+    """The snapshot ensemble: average softmax of the cycle-end students (all ranks take part)."""
+    snapshots = cycle_snapshots(run_dir)
+    if parts.plan.num_cycles < 2 or len(snapshots) != parts.plan.num_cycles:
+        return {}  # one cycle: the "ensemble" would just be the final student
+    return snapshot_ensemble(parts.model, snapshots, lambda m: _predict_test_set(parts, m))
+
+
 def _summary(parts: Parts, progress: Progress, teacher: Optional[TeacherState]) -> dict[str, Any]:
     cfg, last = parts.cfg, progress.history
     return {
@@ -461,6 +475,7 @@ def _summary(parts: Parts, progress: Progress, teacher: Optional[TeacherState]) 
         "teacher/top1": None if teacher is None else teacher.top1,
         "teacher/top5": None if teacher is None else teacher.top5,
         "time/train_s": progress.train_seconds,
+        "time/wall_s": progress.wall_seconds,
         "device": parts.runtime.device_name,
         "processes": parts.dist.world_size,
         "params": sum(p.numel() for p in parts.model.parameters()),

@@ -41,6 +41,8 @@ def test_run_dir_holds_config_metrics_summary_and_checkpoints(sd_run: Path):
     assert summary["student/top1"] == records[-1]["student/top1"]
     assert summary["student/best_top1"] == max(r["student/top1"] for r in records)
     assert summary["teacher/top1"] == records[-1]["teacher/top1"]
+    assert summary["ensemble/members"] == 2 and 0.0 <= summary["ensemble/top1"] <= 100.0
+    assert summary["time/wall_s"] >= summary["time/train_s"] > 0
     last = torch.load(sd_run / "checkpoints" / "last.pt", weights_only=False)
     assert {"model", "teacher", "optimizer", "scheduler", "scaler", "epoch", "rng"} <= set(last)
     assert last["epoch"] == 4

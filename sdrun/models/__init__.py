@@ -1,6 +1,6 @@
-"""Models: timm's zoo plus CIFAR ResNets, which importing this package registers into timm."""
+"""Models: timm's zoo plus the CIFAR nets (ResNets, DenseNet-BC) this package registers in timm."""
 
-from sdrun.models import cifar_resnet  # noqa: F401  (registers resnet20 ... resnet110)
+from sdrun.models import cifar_resnet, densenet  # noqa: F401  (registers resnet20..110, densenet_bc100)
 from sdrun.models.build import build_model
 
 __all__ = ["build_model"]

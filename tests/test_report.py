@@ -1,0 +1,196 @@
+"""sdrun-report on run and sweep directories written by real short runs, and on broken ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdrun.report import Row, Run, _gain, main
+
+SEEDS = (0, 1)
+
+
+def tiny(root: Path) -> list[str]:
+    """ResNet-20, 2 epochs of 2 steps on 64 images: about a second per run after start-up."""
+    return [
+        f"dataset.root={root}", "dataset.download=false", "dataset.batch_size=32",
+        "dataset.eval_batch_size=64", "dataset.limit_train=64", "dataset.limit_test=64",
+        "model=resnet20", "schedule.epochs=2", "schedule.lr_min=0.001", "optim.lr=0.05",
+        "logger=none",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sweep(cifar100_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temperature x cycle-length sweep preset on a 2 x 2 grid, two seeds per cell: eight
+    real runs in one process (one start-up), 4 settings of SD with 2 seeds each."""
+    work = tmp_path_factory.mktemp("report")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sdrun", "-m", "+experiment=sweep/temperature_x_cycle",
+         *tiny(cifar100_root), "distill.temperature=1,4", "schedule.cycle_length=1,2",
+         f"seed={','.join(map(str, SEEDS))}", f"hydra.sweep.dir={work / 'sweep'}"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work / "sweep"
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def jobs(sweep: Path) -> dict[tuple[float, int], list[Path]]:
+    """Run dirs by (temperature, cycle length), from the preset's subdir names
+    <num>_T<temperature>_cycle<length>_seed<seed>."""
+    out: dict[tuple[float, int], list[Path]] = {}
+    for path in sorted(p for p in sweep.iterdir() if (p / "summary.json").exists()):
+        _, t, cycle, _ = path.name.split("_")
+        out.setdefault((float(t[1:]), int(cycle[5:])), []).append(path)
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(sweep: Path) -> Path:
+    assert main([str(sweep)]) == 0
+    return sweep / "report"
+
+
+def test_one_row_per_setting_with_mean_and_std_over_seeds(sweep: Path, report: Path):
+    rows = {r["variant"]: r for r in read_csv(report / "results.csv")}
+    grid = jobs(sweep)
+    assert len(grid) == 4 and all(len(runs) == len(SEEDS) for runs in grid.values())
+    for (temperature, cycle), runs in grid.items():
+        # the four rows are one method in four settings, told apart by what differs
+        row = rows[f"temperature={temperature}, cycle_length={cycle}"]
+        assert (row["dataset"], row["model"], row["method"]) == ("cifar100", "resnet20", "sd")
+        assert row["seeds"] == str(len(SEEDS)) and row["seed_list"] == "0 1"
+        errors = [100.0 - summary(r)["student/top1"] for r in runs]
+        best = [100.0 - summary(r)["student/best_top1"] for r in runs]
+        assert float(row["top1_err_mean"]) == pytest.approx(statistics.fmean(errors), abs=1e-3)
+        assert float(row["top1_err_std"]) == pytest.approx(statistics.stdev(errors), abs=1e-3)
+        assert float(row["best_epoch_err_mean_test_selected"]) == pytest.approx(
+            statistics.fmean(best), abs=1e-3
+        )
+        assert float(row["wall_h_mean"]) > 0
+        assert row["gpu_h_mean"] == ""  # CPU runs have no GPU-hours
+        if cycle == 1:  # two cycles: the cycle-1 snapshot taught cycle 2
+            teacher = [100.0 - summary(r)["teacher/top1"] for r in runs]
+            assert float(row["teacher_err_mean"]) == pytest.approx(
+                statistics.fmean(teacher), abs=1e-3
+            )
+        else:  # one cycle of 2 epochs: never a teacher
+            assert row["teacher_err_mean"] == ""
+
+
+def test_sweep_heatmap_and_its_table(sweep: Path, report: Path):
+    assert (report / "sweeps" / "sweep.png").stat().st_size > 1000
+    text = (report / "RESULTS.md").read_text()
+    assert "![heatmap](sweeps/sweep.png)" in text
+    assert "| distill.temperature | schedule.cycle_length | final top-1 (%) | seeds |" in text
+    for (temperature, cycle), runs in jobs(sweep).items():
+        top1 = [summary(r)["student/top1"] for r in runs]
+        cell = f"{statistics.fmean(top1):.2f} ± {statistics.stdev(top1):.2f}"
+        assert f"| {temperature} | {cycle} | {cell} | {len(SEEDS)} |" in text
+
+
+def test_markdown_and_plots(report: Path):
+    text = (report / "RESULTS.md").read_text()
+    assert "## cifar100" in text and "selected on the test set" in text.replace("**", "")
+    assert "| resnet20 | sd (temperature=1.0, cycle_length=1) | 2 |" in text
+    assert (report / "methods_cifar100.png").stat().st_size > 1000
+    plots = sorted((report / "runs").glob("*.png"))
+    assert len(plots) == 4 * len(SEEDS)
+    for png in plots:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png.relative_to(report)})" in text  # linked from RESULTS.md
+
+
+@pytest.fixture
+def broken(sweep: Path, tmp_path: Path) -> Path:
+    """Copies of a finished run, damaged the ways runs end up damaged."""
+    good = jobs(sweep)[(1.0, 1)][0]
+    root = tmp_path / "broken"
+
+    def copy(name: str) -> Path:
+        return Path(shutil.copytree(good, root / name, ignore=shutil.ignore_patterns("*.pt")))
+
+    killed = copy("killed")  # killed during epoch 2: no summary, last line cut short
+    (killed / "summary.json").unlink()
+    first = (killed / "metrics.jsonl").read_text().splitlines()[0]
+    (killed / "metrics.jsonl").write_text(first + '\n{"epoch": 2, "cyc')
+    unfinished = copy("unfinished")
+    data = summary(unfinished)
+    (unfinished / "summary.json").write_text(json.dumps({**data, "complete": False}))
+    garbled = copy("garbled")
+    (garbled / "summary.json").write_text('{"complete": tr')
+    empty = root / "empty" / ".hydra"  # started, nothing written yet
+    empty.mkdir(parents=True)
+    shutil.copy(good / ".hydra" / "config.yaml", empty / "config.yaml")
+    orphan = root / "orphan"
+    orphan.mkdir()
+    shutil.copy(good / "metrics.jsonl", orphan / "metrics.jsonl")
+    return root
+
+
+def test_broken_runs_are_listed_never_averaged(sweep: Path, broken: Path, tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    assert main([str(sweep), str(broken), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    rows = read_csv(out / "results.csv")
+    assert [r["seeds"] for r in rows] == ["2"] * 4  # no damaged copy is in a mean
+    expected = {
+        "killed": "incomplete: 1 of 2 epochs done, no summary.json (killed, failed or still",
+        "unfinished": "incomplete: summary.json says complete=False",
+        "garbled": "unreadable summary.json",
+        "empty": "incomplete: no epoch finished",
+        "orphan": "no .hydra/config.yaml: not a run directory",
+    }
+    text = (out / "RESULTS.md").read_text()
+    assert "## Incomplete or unreadable runs (not averaged)" in text
+    for name, message in expected.items():
+        line = next(line for line in err.splitlines() if f"broken/{name}" in line)
+        assert message in line, line
+        assert message in text
+    assert "4 incomplete" in text
+    # the killed run still gets its curves, marked incomplete
+    assert any("killed" in p.name for p in (out / "runs").glob("*.png"))
+
+
+def test_no_runs_is_a_clear_error(tmp_path: Path, capsys):
+    assert main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "no run directories under" in err and ".hydra/config.yaml" in err
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()
+
+
+def fake_row(method: str, top1: dict[int, float]) -> Row:
+    runs = [
+        Run(Path(f"/r/{method}{s}"), {"seed": s}, {"student/top1": v}, []) for s, v in top1.items()
+    ]
+    return Row("cifar100", "resnet20", method, {}, runs)
+
+
+def test_gain_arithmetic():
+    sd = fake_row("sd", {0: 71.0, 1: 72.0, 2: 73.0})
+    paired = _gain(sd, fake_row("step", {0: 70.0, 1: 70.0, 2: 70.5}))
+    assert (paired.mean, paired.pairs) == (pytest.approx(1.8333333), 3)
+    assert paired.spread == pytest.approx(statistics.stdev([1.0, 2.0, 2.5]))
+    unpaired = _gain(sd, fake_row("step", {5: 70.0, 6: 71.0}))
+    assert (unpaired.mean, unpaired.pairs) == (pytest.approx(1.5), 0)
+    assert unpaired.spread == pytest.approx((1.0 / 3 + 0.5 / 2) ** 0.5)

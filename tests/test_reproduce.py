@@ -1,0 +1,151 @@
+"""`make reproduce SMOKE=1` end to end (scripts/reproduce.py), the born-again chain in it, and
+picking up where an interrupted reproduce stopped."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "reproduce.py"
+METHODS = ["sd", "cyclic", "cosine", "step", "born-again-g2"]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce"] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+reproduce = load_script()
+
+
+def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke reproduce of ResNet-20: 4 methods and a 2-generation chain, 1 seed."""
+    out = tmp_path_factory.mktemp("smoke")
+    proc = run_script("--smoke", "--models", "resnet20", "--jobs", "2", "--out", str(out), cwd=out)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return out
+
+
+def run_dir(out: Path, method: str, seed: int = 0) -> Path:
+    return out / "cifar100" / "resnet20" / method / f"seed{seed}"
+
+
+def summary(path: Path) -> dict:
+    return json.loads((path / "summary.json").read_text())
+
+
+def test_smoke_runs_every_method_with_its_preset_and_writes_the_report(smoke: Path):
+    for method in METHODS:
+        folder = run_dir(smoke, method)
+        assert summary(folder)["complete"] is True, method
+        overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
+        preset = "kd" if method.startswith("born-again") else method
+        assert f"+experiment=cifar100/resnet20_{preset}" in overrides
+    assert (smoke / "data" / "cifar-100-python" / "train").is_file()  # its own tiny data
+    with open(smoke / "report" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == METHODS
+    assert all(r["seeds"] == "1" and r["model"] == "resnet20" for r in rows)
+    text = (smoke / "report" / "RESULTS.md").read_text()
+    assert "## SD gain over each baseline" in text
+    with open(smoke / "report" / "gains.csv", newline="") as f:
+        gains = {g["baseline"]: g for g in csv.DictReader(f)}
+    assert set(gains) == set(METHODS) - {"sd"}  # same recipe: every baseline is compared
+    sd = summary(run_dir(smoke, "sd"))["student/top1"]
+    for method, gain in gains.items():  # one shared seed: a paired difference, no spread
+        diff = sd - summary(run_dir(smoke, method))["student/top1"]
+        assert float(gain["gain_top1_points"]) == pytest.approx(diff, abs=1e-3)
+        assert (gain["paired_seeds"], gain["spread"]) == ("1", "")
+    assert len(list((smoke / "report" / "runs").glob("*.png"))) == len(METHODS)
+
+
+def test_born_again_generation_two_is_taught_by_generation_one(smoke: Path):
+    teacher, student = run_dir(smoke, "cosine"), run_dir(smoke, "born-again-g2")
+    cfg = yaml.safe_load((student / ".hydra" / "config.yaml").read_text())
+    assert cfg["distill"]["name"] == "kd"
+    assert Path(cfg["distill"]["teacher_checkpoint"]) == teacher
+    # the teacher it measured is generation 1's final model (BN folded: allow one image)
+    assert summary(student)["teacher/top1"] == pytest.approx(
+        summary(teacher)["student/top1"], abs=1.0
+    )
+    with open(smoke / "report" / "results.csv", newline="") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    own, chain = (
+        float(rows["born-again-g2"][k]) for k in ("wall_h_mean", "wall_h_with_teachers_mean")
+    )
+    assert chain == pytest.approx(own + float(rows["cosine"]["wall_h_mean"]), rel=1e-3, abs=1e-4)
+
+
+def test_a_second_reproduce_skips_finished_runs_and_resumes_a_killed_one(smoke: Path):
+    killed = run_dir(smoke, "born-again-g2")
+    (killed / "summary.json").unlink()  # as if killed after its last checkpoint
+    finished = {m: (run_dir(smoke, m) / "summary.json").stat().st_mtime_ns for m in METHODS[:4]}
+    proc = run_script("--smoke", "--models", "resnet20", "--out", str(smoke), cwd=smoke)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("done, skipped") == 4
+    assert f"resume -> {killed}" in proc.stdout
+    assert summary(killed)["complete"] is True
+    for method, mtime in finished.items():
+        assert (run_dir(smoke, method) / "summary.json").stat().st_mtime_ns == mtime
+
+
+def test_default_plan_is_the_whole_table_seed_by_seed(tmp_path: Path):
+    jobs = reproduce.plan(
+        list(reproduce.MODELS), list(reproduce.METHODS), [0, 1, 2], generations=3, out=tmp_path
+    )
+    # per network and seed: sd, cyclic, cosine, step, and the chain's generations 2 and 3
+    assert len(jobs) == 5 * 3 * 6
+    assert len({j.run_dir for j in jobs}) == len(jobs)
+    assert [j.seed for j in jobs] == sorted(j.seed for j in jobs)
+    g3 = next(j for j in jobs if j.method == "born-again-g3")
+    g2 = next(j for j in jobs if j.method == "born-again-g2" and j.model == g3.model)
+    assert g3.overrides == (f"distill.teacher_checkpoint={g2.run_dir}",)
+    assert g3.preset == f"cifar100/{g3.model}_kd"
+    waves = reproduce.waves(jobs)
+    assert [len(w) for w in waves] == [5 * 3 * 4, 5 * 3, 5 * 3]  # each generation after the last
+    for job in jobs:  # every job names an existing preset
+        assert (SCRIPT.parent.parent / "conf" / "experiment" / f"{job.preset}.yaml").is_file()
+
+
+def test_selection_variables():
+    assert reproduce.parse_seeds("3") == [0, 1, 2]
+    assert reproduce.parse_seeds("1") == [0]
+    assert reproduce.parse_seeds("0,2") == [0, 2] == reproduce.parse_seeds("0 2")
+    assert reproduce.parse_seeds("4,") == [4]
+    assert reproduce.parse_names("", reproduce.MODELS, "model") == list(reproduce.MODELS)
+    assert reproduce.parse_names("resnet56,resnet20", reproduce.MODELS, "model") == [
+        "resnet56",
+        "resnet20",
+    ]
+    for bad in ("", "two", "-1"):
+        with pytest.raises(ValueError, match="a count"):
+            reproduce.parse_seeds(bad)
+    with pytest.raises(ValueError, match="unknown model resnet57"):
+        reproduce.parse_names("resnet57", reproduce.MODELS, "model")
+
+
+def test_a_bad_selection_is_refused_before_anything_runs(tmp_path: Path):
+    proc = run_script("--models", "resnet57", "--out", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "unknown model resnet57" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
