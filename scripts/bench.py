@@ -37,13 +37,11 @@ from sdrun.data import build_loaders
 from sdrun.distill import LossWeights
 from sdrun.engine import LoopOptions, StepState, train_one_epoch
 from sdrun.models import build_model
+from sdrun.models.cifar_base import CIFAR100_MEAN, CIFAR100_STD
 from sdrun.optim import build_optimizer
 from sdrun.runtime import Runtime, configure_determinism, resolve_amp
 from sdrun.schedule import CyclePlan
 from sdrun.teacher import FrozenTeacher, teacher_dtype
-
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
 @dataclass

@@ -15,14 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from timm.layers import create_classifier
-from timm.models import (
-    build_model_with_cfg,
-    generate_default_cfgs,
-    register_model,
-    resolve_pretrained_cfg,
-)
+from timm.models import generate_default_cfgs, register_model
 from torch import nn
+
+from sdrun.models.cifar_base import CifarClassifier, build_cifar_model, cifar_cfg
 
 __all__ = ["CIFAR_DEPTHS", "BasicBlock", "CifarResNet"]
 
@@ -31,10 +27,6 @@ CIFAR_DEPTHS: dict[int, int] = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
 STAGE_WIDTHS: tuple[int, int, int] = (16, 32, 64)
 STAGE_STRIDES: tuple[int, int, int] = (1, 2, 2)
 STEM_WIDTH = 16
-
-# CIFAR-100 training-set statistics: the default cfg describes CIFAR-100, our main benchmark.
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
 class BasicBlock(nn.Module):
@@ -62,7 +54,7 @@ class BasicBlock(nn.Module):
         return self.act2(out + shortcut)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(CifarClassifier):
     """ResNet for 32x32 inputs with timm's classifier interface.
 
     Args:
@@ -84,9 +76,7 @@ class CifarResNet(nn.Module):
         super().__init__()
         if blocks_per_stage < 1:
             raise ValueError(f"blocks_per_stage must be >= 1, got {blocks_per_stage}")
-        self.num_classes = num_classes
         self.in_chans = in_chans
-        self.drop_rate = drop_rate
         self.depth = 6 * blocks_per_stage + 2
 
         self.conv1 = nn.Conv2d(in_chans, STEM_WIDTH, 3, stride=1, padding=1, bias=False)
@@ -103,33 +93,9 @@ class CifarResNet(nn.Module):
             in_chs, reduction = width, reduction * stride
             self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f"layer{i}"))
 
-        self.num_features = self.head_hidden_size = in_chs
-        self.global_pool, self.fc = create_classifier(
-            self.num_features, num_classes, pool_type=global_pool
-        )
-        self.head_drop = nn.Dropout(drop_rate)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
+        self._init_head(in_chs, num_classes, global_pool, drop_rate)
         # Linear layers keep PyTorch's default init, as in the reference CIFAR implementations.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the head (new random fc) on the device and dtype of the current model."""
-        pool_type = self.global_pool.pool_type if global_pool is None else global_pool
-        ref = self.conv1.weight
-        self.num_classes = num_classes
-        self.global_pool, self.fc = create_classifier(
-            self.num_features, num_classes, pool_type=pool_type, device=ref.device, dtype=ref.dtype
-        )
+        self._init_weights()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch (B, C, 32, 32) -> unpooled feature map (B, 64, 8, 8)."""
@@ -138,30 +104,14 @@ class CifarResNet(nn.Module):
         x = self.layer2(x)
         return self.layer3(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(self.global_pool(x))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 def _cfg(depth: int) -> dict[str, Any]:
-    # No url/file/hf_hub_id: these models have no pretrained weights (trained from scratch).
-    return {
-        "num_classes": 100,
-        "input_size": (3, 32, 32),
-        "pool_size": (8, 8),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": CIFAR100_MEAN,
-        "std": CIFAR100_STD,
-        "first_conv": "conv1",
-        "classifier": "fc",
-        "paper_name": "Deep Residual Learning for Image Recognition",
-        "paper_ids": "arXiv:1512.03385",
-        "description": f"CIFAR ResNet-{depth} (6n+2, n={CIFAR_DEPTHS[depth]}), 1x1-conv shortcuts",
-    }
+    return cifar_cfg(
+        "conv1",
+        "Deep Residual Learning for Image Recognition",
+        "arXiv:1512.03385",
+        f"CIFAR ResNet-{depth} (6n+2, n={CIFAR_DEPTHS[depth]}), 1x1-conv shortcuts",
+    )
 
 
 # timm's register_model looks up `default_cfgs` in the entrypoint's module when it registers,
@@ -170,25 +120,9 @@ default_cfgs = generate_default_cfgs({f"resnet{d}": _cfg(d) for d in CIFAR_DEPTH
 
 
 def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    """Build through timm's builder so pretrained_cfg, features_only etc. behave as in timm."""
-    cfg = resolve_pretrained_cfg(
-        variant, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay")
-    )
-    # Without this check timm would fail deep in its loader with a RuntimeError.
-    if pretrained and not (cfg.has_weights or cfg.state_dict is not None):
-        raise ValueError(
-            f"{variant}: no pretrained weights exist (CIFAR ResNets are trained from scratch); "
-            "use pretrained=False, or checkpoint_path=... to load your own weights"
-        )
     depth = int(variant.removeprefix("resnet"))
-    return build_model_with_cfg(
-        CifarResNet,
-        variant,
-        pretrained,
-        blocks_per_stage=CIFAR_DEPTHS[depth],
-        # timm's default out_indices has five levels; these models have four.
-        feature_cfg=dict(out_indices=(0, 1, 2, 3)),
-        **kwargs,
+    return build_cifar_model(
+        CifarResNet, variant, pretrained, blocks_per_stage=CIFAR_DEPTHS[depth], **kwargs
     )
 
 

@@ -17,22 +17,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from timm.layers import create_classifier
-from timm.models import (
-    build_model_with_cfg,
-    generate_default_cfgs,
-    register_model,
-    resolve_pretrained_cfg,
-)
+from timm.models import generate_default_cfgs, register_model
 from torch import nn
+
+from sdrun.models.cifar_base import CifarClassifier, build_cifar_model, cifar_cfg
 
 __all__ = ["DenseNetBC", "densenet_layers_per_block"]
 
 NUM_BLOCKS = 3
 BOTTLENECK_FACTOR = 4  # the 1x1 bottleneck conv outputs 4k channels
-
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
 def densenet_layers_per_block(depth: int) -> int:
@@ -73,7 +66,7 @@ class Transition(nn.Sequential):
         super().__init__(*_bn_relu_conv(in_chs, out_chs, 1), nn.AvgPool2d(2))
 
 
-class DenseNetBC(nn.Module):
+class DenseNetBC(CifarClassifier):
     """DenseNet-BC for 32x32 inputs with timm's classifier interface.
 
     Args:
@@ -101,9 +94,7 @@ class DenseNetBC(nn.Module):
             raise ValueError(f"compression must be in (0, 1], got {compression}")
         n = densenet_layers_per_block(depth)
         self.depth, self.growth_rate = depth, growth_rate
-        self.num_classes = num_classes
         self.in_chans = in_chans
-        self.drop_rate = drop_rate
 
         chs = 2 * growth_rate
         self.stem = nn.Conv2d(in_chans, chs, 3, padding=1, bias=False)
@@ -125,32 +116,14 @@ class DenseNetBC(nn.Module):
         self.act = nn.ReLU(inplace=True)
         self.feature_info.append(dict(num_chs=chs, reduction=reduction, module="act"))
 
-        self.num_features = self.head_hidden_size = chs
-        self.global_pool, self.fc = create_classifier(chs, num_classes, pool_type=global_pool)
-        self.head_drop = nn.Dropout(drop_rate)
+        self._init_head(chs, num_classes, global_pool, drop_rate)
         self._init_weights()
 
     def _init_weights(self) -> None:
+        super()._init_weights()
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
+            if isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the head (new random fc) on the device and dtype of the current model."""
-        pool_type = self.global_pool.pool_type if global_pool is None else global_pool
-        ref = self.stem.weight
-        self.num_classes = num_classes
-        self.global_pool, self.fc = create_classifier(
-            self.num_features, num_classes, pool_type=pool_type, device=ref.device, dtype=ref.dtype
-        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch (B, C, 32, 32) -> unpooled, normalised feature map (B, 342, 8, 8)."""
@@ -159,32 +132,16 @@ class DenseNetBC(nn.Module):
         x = self.trans2(self.dense2(x))
         return self.act(self.norm(self.dense3(x)))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(self.global_pool(x))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 # timm's register_model reads `default_cfgs` from the entrypoint's module at registration.
 default_cfgs = generate_default_cfgs(
     {
-        "densenet_bc100": {
-            # No url/file/hf_hub_id: trained from scratch, no pretrained weights.
-            "num_classes": 100,
-            "input_size": (3, 32, 32),
-            "pool_size": (8, 8),
-            "crop_pct": 1.0,
-            "interpolation": "bilinear",
-            "mean": CIFAR100_MEAN,
-            "std": CIFAR100_STD,
-            "first_conv": "stem",
-            "classifier": "fc",
-            "paper_name": "Densely Connected Convolutional Networks",
-            "paper_ids": "arXiv:1608.06993",
-            "description": "CIFAR DenseNet-BC-100, growth 12, compression 0.5",
-        }
+        "densenet_bc100": cifar_cfg(
+            "stem",
+            "Densely Connected Convolutional Networks",
+            "arXiv:1608.06993",
+            "CIFAR DenseNet-BC-100, growth 12, compression 0.5",
+        )
     }
 )
 
@@ -192,22 +149,6 @@ default_cfgs = generate_default_cfgs(
 @register_model
 def densenet_bc100(pretrained: bool = False, **kwargs: Any) -> DenseNetBC:
     """CIFAR DenseNet-BC-100 (k=12): three blocks of 16 bottleneck layers."""
-    cfg = resolve_pretrained_cfg(
-        "densenet_bc100", kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay")
-    )
-    # Without this check timm would fail deep in its loader with a RuntimeError.
-    if pretrained and not (cfg.has_weights or cfg.state_dict is not None):
-        raise ValueError(
-            "densenet_bc100: no pretrained weights exist (it is trained from scratch); "
-            "use pretrained=False, or checkpoint_path=... to load your own weights"
-        )
     kwargs.setdefault("depth", 100)
     kwargs.setdefault("growth_rate", 12)
-    return build_model_with_cfg(
-        DenseNetBC,
-        "densenet_bc100",
-        pretrained,
-        # timm's default out_indices has five levels; this model has four.
-        feature_cfg=dict(out_indices=(0, 1, 2, 3)),
-        **kwargs,
-    )
+    return build_cifar_model(DenseNetBC, "densenet_bc100", pretrained, **kwargs)
