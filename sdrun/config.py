@@ -217,3 +217,15 @@ def validate(cfg: Config) -> None:
 def _divisor_hint(epochs: int, near: int) -> int:
     divisors = [c for c in range(1, epochs + 1) if epochs % c == 0]
     return min(divisors, key=lambda c: abs(c - near))
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as dotted keys (`{"a": {"b": 1}}` -> `{"a.b": 1}`); lists become
+    tuples so values can be compared and grouped."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat

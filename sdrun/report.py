@@ -34,6 +34,7 @@ from typing import Any, Optional
 import yaml
 
 from sdrun.checkpoint import run_dir_of
+from sdrun.config import flatten
 
 CONFIG = Path(".hydra") / "config.yaml"
 SUMMARY = "summary.json"
@@ -134,16 +135,6 @@ class Run:
 
 
 # --------------------------------------------------------------------------- reading runs
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
-    return flat
 
 
 def find_dirs(paths: Iterable[Path]) -> tuple[list[Path], list[Path], list[Path]]:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from sdrun import checkpoint as ckpt
 from sdrun import distributed
-from sdrun.config import Config, validate
+from sdrun.config import Config, flatten, validate
 from sdrun.data import Batches, build_loaders
 from sdrun.distill import LossWeights
 from sdrun.engine import (
@@ -404,8 +404,8 @@ def _load_resume(cfg: Config) -> Optional[dict[str, Any]]:
 
 
 def _check_same_run(cfg: Config, saved: dict[str, Any], path: Path) -> None:
-    now = _flatten(_config_dict(cfg))
-    before = _flatten(saved)
+    now = flatten(_config_dict(cfg))
+    before = flatten(saved)
     for key in sorted(set(now) | set(before)):
         if not key.startswith(RUN_DEFINING) or key == "distill.teacher_checkpoint":
             continue
@@ -414,16 +414,6 @@ def _check_same_run(cfg: Config, saved: dict[str, Any], path: Path) -> None:
                 f"resume: {key}={now.get(key)!r} but {path} was trained with {before.get(key)!r}; "
                 f"drop that override to resume, or start a new run without resume="
             )
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _restore(
