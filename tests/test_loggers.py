@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import wandb
 
 from sdrun.config import LoggerConfig
 from sdrun.loggers import MetricsFile, NullLogger, WandbLogger, build_logger, read_metrics
@@ -30,6 +31,7 @@ def test_wandb_offline_gets_the_metrics_and_config(tmp_path: Path, monkeypatch):
     logger.summary({"student/best_top1": 20.375, "device": "cpu"})
     assert logger.run.config["seed"] == 3
     logger.finish()
+    wandb.teardown()  # waits for wandb's service process to write out and exit
     # wandb has no reader for its offline files: look for the logged key and values in the bytes
     (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
     data = run_file.read_bytes()

@@ -93,7 +93,8 @@ def test_born_again_generation_two_is_taught_by_generation_one(smoke: Path):
     own, chain = (
         float(rows["born-again-g2"][k]) for k in ("wall_h_mean", "wall_h_with_teachers_mean")
     )
-    assert chain == pytest.approx(own + float(rows["cosine"]["wall_h_mean"]), rel=1e-3, abs=1e-4)
+    # three values each rounded to 4 decimals in the CSV: up to 1.5e-4 apart
+    assert chain == pytest.approx(own + float(rows["cosine"]["wall_h_mean"]), abs=2e-4)
 
 
 def test_a_second_reproduce_skips_finished_runs_and_resumes_a_killed_one(smoke: Path):
