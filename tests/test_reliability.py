@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,23 +106,20 @@ def test_sigterm_writes_a_mid_epoch_checkpoint_and_resume_matches(
     assert_same_weights(final_weights(reference), final_weights(run_dir))
 
 
-def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(
-    cifar100_root: Path, reference: Path, tmp_path: Path
-):
+def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(reference: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    args = tiny(cifar100_root, *EXTRA, "schedule.epochs=4", f"hydra.run.dir={run_dir}")
-    assert sdrun(*args, cwd=tmp_path).returncode == 0
+    shutil.copytree(reference, run_dir)
     last = run_dir / "checkpoints" / LAST
     expected = torch.load(last, weights_only=False)
-    assert torch.load(run_dir / "checkpoints" / PREV, weights_only=False)["epoch"] == 3
+    assert torch.load(run_dir / "checkpoints" / PREV, weights_only=False)["epoch"] == 5
     last.write_bytes(last.read_bytes()[:1000])  # a copy cut short
 
     proc = sdrun(f"resume={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (run_dir / "sdrun.log").read_text()
-    assert "prev.pt" in log and "epoch 3" in log
-    assert [r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3, 4]
-    assert_same_weights(expected, final_weights(run_dir))
+    assert "prev.pt" in log and "epoch 5" in log
+    assert [r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+    assert_same_weights(expected, final_weights(run_dir))  # epoch 6 trained again, identically
 
 
 def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
