@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from sdrun import checkpoint as ckpt
-from sdrun import distributed
-from sdrun.config import Config, flatten, validate
+from sdrun import distributed, run_state
+from sdrun.config import Config, validate
 from sdrun.data import Batches, build_loaders
 from sdrun.distill import LossWeights
 from sdrun.engine import (
@@ -33,7 +33,7 @@ from sdrun.engine import (
     train_one_epoch,
 )
 from sdrun.ensemble import cycle_snapshots, snapshot_ensemble
-from sdrun.errors import CheckpointError, TrainingDiverged
+from sdrun.errors import TrainingDiverged
 from sdrun.interrupt import RunStopped, StopRequest
 from sdrun.loggers import (
     METRICS,
@@ -47,33 +47,17 @@ from sdrun.loggers import (
 from sdrun.metrics import accuracy, agreement, mean_kl
 from sdrun.models import build_model
 from sdrun.optim import build_optimizer
+from sdrun.run_state import Progress
 from sdrun.runtime import (
     Runtime,
     configure_determinism,
     resolve_runtime,
-    rng_state,
     seed_everything,
-    set_rng_state,
 )
 from sdrun.schedule import CyclePlan, plan_from_config
 from sdrun.teacher import FrozenTeacher, load_teacher_weights, snapshot, teacher_dtype
 
 log = logging.getLogger(__name__)
-
-# Keys that define what a run computes: a resumed run must agree with its checkpoint on them.
-RUN_DEFINING = (
-    "dataset.name",
-    "dataset.batch_size",
-    "dataset.limit_train",
-    "dataset.limit_test",
-    "dataset.image_size",
-    "dataset.eval_resize",
-    "model",
-    "schedule",
-    "distill",
-    "optim",
-    "seed",
-)
 
 
 @dataclass
@@ -84,17 +68,6 @@ class TeacherState:
     logits: Tensor
     top1: float
     top5: float
-
-
-@dataclass
-class Progress:
-    epoch: int = 0  # epochs completed
-    best_top1: float = -1.0
-    best_epoch: int = 0
-    train_seconds: float = 0.0
-    wall_seconds: float = 0.0  # training, evaluation and checkpoints, over every session
-    wandb_id: Optional[str] = None
-    history: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,7 +90,7 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     runtime = resolve_runtime(cfg.trainer)
     dist = distributed.init(runtime.device.type)
     runtime = dataclasses.replace(runtime, device=distributed.local_device(runtime.device, dist))
-    resume = _load_resume(cfg)
+    resume = run_state.load_for_resume(cfg.resume, _config_dict(cfg))
     ckpt.guard_run_dir(run_dir, resuming=resume is not None)
     configure_determinism(cfg.trainer.deterministic, runtime.device)
     seed_everything(cfg.seed)
@@ -282,7 +255,7 @@ def _train(
         _update_progress(progress, record, result)
         if plan.is_cycle_end(epoch):
             if parts.dist.is_main:
-                _save_cycle_snapshot(parts, run_dir, epoch, cycle)
+                run_state.save_cycle_snapshot(run_dir, _config_dict(cfg), parts.model, epoch, cycle)
             if cfg.distill.name == "sd" and epoch < plan.epochs:
                 teacher = _take_snapshot(parts, teacher)
         progress.wall_seconds += time.perf_counter() - mark
@@ -368,70 +341,15 @@ def _save(
     run_dir: Path,
     tally: Optional[EpochTally] = None,
 ) -> None:
-    payload = {
-        "model": parts.model.state_dict(),
-        "teacher": None if teacher is None else teacher.model.snapshot_state,
-        "optimizer": parts.state.optimizer.state_dict(),
-        "scheduler": {"step": parts.state.step, "plan": asdict(parts.plan)},
-        "scaler": None if parts.state.scaler is None else parts.state.scaler.state_dict(),
-        "epoch": progress.epoch,  # epochs completed
-        "epoch_tally": None if tally is None else tally.state_dict(),  # a partial next epoch
-        "progress": asdict(progress),
-        "rng": rng_state(),
-        "config": _config_dict(parts.cfg),
-    }
-    ckpt.save_last(payload, run_dir)
-
-
-def _save_cycle_snapshot(parts: Parts, run_dir: Path, epoch: int, cycle: int) -> None:
-    """Cycle-end weights, kept for the snapshot ensemble and for later use as teachers."""
-    payload = {
-        "model": parts.model.state_dict(),
-        "epoch": epoch,
-        "cycle": cycle,
-        "config": _config_dict(parts.cfg),
-    }
-    ckpt.save_atomic(payload, run_dir / ckpt.CHECKPOINT_DIR / f"cycle{cycle}.pt")
-
-
-def _load_resume(cfg: Config) -> Optional[dict[str, Any]]:
-    if not cfg.resume:
-        return None
-    path = ckpt.checkpoint_path(cfg.resume)
-    payload = ckpt.load_for_resume(path)
-    _check_same_run(cfg, payload["config"], path)
-    return payload
-
-
-def _check_same_run(cfg: Config, saved: dict[str, Any], path: Path) -> None:
-    now = flatten(_config_dict(cfg))
-    before = flatten(saved)
-    for key in sorted(set(now) | set(before)):
-        if not key.startswith(RUN_DEFINING) or key == "distill.teacher_checkpoint":
-            continue
-        if now.get(key) != before.get(key):
-            raise CheckpointError(
-                f"resume: {key}={now.get(key)!r} but {path} was trained with {before.get(key)!r}; "
-                f"drop that override to resume, or start a new run without resume="
-            )
+    teacher_state = None if teacher is None else teacher.model.snapshot_state
+    run_state.save_last(run_dir, _config_dict(parts.cfg), parts.model, teacher_state,
+                        parts.state, parts.plan, progress, tally)  # fmt: skip
 
 
 def _restore(
     parts: Parts, progress: Progress, payload: dict[str, Any]
 ) -> tuple[Optional[TeacherState], Optional[EpochTally]]:
-    parts.model.load_state_dict(payload["model"])
-    parts.state.optimizer.load_state_dict(payload["optimizer"])
-    parts.state.step = payload["scheduler"]["step"]
-    if parts.state.scaler is not None and payload.get("scaler"):
-        parts.state.scaler.load_state_dict(payload["scaler"])
-    saved = payload["progress"]
-    for key, value in saved.items():
-        setattr(progress, key, value)
-    set_rng_state(payload["rng"])
-    tally = None
-    if payload.get("epoch_tally"):
-        tally = EpochTally.from_state(payload["epoch_tally"], parts.runtime.device)
-    log.info("resumed after epoch %d, step %d", progress.epoch, parts.state.step)
+    tally = run_state.restore(payload, parts.model, parts.state, progress, parts.runtime.device)
     if payload.get("teacher") is None:
         return _initial_teacher(parts), tally
     source = snapshot(parts.model)
