@@ -32,7 +32,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from sdrun.config import DatasetConfig, OptimConfig
+from sdrun.config import COMPILE_MODES, DatasetConfig, OptimConfig
 from sdrun.data import build_loaders
 from sdrun.distill import LossWeights
 from sdrun.engine import LoopOptions, StepState, train_one_epoch
@@ -41,7 +41,7 @@ from sdrun.models.cifar_base import CIFAR100_MEAN, CIFAR100_STD
 from sdrun.optim import build_optimizer
 from sdrun.runtime import Runtime, configure_determinism, resolve_amp
 from sdrun.schedule import CyclePlan
-from sdrun.teacher import FrozenTeacher, teacher_dtype
+from sdrun.teacher import FrozenTeacher, PrecomputedTeacher, teacher_dtype
 
 
 @dataclass
@@ -168,11 +168,15 @@ def bench_sdrun(args: argparse.Namespace, runtime: Runtime, with_teacher: bool) 
     )
     model = build_model(args.model, args.num_classes)
     model.to(runtime.device, memory_format=runtime.memory_format)
-    train_model = torch.compile(model) if args.compile else model
+    train_model = torch.compile(model, mode=args.compile_mode) if args.compile else model
     teacher = None
     if with_teacher:
         teacher = FrozenTeacher(
-            model, teacher_dtype(runtime.amp_dtype), runtime.memory_format, compile=args.compile
+            model,
+            teacher_dtype(runtime.amp_dtype),
+            runtime.memory_format,
+            compile=args.compile,
+            compile_mode=args.compile_mode,
         )
     state = StepState(
         build_optimizer(model, OptimConfig(lr=0.05), runtime.device),
@@ -182,16 +186,23 @@ def bench_sdrun(args: argparse.Namespace, runtime: Runtime, with_teacher: bool) 
     plan = CyclePlan("sd", 1, 1, steps, peak=0.05)
     weights = LossWeights()
 
-    def run(batches) -> float:
+    def run(epoch: int, steps: int) -> float:
+        def batches():
+            return itertools.islice(data.train.epoch(epoch), steps)
+
+        source = teacher
+        if teacher is not None and args.teacher_precompute:
+            # As the runner does it: the epoch's logits first, timed as part of the epoch.
+            source = PrecomputedTeacher(teacher, batches(), args.teacher_precompute)
         quiet = LoopOptions(log_every=10**9, check_every=10**9)  # no reads in the timed loop
         result = train_one_epoch(
-            train_model, teacher, batches, args.steps, state, plan, weights, runtime, None, quiet
+            train_model, source, batches(), steps, state, plan, weights, runtime, None, quiet
         )
         return result.seconds
 
-    run(itertools.islice(data.train.epoch(0), args.warmup))
+    run(0, args.warmup)
     with PeakMemory(runtime.device) as mem:
-        seconds = run(itertools.islice(data.train.epoch(1), args.steps))
+        seconds = run(1, args.steps)
     return _measurement(args, seconds, mem.mb)
 
 
@@ -222,6 +233,19 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile student and teacher")
+    p.add_argument(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        default="default",
+        help="torch.compile mode (reduce-overhead: CUDA graphs)",
+    )
+    p.add_argument(
+        "--teacher-precompute",
+        type=int,
+        default=0,
+        metavar="N",
+        help="predict the epoch's teacher logits first, N images per forward (0: per step)",
+    )
     p.add_argument("--data-root", default=None, help="real CIFAR-100 for the reference loop")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -242,7 +266,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
         "batch_size": args.batch_size,
         "steps": args.steps,
         "amp": str(runtime.amp_dtype or "off"),
-        "compile": args.compile,
+        "compile": args.compile and args.compile_mode,
+        "teacher_precompute": args.teacher_precompute,
     }
     if not args.skip_reference:
         results["reference"] = asdict(bench_reference(args, device))
@@ -261,7 +286,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
 def _table(r: dict) -> str:
     rows = [f"{r['model']} batch {r['batch_size']} on {r['device']} (torch {r['torch']}, "
-            f"amp {r['amp']}, compile {r['compile']}, {r['steps']} timed steps)",
+            f"amp {r['amp']}, compile {r['compile']}, teacher_precompute "
+            f"{r['teacher_precompute']}, {r['steps']} timed steps)",
             f"{'':10} {'img/s':>10} {'ms/step':>10} {'peak MB':>10}"]  # fmt: skip
     for name in ("reference", "baseline", "sd"):
         if name in r:

@@ -21,6 +21,7 @@ DISTILL_METHODS = ("sd", "none", "kd")
 SMOOTH_MODES = ("teacher", "both")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 WANDB_MODES = ("online", "offline", "disabled")
 
 
@@ -90,6 +91,11 @@ class TrainerConfig:
     amp: str = "auto"
     channels_last: bool = True
     compile: bool = False
+    # torch.compile mode: reduce-overhead captures CUDA graphs (small nets are launch-bound).
+    compile_mode: str = "default"
+    # 0: the teacher runs beside each step. N > 0: before each epoch the teacher predicts all of
+    # the epoch's augmented batches, N images per forward (CIFAR/fake loaders only).
+    teacher_precompute: int = 0
     deterministic: bool = False
     # Under torchrun: BatchNorm statistics over the global batch instead of each process's share.
     sync_bn: bool = False
@@ -208,6 +214,13 @@ def validate(cfg: Config) -> None:
 
     _choice("trainer.device", t.device, DEVICES)
     _choice("trainer.amp", t.amp, AMP_MODES)
+    _choice("trainer.compile_mode", t.compile_mode, COMPILE_MODES)
+    _positive("trainer.teacher_precompute", t.teacher_precompute, allow_zero=True)
+    if t.teacher_precompute and d.name == "imagenet":
+        raise ConfigError(
+            "trainer.teacher_precompute needs the device-resident loader (cifar10, cifar100, "
+            "fake); with dataset=imagenet set trainer.teacher_precompute=0"
+        )
     _positive("trainer.log_every", t.log_every)
 
     _choice("logger.name", cfg.logger.name, ("wandb", "none"))

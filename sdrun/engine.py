@@ -96,7 +96,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def train_one_epoch(
     student: nn.Module,
-    teacher: Optional[nn.Module],
+    teacher: Optional[Callable[[Tensor], Tensor]],  # a FrozenTeacher or a PrecomputedTeacher
     batches: Iterable[tuple[Tensor, Tensor]],
     num_batches: int,
     state: StepState,

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -55,7 +56,13 @@ from sdrun.runtime import (
     seed_everything,
 )
 from sdrun.schedule import CyclePlan, plan_from_config
-from sdrun.teacher import FrozenTeacher, load_teacher_weights, snapshot, teacher_dtype
+from sdrun.teacher import (
+    FrozenTeacher,
+    PrecomputedTeacher,
+    load_teacher_weights,
+    snapshot,
+    teacher_dtype,
+)
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +161,7 @@ def _build(cfg: Config, runtime: Runtime, dist: distributed.Dist) -> Parts:
     )
     train_model = distributed.wrap(model, dist, runtime.device, cfg.trainer.sync_bn)
     if cfg.trainer.compile:
-        train_model = torch.compile(train_model)
+        train_model = torch.compile(train_model, mode=cfg.trainer.compile_mode)
     return Parts(
         cfg, runtime, data.num_classes, model, train_model, data.train, data.test, plan, state, dist
     )
@@ -175,6 +182,7 @@ def _frozen(parts: Parts, source: nn.Module) -> FrozenTeacher:
         dtype=teacher_dtype(runtime.amp_dtype),
         memory_format=runtime.memory_format,
         compile=parts.cfg.trainer.compile,
+        compile_mode=parts.cfg.trainer.compile_mode,
     )
 
 
@@ -203,6 +211,22 @@ def _take_snapshot(parts: Parts, previous: Optional[TeacherState]) -> TeacherSta
     return _evaluate_teacher(parts, teacher)
 
 
+def _epoch_batches(parts: Parts, epoch: int, tally: EpochTally) -> Iterator[tuple[Tensor, Tensor]]:
+    """The epoch's training batches; a resumed mid-epoch checkpoint skips those already done."""
+    return itertools.islice(parts.train_loader.epoch(epoch), tally.batches, None)
+
+
+def _teacher_for_epoch(
+    parts: Parts, teacher: Optional[TeacherState], epoch: int, tally: EpochTally
+) -> Optional[Callable[[Tensor], Tensor]]:
+    """What the loop calls for teacher logits: the teacher itself, or its logits of the epoch's
+    batches predicted ahead in large batches (trainer.teacher_precompute)."""
+    if teacher is None or not parts.cfg.trainer.teacher_precompute:
+        return None if teacher is None else teacher.model
+    batches = _epoch_batches(parts, epoch, tally)
+    return PrecomputedTeacher(teacher.model, batches, parts.cfg.trainer.teacher_precompute)
+
+
 def _train(
     parts: Parts,
     progress: Progress,
@@ -229,13 +253,11 @@ def _train(
             nan_at_step=_fault_nan_step(),
             reduce=distributed.sum_,
         )
-        # A resumed mid-epoch checkpoint skips the batches already trained on.
-        batches = itertools.islice(parts.train_loader.epoch(epoch), tally.batches, None)
         try:
             result = train_one_epoch(
                 parts.train_model,
-                None if teacher is None else teacher.model,
-                batches,
+                _teacher_for_epoch(parts, teacher, epoch, tally),
+                _epoch_batches(parts, epoch, tally),
                 len(parts.train_loader),
                 parts.state,
                 plan,

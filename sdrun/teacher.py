@@ -5,12 +5,16 @@ overhead. Preparing it once per cycle makes that pass as cheap as possible: BN f
 preceding convolutions (torch.fx), weights cast to the compute dtype (so autocast does not
 re-cast them every step), channels_last, no autograd, optionally compiled. `refresh` copies a
 new snapshot into the same module in place, so a compiled teacher is compiled once per run.
+
+`PrecomputedTeacher` is the other way to run it: the whole epoch's logits first, in large
+batches (on a GPU a batch of 128 through a small CIFAR net is bound by kernel launches).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Optional
 
@@ -55,12 +59,13 @@ class FrozenTeacher(nn.Module):
         dtype: torch.dtype = torch.float32,
         memory_format: torch.memory_format = torch.contiguous_format,
         compile: bool = False,
+        compile_mode: str = "default",
     ) -> None:
         super().__init__()
         self.dtype = dtype
         self.memory_format = memory_format
         self.net = self._prepare(student)
-        self._forward = torch.compile(self.net) if compile else self.net
+        self._forward = torch.compile(self.net, mode=compile_mode) if compile else self.net
         self.eval()
 
     def train(self, mode: bool = True) -> FrozenTeacher:
@@ -86,6 +91,58 @@ class FrozenTeacher(nn.Module):
         # The weights already are in `dtype`: autocast would only add casts.
         with torch.inference_mode(), torch.autocast(x.device.type, enabled=False):
             return self._forward(x.to(self.dtype)).float()
+
+
+class PrecomputedTeacher:
+    """The teacher's logits for one epoch's batches, predicted `chunk` images per forward.
+
+    Called like the teacher, once per batch and in the batches' order, it hands back that
+    batch's logits. They are computed on the first call, so an epoch's timing includes them.
+    `batches` must yield exactly what the training loop will get (the device-resident loader
+    replays an epoch from (seed, epoch)); each call checks the batch size against it.
+    """
+
+    def __init__(
+        self, teacher: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], chunk: int
+    ) -> None:
+        self.teacher = teacher
+        self.batches = batches
+        self.chunk = chunk
+        self._logits: list[Tensor] | None = None
+        self._next = 0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self._logits is None:
+            self._logits = predict_in_chunks(self.teacher, self.batches, self.chunk)
+        if self._next >= len(self._logits) or len(self._logits[self._next]) != len(x):
+            raise RuntimeError(
+                f"precomputed teacher logits do not match batch {self._next} of the epoch; "
+                "the loader did not replay the same batches (set trainer.teacher_precompute=0)"
+            )
+        logits = self._logits[self._next]
+        self._next += 1
+        return logits
+
+
+def predict_in_chunks(
+    teacher: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], chunk: int
+) -> list[Tensor]:
+    """`teacher`'s logits for each batch, computed over groups of batches of >= `chunk` images."""
+    out: list[Tensor] = []
+    group: list[Tensor] = []
+
+    def flush() -> None:
+        logits = teacher(torch.cat(group))
+        out.extend(logits.split([len(x) for x in group]))
+        group.clear()
+
+    for x, _ in batches:
+        group.append(x)
+        if sum(len(g) for g in group) >= chunk:
+            flush()
+    if group:
+        flush()
+    return out
 
 
 def load_teacher_weights(student: nn.Module, checkpoint: str | Path) -> nn.Module:

@@ -16,15 +16,6 @@ REQUIRED_KEYS = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def sd_run(cifar100_root: Path, tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("sd_run")
-    run_dir = work / "run"
-    proc = sdrun(*tiny(cifar100_root, f"hydra.run.dir={run_dir}"), cwd=work)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
-
-
 def test_run_dir_holds_config_metrics_summary_and_checkpoints(sd_run: Path):
     config = yaml.safe_load((sd_run / ".hydra" / "config.yaml").read_text())
     assert config["model"]["name"] == "resnet20"

@@ -7,7 +7,14 @@ from torch import nn
 
 import sdrun.models  # noqa: F401 - registers the CIFAR ResNets
 from sdrun.errors import CheckpointError
-from sdrun.teacher import FrozenTeacher, fold_batchnorm, load_teacher_weights, snapshot
+from sdrun.teacher import (
+    FrozenTeacher,
+    PrecomputedTeacher,
+    fold_batchnorm,
+    load_teacher_weights,
+    predict_in_chunks,
+    snapshot,
+)
 
 
 def trained_like(name: str = "resnet20", seed: int = 0) -> nn.Module:
@@ -125,3 +132,58 @@ def test_load_teacher_weights_from_a_checkpoint(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="distill.teacher_checkpoint"):
         load_teacher_weights(source, tmp_path / "bad.pt")
+
+
+def batches_of(sizes: list[int], seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(n, 3, 32, 32, generator=g), torch.zeros(n, dtype=torch.long))
+            for n in sizes]  # fmt: skip
+
+
+@pytest.mark.parametrize("chunk", [1, 48, 1000])
+def test_logits_predicted_in_chunks_match_one_batch_at_a_time(chunk):
+    teacher = FrozenTeacher(trained_like())
+    batches = batches_of([16, 16, 16, 16, 16, 7])
+    got = predict_in_chunks(teacher, batches, chunk)
+    assert [len(t) for t in got] == [16, 16, 16, 16, 16, 7]
+    for (x, _), logits in zip(batches, got):
+        assert (logits - teacher(x)).abs().max().item() < 1e-4
+
+
+def test_precomputed_teacher_hands_back_each_batch_in_order_then_refuses_extra_batches():
+    teacher = FrozenTeacher(trained_like())
+    batches = batches_of([8, 8, 8])
+    replay = PrecomputedTeacher(teacher, iter(batches), chunk=16)
+    for x, _ in batches:
+        assert (replay(x) - teacher(x)).abs().max().item() < 1e-4
+    with pytest.raises(RuntimeError, match="trainer.teacher_precompute=0"):
+        replay(batches[0][0])
+
+
+def test_precomputed_teacher_refuses_a_batch_of_another_size():
+    replay = PrecomputedTeacher(FrozenTeacher(trained_like()), iter(batches_of([8, 8])), chunk=16)
+    with pytest.raises(RuntimeError, match="do not match batch 0"):
+        replay(torch.randn(4, 3, 32, 32))
+
+
+def test_compiled_teacher_takes_a_refresh_without_recompiling():
+    """The in-place refresh must reach the compiled graph's weights, with no new compilation."""
+    torch.manual_seed(0)
+    student = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+        nn.Linear(8 * 8 * 8, 5),
+    )  # fmt: skip
+    student.eval()
+    teacher = FrozenTeacher(student, compile=True)
+    x = torch.randn(4, 3, 8, 8)
+    before = teacher(x)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        teacher.refresh(student)
+        after = teacher(x)
+    with torch.no_grad():
+        expected = student(x)
+    assert (after - before).abs().max().item() > 1e-2
+    assert (after - expected).abs().max().item() < 1e-4
