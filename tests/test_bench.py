@@ -36,3 +36,16 @@ def test_bench_refuses_cuda_without_a_gpu():
     )  # fmt: skip
     assert proc.returncode != 0
     assert "no CUDA GPU" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bench_with_precomputed_teacher_logits():
+    args = ["--device", "cpu", "--model", "resnet20", "--batch-size", "8", "--steps", "3",
+            "--warmup", "1", "--num-classes", "10", "--skip-reference", "--teacher-precompute",
+            "16", "--json"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "reference" not in result and result["teacher_precompute"] == 16
+    assert result["sd"]["img_per_s"] > 0 and result["sd_over_baseline_time"] > 0
