@@ -88,9 +88,11 @@ class FrozenTeacher(nn.Module):
         self.net.load_state_dict(self._prepare(student).state_dict())  # copies in place
 
     def forward(self, x: Tensor) -> Tensor:
-        # The weights already are in `dtype`: autocast would only add casts.
+        # The weights already are in `dtype`: autocast would only add casts. The logits are always
+        # a fresh tensor: under compile_mode=reduce-overhead the graph's own output buffer is
+        # reused by the next call (the student's, or the next chunk's when precomputing).
         with torch.inference_mode(), torch.autocast(x.device.type, enabled=False):
-            return self._forward(x.to(self.dtype)).float()
+            return self._forward(x.to(self.dtype)).to(torch.float32, copy=True)
 
 
 class PrecomputedTeacher:

@@ -145,3 +145,20 @@ def test_compiled_cuda_teacher_takes_a_refresh_in_place(mode):
     expected = FrozenTeacher(student, torch.bfloat16, torch.channels_last)(x)
     assert (after - before).abs().max().item() > 1e-2
     assert torch.allclose(after, expected, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.skipif(not CUDA, reason="compiling for CUDA needs a CUDA GPU")
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_cuda_teacher_precomputes_an_epoch_without_aliasing_its_outputs(mode):
+    """fp32 weights: the compiled graph's output is fp32 already, so only the teacher's copy keeps
+    one chunk's logits from being overwritten by the next chunk's CUDA-graph replay."""
+    torch.manual_seed(0)
+    source = build_model("resnet20", CLASSES).cuda().to(memory_format=torch.channels_last)
+    eager = FrozenTeacher(source, torch.float32, torch.channels_last)
+    compiled = FrozenTeacher(source, torch.float32, torch.channels_last, compile=True,
+                             compile_mode=mode)  # fmt: skip
+    loader = fake_batches(torch.device("cuda"))
+    for _ in range(2):  # the second epoch replays recorded graphs
+        replay = PrecomputedTeacher(compiled, loader.epoch(0), chunk=2 * BATCH)
+        for x, _ in loader.epoch(0):
+            assert torch.allclose(replay(x), eager(x), atol=5e-2, rtol=5e-2)
