@@ -162,3 +162,39 @@ def test_compiled_cuda_teacher_precomputes_an_epoch_without_aliasing_its_outputs
         replay = PrecomputedTeacher(compiled, loader.epoch(0), chunk=2 * BATCH)
         for x, _ in loader.epoch(0):
             assert torch.allclose(replay(x), eager(x), atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.skipif(not CUDA, reason="host syncs are a CUDA notion")
+@pytest.mark.parametrize("amp", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_training_loop_does_not_sync_with_the_host_per_step(amp):
+    """CUDA's sync debug mode reports every synchronizing call. The epoch reads its sums once at
+    its end, so the count must not grow with the number of steps (fused SGD keeps even the
+    fp16 scaler's overflow check on the device)."""
+    import warnings
+
+    runtime = Runtime(torch.device("cuda"), amp, channels_last=True)
+    torch.manual_seed(1)
+    source = build_model("resnet20", CLASSES).cuda().to(memory_format=torch.channels_last)
+    teacher = FrozenTeacher(source, teacher_dtype(amp), torch.channels_last)
+
+    def syncs(steps: int) -> int:
+        torch.manual_seed(0)
+        model = build_model("resnet20", CLASSES).cuda().to(memory_format=torch.channels_last)
+        state = StepState(build_optimizer(model, OptimConfig(lr=0.05), runtime.device),
+                          runtime.grad_scaler(), step=0)  # fmt: skip
+        plan = CyclePlan("sd", 1, 1, STEPS, peak=0.05)
+        batches = list(itertools.islice(fake_batches(runtime.device).epoch(0), steps))
+        quiet = LoopOptions(log_every=10**9, check_every=10**9)
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                train_one_epoch(model, teacher, batches, steps, state, plan, LossWeights(),
+                                runtime, None, quiet)  # fmt: skip
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchronizing" in str(w.message) for w in caught)
+
+    syncs(2)  # warm-up: cuDNN autotuning and first-call allocations
+    assert syncs(2) == syncs(STEPS)
