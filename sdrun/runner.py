@@ -221,10 +221,12 @@ def _teacher_for_epoch(
 ) -> Optional[Callable[[Tensor], Tensor]]:
     """What the loop calls for teacher logits: the teacher itself, or its logits of the epoch's
     batches predicted ahead in large batches (trainer.teacher_precompute)."""
-    if teacher is None or not parts.cfg.trainer.teacher_precompute:
-        return None if teacher is None else teacher.model
-    batches = _epoch_batches(parts, epoch, tally)
-    return PrecomputedTeacher(teacher.model, batches, parts.cfg.trainer.teacher_precompute)
+    if teacher is None:
+        return None
+    chunk = parts.cfg.trainer.teacher_precompute
+    if not chunk:
+        return teacher.model
+    return PrecomputedTeacher(teacher.model, _epoch_batches(parts, epoch, tally), chunk)
 
 
 def _train(
