@@ -25,6 +25,9 @@ from sdrun.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
+# torch.compile modes that capture CUDA graphs.
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
 
 def snapshot(student: nn.Module) -> nn.Module:
     """A frozen copy of the student: weights and BN buffers as they are now, eval mode."""
@@ -66,6 +69,9 @@ class FrozenTeacher(nn.Module):
         self.memory_format = memory_format
         self.net = self._prepare(student)
         self._forward = torch.compile(self.net, mode=compile_mode) if compile else self.net
+        # A CUDA graph's output buffer is reused by its next replay (the next chunk's, when
+        # precomputing), so its logits must be copied out; eager outputs are fresh already.
+        self._copy_out = compile and compile_mode in CUDA_GRAPH_MODES
         self.eval()
 
     def train(self, mode: bool = True) -> FrozenTeacher:
@@ -88,11 +94,9 @@ class FrozenTeacher(nn.Module):
         self.net.load_state_dict(self._prepare(student).state_dict())  # copies in place
 
     def forward(self, x: Tensor) -> Tensor:
-        # The weights already are in `dtype`: autocast would only add casts. The logits are always
-        # a fresh tensor: under compile_mode=reduce-overhead the graph's own output buffer is
-        # reused by the next call (the student's, or the next chunk's when precomputing).
+        # The weights already are in `dtype`: autocast would only add casts.
         with torch.inference_mode(), torch.autocast(x.device.type, enabled=False):
-            return self._forward(x.to(self.dtype)).to(torch.float32, copy=True)
+            return self._forward(x.to(self.dtype)).to(torch.float32, copy=self._copy_out)
 
 
 class PrecomputedTeacher:
@@ -138,10 +142,13 @@ def predict_in_chunks(
         out.extend(logits.split([len(x) for x in group]))
         group.clear()
 
+    images = 0
     for x, _ in batches:
         group.append(x)
-        if sum(len(g) for g in group) >= chunk:
+        images += len(x)
+        if images >= chunk:
             flush()
+            images = 0
     if group:
         flush()
     return out
