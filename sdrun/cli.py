@@ -7,12 +7,14 @@ is all a user types to continue a killed run; overrides given now win over the o
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Optional
 
 import hydra
 import yaml
@@ -26,8 +28,15 @@ from sdrun.config import Config, register_configs, validate
 from sdrun.errors import SdrunError
 from sdrun.interrupt import RunStopped
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+# The configs ship inside the package (pyproject.toml installs the top-level conf/ folder as
+# sdrun.conf), so editable and non-editable installs find them from any directory.
+CONFIG_PACKAGE = "sdrun.conf"
+CONFIG_DIR = f"pkg://{CONFIG_PACKAGE}"
 EXIT_USER_ERROR = 2
+# Overrides whose value is a path to something sdrun wrote: pasted as they are, with or without
+# quotes (see `quote_paths`).
+PATH_KEYS = ("resume", "distill.teacher_checkpoint")
+MAX_DIRNAME = 240  # file systems allow 255 bytes per name; leave room for the job number
 
 log = logging.getLogger("sdrun")
 
@@ -73,8 +82,8 @@ def _task(dict_cfg: DictConfig) -> float:
 
 def resume_overrides(argv: list[str]) -> list[str]:
     """With `resume=<run dir or its checkpoint>`, continue in that run dir with its overrides."""
-    resume = next((a.split("=", 1)[1] for a in argv if a.startswith("resume=")), None)
-    if not resume or any(a.startswith("hydra.run.dir=") for a in argv):
+    resume = next((override_value(a) for a in argv if _key(a) == "resume"), None)
+    if not resume or any(_key(a) == "hydra.run.dir" for a in argv):
         return argv
     path = Path(resume).expanduser()
     run_dir = path if path.is_dir() else path.parent.parent
@@ -87,11 +96,90 @@ def resume_overrides(argv: list[str]) -> list[str]:
         for o in yaml.safe_load(overrides_file.read_text()) or []
         if _key(o) not in given and not _key(o).startswith("hydra.")
     ]
-    return old + argv + [f"hydra.run.dir={run_dir.resolve()}"]
+    return old + argv + [f"hydra.run.dir={quote(str(run_dir.resolve()))}"]
 
 
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
+
+
+def override_value(override: str) -> str:
+    """The value of `key=value` as Hydra reads it: quotes removed, escapes undone."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    raw = override.split("=", 1)[1] if "=" in override else ""
+    try:
+        value = OverridesParser.create().parse_override(override).value()
+    except Exception:  # noqa: BLE001 - not valid override syntax: Hydra will say so itself
+        return raw
+    return value if isinstance(value, str) else raw
+
+
+def quote(value: str) -> str:
+    """`value` as one quoted Hydra string (any character allowed inside)."""
+    if "'" not in value:
+        return f"'{value}'"
+    return '"' + value.replace('"', '\\"') + '"'
+
+
+def quote_paths(argv: list[str], keys: tuple[str, ...] = PATH_KEYS) -> list[str]:
+    """Make path overrides that Hydra's grammar cannot read as typed readable, unchanged in value.
+
+    A pasted run folder may hold characters the grammar gives a meaning (Hydra multirun job
+    folders of sdrun < 0.2 are named `0_a=1,b=2`). Such a value is quoted whole, or, when each of
+    its comma-separated parts is an existing path (a sweep over run folders under -m), part by
+    part. Values that already parse (quoted ones included) are left as they are.
+    """
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key.lstrip("+~") not in keys or _parses(arg):
+            out.append(arg)
+            continue
+        parts = None if Path(value).expanduser().exists() else _existing_paths(value)
+        if parts:
+            out.append(f"{key}={','.join(quote(p) for p in parts)}")
+        else:
+            out.append(f"{key}={quote(value)}")
+    return out
+
+
+def _existing_paths(value: str) -> Optional[list[str]]:
+    """`value` cut at commas into two or more existing paths (names may hold commas), or None."""
+    parts: list[str] = []
+    current: Optional[str] = None
+    for piece in value.split(","):
+        current = piece if current is None else f"{current},{piece}"
+        if Path(current).expanduser().exists():
+            parts.append(current)
+            current = None
+    return parts if current is None and len(parts) > 1 else None
+
+
+def _parses(override: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        OverridesParser.create().parse_override(override)
+    except Exception:  # noqa: BLE001 - any parse failure
+        return False
+    return True
+
+
+def job_dirname(num: Any, overrides: str) -> str:
+    """A multirun job's folder: `<num>_<key>-<value>__<key>-<value>...` (from Hydra's
+    override_dirname, configured with those separators in conf/config.yaml).
+
+    Brackets and quotes are dropped and other characters Hydra's override grammar or file
+    systems give a meaning (`=`, `,`, `/`, spaces) become `-`, so the folder can be pasted into
+    `resume=` as it is; a name too long for a file system keeps its start and a hash of the rest.
+    """
+    name = re.sub(r"[\[\](){}'\"]", "", str(overrides))
+    name = re.sub(r"[^\w.+@%-]+", "-", name, flags=re.ASCII).strip("-")
+    if len(name) > MAX_DIRNAME:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+        name = f"{name[: MAX_DIRNAME - 11]}-{digest}"
+    return f"{num}_{name}" if name else str(num)
 
 
 def distributed_overrides(argv: list[str]) -> list[str]:
@@ -127,10 +215,11 @@ def _cuda() -> bool:
 
 def main() -> None:
     register_configs()
-    argv = distributed_overrides(resume_overrides(sys.argv[1:]))
+    OmegaConf.register_new_resolver("sdrun_job", job_dirname, replace=True)
+    argv = distributed_overrides(resume_overrides(quote_paths(sys.argv[1:])))
     sys.argv = [sys.argv[0], *argv]
     try:
-        hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")(_task)()
+        hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")(_task)()
     finally:
         distributed.shutdown()
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,6 +17,8 @@ import torch
 from sdrun.data import write_cifar
 
 NUM_CLASSES = {"cifar100": 100, "cifar10": 10}
+CHECKOUT = Path(__file__).resolve().parent.parent
+CONF = CHECKOUT / "conf"  # installed as the package sdrun.conf
 
 
 def write_tiny_cifar(
@@ -48,6 +54,44 @@ def sdrun(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedPr
         [sys.executable, "-m", "sdrun", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
+
+
+@dataclass
+class Result:
+    """What a finished `sdrun` command left: like subprocess.CompletedProcess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def sdrun_here(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Result:
+    """Run the `sdrun` command in this process: the real CLI (argv handling, Hydra, validation,
+    training), without the ~4 s a new interpreter takes to import torch. Use `sdrun` where the
+    process boundary itself is tested (signals, exit codes from the OS, environment)."""
+    from sdrun.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_cwd, saved_env = sys.argv, os.getcwd(), dict(os.environ)
+    os.environ.update(env or {})
+    sys.argv = ["sdrun", *args]
+    os.chdir(cwd)
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except Exception:  # noqa: BLE001 - what a crashing process would print
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return Result(code, out.getvalue(), err.getvalue())
 
 
 def tiny(root: Path, *extra: str) -> list[str]:
