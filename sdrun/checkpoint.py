@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from sdrun.errors import CheckpointError
+from sdrun.errors import CheckpointError, UnsafeCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +70,50 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load(path: Path) -> dict[str, Any]:
-    """Load a checkpoint onto the CPU; a missing or unreadable file is a one-line error."""
+def load_weights(path: Path, key: str) -> dict[str, Any]:
+    """Load a checkpoint onto the CPU without running code; `key` names the setting that gave
+    `path` in the one-line errors.
+
+    Checkpoints often come from someone else, and a pickle can name any function to call on
+    load; `weights_only=True` allows tensors and plain Python values only, and anything else is
+    refused, never run.
+    """
     if not path.is_file():
         raise CheckpointError(
-            f"resume: no checkpoint at {path}; point resume at a run directory or a .pt file"
+            f"{key}: no checkpoint at {path}; point {key} at a run directory or a .pt file"
         )
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises many types for a damaged file
-        raise CheckpointError(
-            f"resume: {path} is not a readable checkpoint ({type(err).__name__}); "
-            "it may be truncated: resume from another checkpoint"
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise _unreadable(path, key, err) from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        names = f"it names {found.group(1)}, " if found else ""
+        raise UnsafeCheckpoint(
+            f"{key}: refused {path}: {names}which could run code on load, and sdrun loads only "
+            "tensors and plain values; use a checkpoint written by sdrun or re-save the weights "
+            "as a plain state_dict (torch.save(model.state_dict(), path))"
         ) from None
+    except Exception as err:  # torch raises many types for a damaged file
+        raise _unreadable(path, key, err) from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(
+            f"{key}: {path} holds a {type(payload).__name__}, not a checkpoint dict; "
+            "use a .pt written by sdrun or a saved state_dict"
+        )
+    return payload
+
+
+def _unreadable(path: Path, key: str, err: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"{key}: {path} is not a readable checkpoint ({type(err).__name__}); "
+        "it may be truncated: use another checkpoint"
+    )
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Load a checkpoint sdrun wrote, for resume; a missing or unreadable file is one line."""
+    payload = load_weights(path, "resume")
     missing = [k for k in ("model", "optimizer", "epoch", "config") if k not in payload]
     if missing:
         raise CheckpointError(
@@ -96,6 +129,8 @@ def load_for_resume(path: Path) -> dict[str, Any]:
         return load(path)
     try:
         return load(path)
+    except UnsafeCheckpoint:
+        raise  # not damage: someone put it there; never fall back past it silently
     except CheckpointError as err:
         payload = load(previous)
         log.warning("%s; resuming from %s (epoch %d) instead", err, previous, payload["epoch"])

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from sdrun.checkpoint import CHECKPOINT_DIR
+from sdrun.checkpoint import CHECKPOINT_DIR, load_weights
 from sdrun.metrics import accuracy, softmax_ensemble
 from sdrun.teacher import snapshot
 
@@ -47,12 +47,10 @@ def snapshot_ensemble(
     if not snapshots:
         raise ValueError("snapshot_ensemble needs at least one snapshot")
     member = snapshot(model)
-    device = next(member.parameters()).device
     all_logits: list[Tensor] = []
     labels: Tensor | None = None
     for path in snapshots:
-        state = torch.load(path, map_location=device, weights_only=True)["model"]
-        member.load_state_dict(state)
+        member.load_state_dict(load_weights(path, "snapshot ensemble")["model"])
         logits, member_labels = predict(member)
         if labels is not None and not torch.equal(labels, member_labels):
             raise ValueError("the evaluation set changed order between ensemble members")

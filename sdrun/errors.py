@@ -20,5 +20,9 @@ class CheckpointError(SdrunError):
     """A checkpoint is missing, corrupt or does not match the run."""
 
 
+class UnsafeCheckpoint(CheckpointError):
+    """A checkpoint holds more than tensors and plain values: loading it could run code."""
+
+
 class TrainingDiverged(SdrunError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""

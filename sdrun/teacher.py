@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from sdrun.checkpoint import checkpoint_path, load_weights
 from sdrun.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -154,21 +155,28 @@ def predict_in_chunks(
     return out
 
 
-def load_teacher_weights(student: nn.Module, checkpoint: str | Path) -> nn.Module:
-    """A frozen copy of `student`'s architecture holding a saved model's weights (classic KD)."""
-    path = Path(checkpoint).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise CheckpointError(
-            f"distill.teacher_checkpoint: no checkpoint at {path}; "
-            "point it at a run directory or a .pt file written by sdrun"
+def load_teacher_weights(
+    student: nn.Module, checkpoint: str | Path, seed: Optional[int] = None
+) -> nn.Module:
+    """A frozen copy of `student`'s architecture holding a saved model's weights (classic KD).
+
+    A student trained with its teacher's `seed` starts from the teacher's initial weights and
+    sees its batches in the same order: not an independent network, so it is said in the log.
+    """
+    path = checkpoint_path(str(checkpoint))
+    state = load_weights(path, "distill.teacher_checkpoint")  # refuses anything but tensors
+    config = state.get("config")
+    if seed is not None and isinstance(config, dict) and config.get("seed") == seed:
+        log.warning(
+            "distill.teacher_checkpoint: the teacher was trained with seed=%d too, so this "
+            "student starts from its initial weights and sees its batches; pass another seed "
+            "(born-again chains: one seed per generation, see scripts/reproduce.py)",
+            seed,
         )
     teacher = snapshot(student)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        teacher.load_state_dict(state["model"])
-    except Exception as err:  # a damaged file raises many types
+        teacher.load_state_dict(state.get("model", state))
+    except Exception as err:  # a state_dict of another model raises many types
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(
             f"distill.teacher_checkpoint: cannot load a teacher for this model from {path} "
