@@ -54,14 +54,15 @@ class ModelConfig:
 
 @dataclass
 class ScheduleConfig:
+    # The defaults are the CIFAR-100 recipe (conf/experiment/recipe/cifar100.yaml): 4 x 60 epochs.
     name: str = "sd"
-    epochs: int = 200
+    epochs: int = 240
     # Epochs per cycle; null means one cycle of `epochs`.
-    cycle_length: Optional[int] = 50
+    cycle_length: Optional[int] = 60
     lr_min: float = 0.0
     warmup_epochs: int = 0
-    # Only for `step`: LR x gamma at these fractions of `epochs`.
-    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    # Only for `step`: LR x gamma at these fractions of `epochs` (epochs 150, 180, 210 of 240).
+    milestones: list[float] = field(default_factory=lambda: [0.625, 0.75, 0.875])
     gamma: float = 0.1
 
 
@@ -122,6 +123,9 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
+    # A born-again chain's seed (generation k trains with its own `seed` derived from it):
+    # recorded so that reports pair a chain with other methods on it. null: `seed`.
+    root_seed: Optional[int] = None
     # A run directory or a checkpoint (.pt) to continue from.
     resume: Optional[str] = None
 
@@ -203,6 +207,13 @@ def validate(cfg: Config) -> None:
     _positive("distill.kd_weight", k.kd_weight, allow_zero=True)
     if k.ce_weight == 0 and k.kd_weight == 0:
         raise ConfigError("distill.ce_weight and distill.kd_weight are both 0; set one above 0")
+    if k.name == "sd" and cycle == s.epochs:
+        raise ConfigError(
+            f"distill=sd with schedule={s.name} and one cycle of {s.epochs} epochs: no snapshot "
+            "would ever teach, so this is plain cross-entropy reported as sd; use schedule=sd "
+            "with a schedule.cycle_length below schedule.epochs, or distill=none for a one-cycle "
+            "baseline"
+        )
     if k.name == "kd" and not k.teacher_checkpoint:
         raise ConfigError(
             "distill=kd needs a teacher; set distill.teacher_checkpoint=<run dir or .pt>"

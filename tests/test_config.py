@@ -1,13 +1,15 @@
 """Every config composes into the typed schema; bad values fail validation naming the key."""
 
+import importlib.resources
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers import CONF
+from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from sdrun.cli import CONFIG_DIR
+from sdrun.cli import CONFIG_PACKAGE
 from sdrun.config import Config, register_configs, validate
 from sdrun.errors import ConfigError
 
@@ -15,12 +17,12 @@ GROUPS = ["dataset", "model", "schedule", "distill", "optim", "trainer", "logger
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
 def compose_cfg(*overrides: str) -> Config:
     register_configs()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
         dict_cfg = compose(config_name="config", overrides=list(overrides))
     return OmegaConf.to_object(dict_cfg)
 
@@ -40,6 +42,8 @@ def test_default_config_is_the_headline_experiment():
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_group_option_composes_and_validates(group, option):
     extra = ["distill.teacher_checkpoint=some/run"] if (group, option) == ("distill", "kd") else []
+    if group == "schedule" and option != "sd":
+        extra = ["distill=none"]  # one cycle: SD would have no teacher (refused, tested below)
     cfg = compose_cfg(f"{group}={option}", *extra)
     validate(cfg)
     if group in ("dataset", "model", "schedule", "distill", "logger"):
@@ -82,7 +86,9 @@ BAD = [
     (["dataset=imagenet", "trainer.teacher_precompute=1024"], "trainer.teacher_precompute"),
     (["distill=kd"], "distill.teacher_checkpoint"),
     (["schedule=cosine", "schedule.cycle_length=50"], "schedule.cycle_length"),
-    (["schedule.warmup_epochs=50"], "schedule.warmup_epochs"),
+    (["schedule.warmup_epochs=60"], "schedule.warmup_epochs"),
+    (["schedule=cosine"], "distill=sd with schedule=cosine"),
+    (["schedule.cycle_length=null"], "distill=sd with schedule=sd and one cycle"),
     (["schedule=step", "schedule.milestones=[0.5,1.5]"], "schedule.milestones"),
     (["dataset.limit_train=0"], "dataset.limit_train"),
 ]
@@ -98,5 +104,6 @@ def test_bad_values_raise_one_line_naming_the_key(overrides, key):
     assert "\n" not in message
 
 
-def test_config_dir_is_the_top_level_conf_folder():
-    assert Path(__file__).resolve().parent.parent / "conf" == CONFIG_DIR
+def test_the_config_package_is_the_top_level_conf_folder():
+    """In a checkout (editable install) sdrun.conf is conf/ itself: edits there take effect."""
+    assert Path(str(importlib.resources.files(CONFIG_PACKAGE))) == CONF

@@ -7,15 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import CONF
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 import sdrun.models.densenet  # noqa: F401  (registers densenet_bc100 until models/ imports it)
-from sdrun.cli import CONFIG_DIR
-from sdrun.config import Config, register_configs, validate
+from sdrun.cli import CONFIG_PACKAGE
+from sdrun.config import Config, flatten, register_configs, validate
 from sdrun.models import build_model
+from sdrun.run_state import RUN_DEFINING
 
-EXPERIMENTS = CONFIG_DIR / "experiment"
+EXPERIMENTS = CONF / "experiment"
 PRESETS = sorted(
     p.relative_to(EXPERIMENTS).with_suffix("").as_posix() for p in EXPERIMENTS.rglob("*.yaml")
 )
@@ -36,7 +38,7 @@ NUM_CLASSES = {"cifar100": 100, "imagenet": 1000}
 def compose_preset(name: str, *overrides: str, hydra: bool = False):
     register_configs()
     extra = ["distill.teacher_checkpoint=some/run"] if name.endswith("kd") else []
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
         return compose(
             config_name="config",
             overrides=[f"+experiment={name}", *extra, *overrides],
@@ -111,9 +113,28 @@ def test_the_cifar_recipe_is_the_documented_one():
     assert imagenet.schedule.epochs % load("imagenet/resnet101_sd").schedule.cycle_length == 0
 
 
+def test_the_default_run_is_the_documented_resnet56_sd_recipe():
+    """`make train` (sdrun dataset=cifar100 model=resnet56) trains what docs/REPRODUCE.md and the
+    cifar100/resnet56_sd preset say, in every key but the preset's wandb tag."""
+    register_configs()
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
+        default = compose(config_name="config", overrides=["dataset=cifar100", "model=resnet56"])
+    preset = compose_preset("cifar100/resnet56_sd")
+    flat_default, flat_preset = (
+        flatten(OmegaConf.to_container(c, resolve=True)) for c in (default, preset)
+    )
+    differ = {
+        k: (flat_default.get(k), flat_preset.get(k))
+        for k in set(flat_default) | set(flat_preset)
+        if flat_default.get(k) != flat_preset.get(k)
+    }
+    assert set(differ) <= {"logger.tags"}, differ
+    assert {k for k in differ if k.startswith(RUN_DEFINING)} == set()
+
+
 def test_kd_presets_need_their_teacher():
     register_configs()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
         cfg = OmegaConf.to_object(
             compose(config_name="config", overrides=["+experiment=cifar100/resnet20_kd"])
         )
