@@ -10,6 +10,11 @@ include the contention, so time the table with --jobs 1.
 
 `born-again` is a chain: generation 1 is the `cosine` run of the same network and seed,
 generation k trains `cifar100/<model>_kd` with generation k-1 as its teacher (--generations).
+Generation k >= 2 trains with its own seed, derived from the chain's seed and k
+(`generation_seed`): with the teacher's seed it would start from the teacher's initial weights
+and see its batches, which is not a born-again network. Its folder is named by the chain's seed
+(`born-again-g2/seed0`) and its summary.json records both (`seed`, `root_seed`), so the report
+pairs the chain with the other methods of seed 0.
 
 --smoke writes a tiny CIFAR-100-format data set into OUT/data and runs everything for 2
 epochs on it: the whole pipeline (presets, cycles, teachers, chains, resume, report) in
@@ -22,6 +27,7 @@ minutes on a CPU. Its numbers mean nothing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -64,6 +70,15 @@ def plan(
     return list(jobs.values())
 
 
+def generation_seed(root: int, generation: int) -> int:
+    """The seed of generation `generation` of the born-again chain with seed `root` (generation
+    1 keeps `root`): hashed, so no two (root, generation) pairs share a seed in practice."""
+    if generation == 1:
+        return root
+    digest = hashlib.sha256(f"sdrun-born-again:{root}:{generation}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & (2**31 - 1)
+
+
 def _jobs_for(model: str, method: str, seed: int, generations: int, out: Path) -> list[Job]:
     def job(name: str, preset: str, *overrides: str) -> Job:
         run_dir = out / DATASET / model / name / f"seed{seed}"
@@ -75,7 +90,8 @@ def _jobs_for(model: str, method: str, seed: int, generations: int, out: Path) -
     chain = [job("cosine", "cosine")]  # generation 1: trained from scratch
     for k in range(2, generations + 1):
         teacher = chain[-1].run_dir
-        chain.append(job(f"born-again-g{k}", "kd", f"distill.teacher_checkpoint={teacher}"))
+        own = (f"seed={generation_seed(seed, k)}", f"root_seed={seed}")
+        chain.append(job(f"born-again-g{k}", "kd", f"distill.teacher_checkpoint={teacher}", *own))
     return chain
 
 
@@ -95,10 +111,11 @@ def command(job: Job, how: str, extra: list[str]) -> list[str]:
     sdrun = [sys.executable, "-m", "sdrun"]
     if how == "resume":  # sdrun re-applies the run's own overrides from .hydra/overrides.yaml
         return [*sdrun, f"resume={job.run_dir}"]
+    own_seed = any(o.startswith("seed=") for o in job.overrides)  # a chain's generation
     return [
         *sdrun,
         f"+experiment={job.preset}",
-        f"seed={job.seed}",
+        *([] if own_seed else [f"seed={job.seed}"]),
         f"hydra.run.dir={job.run_dir}",
         *job.overrides,
         *extra,

@@ -171,7 +171,9 @@ def _initial_teacher(parts: Parts) -> Optional[TeacherState]:
     """Classic KD has its teacher from the start; SD gets its first at the end of cycle 1."""
     if parts.cfg.distill.name != "kd":
         return None
-    source = load_teacher_weights(parts.model, parts.cfg.distill.teacher_checkpoint)
+    source = load_teacher_weights(
+        parts.model, parts.cfg.distill.teacher_checkpoint, seed=parts.cfg.seed
+    )
     return _evaluate_teacher(parts, _frozen(parts, source))
 
 
@@ -398,6 +400,7 @@ def _summary(parts: Parts, progress: Progress, teacher: Optional[TeacherState]) 
         "method": cfg.distill.name,
         "schedule": cfg.schedule.name,
         "seed": cfg.seed,
+        "root_seed": cfg.seed if cfg.root_seed is None else cfg.root_seed,
         "epochs": parts.plan.epochs,
         "cycles": parts.plan.num_cycles,
         "student/top1": last.get("student/top1"),

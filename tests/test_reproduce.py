@@ -88,6 +88,10 @@ def test_born_again_generation_two_is_taught_by_generation_one(smoke: Path):
     assert summary(student)["teacher/top1"] == pytest.approx(
         summary(teacher)["student/top1"], abs=1.0
     )
+    # its own seed (a different initialisation and batch order), recorded with the chain's
+    assert cfg["seed"] == reproduce.generation_seed(0, 2) != summary(teacher)["seed"] == 0
+    assert (summary(student)["seed"], summary(student)["root_seed"]) == (cfg["seed"], 0)
+    assert summary(teacher)["root_seed"] == 0
     with open(smoke / "report" / "results.csv", newline="") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
     own, chain = (
@@ -120,7 +124,13 @@ def test_default_plan_is_the_whole_table_seed_by_seed(tmp_path: Path):
     assert [j.seed for j in jobs] == sorted(j.seed for j in jobs)
     g3 = next(j for j in jobs if j.method == "born-again-g3")
     g2 = next(j for j in jobs if j.method == "born-again-g2" and j.model == g3.model)
-    assert g3.overrides == (f"distill.teacher_checkpoint={g2.run_dir}",)
+    assert g3.overrides == (
+        f"distill.teacher_checkpoint={g2.run_dir}",
+        f"seed={reproduce.generation_seed(g3.seed, 3)}",
+        f"root_seed={g3.seed}",
+    )
+    seeds = {reproduce.generation_seed(j.seed, k) for j in jobs for k in (1, 2, 3)}
+    assert len(seeds) == 3 * 3  # every (root, generation) of the table has its own seed
     assert g3.preset == f"cifar100/{g3.model}_kd"
     waves = reproduce.waves(jobs)
     assert [len(w) for w in waves] == [5 * 3 * 4, 5 * 3, 5 * 3]  # each generation after the last

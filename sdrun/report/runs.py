@@ -62,7 +62,10 @@ class Run:
 
     @property
     def seed(self) -> Any:
-        return self.config.get("seed")
+        """The seed runs are paired on: a born-again chain's root seed (its generations train
+        with seeds of their own), else the run's seed."""
+        root = self.config.get("root_seed")
+        return self.config.get("seed") if root is None else root
 
     @property
     def generation(self) -> Optional[int]:
