@@ -8,6 +8,7 @@ is all a user types to continue a killed run; overrides given now win over the o
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import re
 import shutil
@@ -28,10 +29,21 @@ from sdrun.config import Config, register_configs, validate
 from sdrun.errors import SdrunError
 from sdrun.interrupt import RunStopped
 
-# The configs ship inside the package (pyproject.toml installs the top-level conf/ folder as
-# sdrun.conf), so editable and non-editable installs find them from any directory.
 CONFIG_PACKAGE = "sdrun.conf"
-CONFIG_DIR = f"pkg://{CONFIG_PACKAGE}"
+
+
+def _config_dir() -> str:
+    """Where Hydra reads the configs: the package sdrun.conf, which pyproject.toml makes of the
+    top-level conf/ folder, so editable and non-editable installs find them from any directory;
+    or conf/ itself when sdrun is imported from a checkout it was not installed from (e.g.
+    `python -m sdrun` inside a clone, next to a non-editable install)."""
+    checkout_conf = Path(__file__).resolve().parent.parent / "conf"
+    if importlib.util.find_spec(CONFIG_PACKAGE) is None and checkout_conf.is_dir():
+        return str(checkout_conf)
+    return f"pkg://{CONFIG_PACKAGE}"
+
+
+CONFIG_DIR = _config_dir()
 EXIT_USER_ERROR = 2
 # Overrides whose value is a path to something sdrun wrote: pasted as they are, with or without
 # quotes (see `quote_paths`).

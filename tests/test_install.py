@@ -4,6 +4,7 @@ configs ship inside the package as sdrun.conf."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,8 +18,15 @@ from helpers import CHECKOUT
 def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(the built wheel, a folder it is installed into with `pip install --target`)."""
     work = tmp_path_factory.mktemp("install")
+    # Built from a copy: a build leaves build/ behind, and stale files there would end up in
+    # later wheels. No build isolation: tests never use the network (setuptools is in [dev]).
+    source = work / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "sdrun", "conf"):
+        copy = shutil.copytree if (CHECKOUT / name).is_dir() else shutil.copy
+        copy(CHECKOUT / name, source / name, **_skip_caches(CHECKOUT / name))
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-             "--quiet", "-w", str(work / "dist"), str(CHECKOUT)]  # fmt: skip
+             "--quiet", "-w", str(work / "dist"), str(source)]  # fmt: skip
     proc = subprocess.run(build, capture_output=True, text=True, timeout=300, cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (wheel,) = (work / "dist").glob("sdrun-*.whl")
@@ -28,6 +36,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     proc = subprocess.run(install, capture_output=True, text=True, timeout=300, cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return wheel, target
+
+
+def _skip_caches(path: Path) -> dict:
+    return {"ignore": shutil.ignore_patterns("__pycache__")} if path.is_dir() else {}
 
 
 def run_installed(target: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
