@@ -49,9 +49,9 @@ class CifarClassifier(nn.Module):
         pool_type = self.global_pool.pool_type if global_pool is None else global_pool
         ref = next(self.parameters())
         self.num_classes = num_classes
-        self.global_pool, self.fc = create_classifier(
-            self.num_features, num_classes, pool_type=pool_type, device=ref.device, dtype=ref.dtype
-        )
+        pool, fc = create_classifier(self.num_features, num_classes, pool_type=pool_type)
+        # .to() rather than create_classifier(device=...): timm < 1.0.2x has no such argument.
+        self.global_pool, self.fc = pool.to(ref.device), fc.to(ref.device, ref.dtype)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(self.global_pool(x))
