@@ -77,6 +77,23 @@ def test_snapshot_teacher_under_each_precision_gives_fp32_logits_and_a_kd_term(d
     assert torch.isfinite(torch.tensor(result.loss))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_epoch_clock_waits_for_the_device_once_per_epoch(device, monkeypatch):
+    """img/s must count the device's work, not just its queueing: one synchronize per epoch,
+    before the clock is read, none per step."""
+    calls = []
+    real = Runtime.synchronize
+
+    def counted(self: Runtime) -> None:
+        calls.append(self.device.type)
+        real(self)
+
+    monkeypatch.setattr(Runtime, "synchronize", counted)
+    result, _ = train(Runtime(torch.device(device), None, channels_last=True))
+    assert result.images == STEPS * BATCH
+    assert calls == [device]
+
+
 @pytest.mark.skipif(not CUDA, reason="fp16 loss scaling needs a CUDA GPU")
 def test_fp16_overflow_step_is_skipped_and_counted_not_fatal():
     runtime = Runtime(torch.device("cuda"), torch.float16, channels_last=True)
