@@ -177,6 +177,7 @@ def bench_sdrun(args: argparse.Namespace, runtime: Runtime, with_teacher: bool) 
             runtime.memory_format,
             compile=args.compile,
             compile_mode=args.compile_mode,
+            input_shape=(3, data_cfg.image_size, data_cfg.image_size),
         )
     state = StepState(
         build_optimizer(model, OptimConfig(lr=0.05), runtime.device),

@@ -189,7 +189,15 @@ def _frozen(parts: Parts, source: nn.Module) -> FrozenTeacher:
         memory_format=runtime.memory_format,
         compile=parts.cfg.trainer.compile,
         compile_mode=parts.cfg.trainer.compile_mode,
+        input_shape=_input_shape(parts.cfg),
     )
+
+
+def _input_shape(cfg: Config) -> tuple[int, int, int]:
+    """One training image's (C, H, W), for the teacher's probe batch: CIFAR is 32 x 32, fake
+    images and image-folder crops are `dataset.image_size` square; all RGB."""
+    size = 32 if cfg.dataset.name in ("cifar10", "cifar100") else cfg.dataset.image_size
+    return (3, size, size)
 
 
 def _evaluate_teacher(parts: Parts, teacher: FrozenTeacher) -> TeacherState:

@@ -103,7 +103,7 @@ def test_fp16_overflow_step_is_skipped_and_counted_not_fatal():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_prepared_bf16_teacher_is_close_to_the_fp32_snapshot(device):
+def test_prepared_bf16_and_fp16_teachers_are_close_to_the_fp32_snapshot(device):
     torch.manual_seed(0)
     student = build_model("resnet20", CLASSES).to(device)
     student.train()
@@ -115,11 +115,16 @@ def test_prepared_bf16_teacher_is_close_to_the_fp32_snapshot(device):
         expected = snapshot(student)(x)
     fp32 = FrozenTeacher(student, torch.float32, torch.channels_last)(x)
     bf16 = FrozenTeacher(student, torch.bfloat16, torch.channels_last)(x)
-    assert fp32.dtype == bf16.dtype == torch.float32
+    fp16_teacher = FrozenTeacher(student, torch.float16, torch.channels_last)
+    fp16 = fp16_teacher(x)
+    assert fp32.dtype == bf16.dtype == fp16.dtype == torch.float32
     # TF32 convolutions on a GPU round more than the CPU's fp32.
     assert (fp32 - expected).abs().max().item() < (1e-4 if device == "cpu" else 5e-2)
     assert torch.allclose(bf16, expected, atol=0.15, rtol=0.05)
     assert (bf16.argmax(1) == expected.argmax(1)).float().mean().item() > 0.9
+    # fp16 (trainer.amp=fp16): finite, no fallback to fp32, closer than bf16 (10 mantissa bits)
+    assert fp16_teacher.dtype is torch.float16 and torch.isfinite(fp16).all()
+    assert torch.allclose(fp16, expected, atol=0.05, rtol=0.02)
 
 
 @pytest.mark.parametrize("device", DEVICES)
