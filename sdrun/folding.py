@@ -67,7 +67,12 @@ def fold_checked(model: nn.Module, probe: Optional[Tensor]) -> tuple[nn.Module, 
         log.info("teacher: BN not folded (no input shape to check the fold with)")
         return model, False
     with torch.no_grad(), exact_fp32():
-        expected, dims = _run_recording_syncbn_inputs(model, probe)
+        try:
+            expected, dims = _run_recording_syncbn_inputs(model, probe)
+        except Exception as err:  # noqa: BLE001 - e.g. a pretrained_cfg input size the net rejects
+            log.info("teacher: BN not folded (the probe batch of shape %s failed: %s: %s)",
+                     tuple(probe.shape), type(err).__name__, err)  # fmt: skip
+            return model, False
         revert_sync_batchnorm(model, dims)
         folded = fold_batchnorm(model)
         if _count(folded, BATCHNORMS) == _count(model, BATCHNORMS):

@@ -310,3 +310,15 @@ def test_a_teacher_whose_fp16_logits_overflow_runs_in_fp32(caplog):
     assert [r for r in caplog.records if "overflow" in r.message]
     x = torch.randn(4, 8)
     assert torch.isfinite(teacher(x)).all()
+
+
+def test_a_probe_shape_the_net_rejects_keeps_the_unfolded_snapshot():
+    """timm's pretrained_cfg may name an input size the net was not built for (the runner passes
+    the dataset's shape instead); the teacher then stays unfolded rather than failing."""
+    model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)).eval()
+    model.pretrained_cfg = {"input_size": (3, 8, 8)}
+    teacher = FrozenTeacher(model)
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        expected = model(x)
+    assert not teacher.folded and torch.equal(teacher(x), expected)
