@@ -39,7 +39,7 @@ from sdrun.engine import LoopOptions, StepState, train_one_epoch
 from sdrun.models import build_model
 from sdrun.models.cifar_base import CIFAR100_MEAN, CIFAR100_STD
 from sdrun.optim import build_optimizer
-from sdrun.runtime import Runtime, configure_determinism, resolve_amp
+from sdrun.runtime import Runtime, configure_numerics, resolve_amp
 from sdrun.schedule import CyclePlan
 from sdrun.teacher import FrozenTeacher, PrecomputedTeacher, teacher_dtype
 
@@ -177,6 +177,7 @@ def bench_sdrun(args: argparse.Namespace, runtime: Runtime, with_teacher: bool) 
             runtime.memory_format,
             compile=args.compile,
             compile_mode=args.compile_mode,
+            input_shape=(3, data_cfg.image_size, data_cfg.image_size),
         )
     state = StepState(
         build_optimizer(model, OptimConfig(lr=0.05), runtime.device),
@@ -257,8 +258,15 @@ def main(argv: Optional[list[str]] = None) -> dict:
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench: --device cuda but no CUDA GPU is visible; use --device cpu")
     device = torch.device(args.device)
-    configure_determinism(False, device)
     runtime = Runtime(device, resolve_amp(args.amp, device), not args.no_channels_last)
+    with configure_numerics(False, device, runtime.amp_dtype):  # as a run sets them
+        results = _bench(args, runtime)
+    print(json.dumps(results) if args.json else _table(results))
+    return results
+
+
+def _bench(args: argparse.Namespace, runtime: Runtime) -> dict:
+    device = runtime.device
     results: dict = {
         "device": runtime.device_name,
         "torch": torch.__version__,
@@ -280,7 +288,6 @@ def main(argv: Optional[list[str]] = None) -> dict:
         results["baseline_over_reference_speed"] = (
             results["baseline"]["img_per_s"] / results["reference"]["img_per_s"]
         )
-    print(json.dumps(results) if args.json else _table(results))
     return results
 
 

@@ -141,6 +141,7 @@ def train_one_epoch(
         if options.should_stop():
             stopped = True
             break
+    runtime.synchronize()  # the clock stops once the device has run the epoch's queued work
     tally.seconds = time.perf_counter() - start
     bar.close()
     _check_finite(tally, state.step)

@@ -51,7 +51,7 @@ from sdrun.optim import build_optimizer
 from sdrun.run_state import Progress
 from sdrun.runtime import (
     Runtime,
-    configure_determinism,
+    configure_numerics,
     resolve_runtime,
     seed_everything,
 )
@@ -95,11 +95,17 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` in `run_dir`; returns the summary (also written to summary.json)."""
     validate(cfg)
     runtime = resolve_runtime(cfg.trainer)
+    # torch's numerics switches are process-wide: set for this run and given back after it (on
+    # return or error), so the next job of a multirun does not inherit them.
+    with configure_numerics(cfg.trainer.deterministic, runtime.device, runtime.amp_dtype):
+        return _run(cfg, run_dir, runtime)
+
+
+def _run(cfg: Config, run_dir: Path, runtime: Runtime) -> dict[str, Any]:
     dist = distributed.init(runtime.device.type)
     runtime = dataclasses.replace(runtime, device=distributed.local_device(runtime.device, dist))
     resume = run_state.load_for_resume(cfg.resume, _config_dict(cfg))
     ckpt.guard_run_dir(run_dir, resuming=resume is not None)
-    configure_determinism(cfg.trainer.deterministic, runtime.device)
     seed_everything(cfg.seed)
     parts = _build(cfg, runtime, dist)
     progress = Progress()
@@ -185,7 +191,15 @@ def _frozen(parts: Parts, source: nn.Module) -> FrozenTeacher:
         memory_format=runtime.memory_format,
         compile=parts.cfg.trainer.compile,
         compile_mode=parts.cfg.trainer.compile_mode,
+        input_shape=_input_shape(parts.cfg),
     )
+
+
+def _input_shape(cfg: Config) -> tuple[int, int, int]:
+    """One training image's (C, H, W), for the teacher's probe batch: CIFAR is 32 x 32, fake
+    images and image-folder crops are `dataset.image_size` square; all RGB."""
+    size = 32 if cfg.dataset.name in ("cifar10", "cifar100") else cfg.dataset.image_size
+    return (3, size, size)
 
 
 def _evaluate_teacher(parts: Parts, teacher: FrozenTeacher) -> TeacherState:

@@ -3,8 +3,10 @@
 The teacher runs a forward pass on every training batch of cycles 2..K, so its cost is SD's
 overhead. Preparing it once per cycle makes that pass as cheap as possible: BN folded into the
 preceding convolutions (torch.fx), weights cast to the compute dtype (so autocast does not
-re-cast them every step), channels_last, no autograd, optionally compiled. `refresh` copies a
-new snapshot into the same module in place, so a compiled teacher is compiled once per run.
+re-cast them every step), channels_last, no autograd, optionally compiled. Both are checked on a
+probe batch when the teacher is prepared: a fold that changes the logits is dropped, and so is
+an fp16 cast that overflows. `refresh` copies a new snapshot into the same module in place, so a
+compiled teacher is compiled once per run.
 
 `PrecomputedTeacher` is the other way to run it: the whole epoch's logits first, in large
 batches (on a GPU a batch of 128 through a small CIFAR net is bound by kernel launches).
@@ -13,6 +15,7 @@ batches (on a GPU a batch of 128 through a small CIFAR net is bound by kernel la
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +26,7 @@ from torch import Tensor, nn
 
 from sdrun.checkpoint import checkpoint_path, load_weights
 from sdrun.errors import CheckpointError
+from sdrun.folding import fold_checked, probe_batch
 
 log = logging.getLogger(__name__)
 
@@ -38,24 +42,26 @@ def snapshot(student: nn.Module) -> nn.Module:
     return teacher
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Fold eval-mode BatchNorm into the convolutions before it (a copy; same outputs).
+def input_shape_of(model: nn.Module) -> Optional[tuple[int, ...]]:
+    """One input's shape as timm's pretrained_cfg gives it ((3, 32, 32) for sdrun's CIFAR nets;
+    timm's ImageNet models say (3, 224, 224) whatever they are trained on), else None."""
+    size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
+    return tuple(size) if size else None
 
-    Uses torch.fx; a model fx cannot trace is returned unfolded (still correct, a bit slower).
-    """
-    from torch.fx.experimental.optimization import fuse
 
-    try:
-        return fuse(model.eval(), inplace=False)
-    except Exception as err:  # noqa: BLE001 - any tracing failure means: keep the plain model
-        log.info(
-            "teacher: BN not folded (%s: %s); using the plain snapshot", type(err).__name__, err
-        )
-        return copy.deepcopy(model)
+def finite_in(model: nn.Module, probe: Tensor, dtype: torch.dtype = torch.float16) -> bool:
+    """Whether `model` cast to `dtype` gives finite outputs on `probe` (fp16 overflows at 65504)."""
+    with torch.no_grad():
+        return bool(torch.isfinite(copy.deepcopy(model).to(dtype)(probe.to(dtype))).all())
 
 
 class FrozenTeacher(nn.Module):
-    """The prepared snapshot: folded, cast to `dtype`, returns fp32 logits, never tracks grads."""
+    """The prepared snapshot: folded, cast to `dtype`, returns fp32 logits, never tracks grads.
+
+    `input_shape` is one input's shape (C, H, W), for the probe batch that checks the
+    preparation; the runner passes the dataset's, and by default it is timm's pretrained_cfg
+    `input_size` of the model. `dtype` falls back to fp32 if the probe's logits overflow in it.
+    """
 
     def __init__(
         self,
@@ -64,40 +70,66 @@ class FrozenTeacher(nn.Module):
         memory_format: torch.memory_format = torch.contiguous_format,
         compile: bool = False,
         compile_mode: str = "default",
+        input_shape: Optional[tuple[int, ...]] = None,
     ) -> None:
         super().__init__()
-        self.dtype = dtype
+        self.requested_dtype = dtype
         self.memory_format = memory_format
-        self.net = self._prepare(student)
-        self._forward = torch.compile(self.net, mode=compile_mode) if compile else self.net
-        # A CUDA graph's output buffer is reused by its next replay (the next chunk's, when
-        # precomputing), so its logits must be copied out; eager outputs are fresh already.
-        self._copy_out = compile and compile_mode in CUDA_GRAPH_MODES
+        self.input_shape = input_shape or input_shape_of(unwrap(student))
+        self.compile_mode = compile_mode if compile else None  # None: eager
+        self._use(self._prepare(student))
         self.eval()
 
     def train(self, mode: bool = True) -> FrozenTeacher:
         """A teacher stays in eval mode (BN statistics frozen, no dropout), whatever is asked."""
         return super().train(False)
 
+    def _use(self, net: nn.Module) -> None:
+        self.net = net
+        mode = self.compile_mode
+        self._forward = net if mode is None else torch.compile(net, mode=mode)
+        # A CUDA graph's output buffer is reused by its next replay (the next chunk's, when
+        # precomputing), so its logits must be copied out; eager outputs are fresh already.
+        self._copy_out = mode in CUDA_GRAPH_MODES
+
     def _prepare(self, student: nn.Module) -> nn.Module:
+        """The snapshot of `student`, folded and cast where the probe batch says that is safe;
+        sets `snapshot_state`, `folded` and `dtype` to match it."""
         frozen = snapshot(student)
         # The unfolded weights are what checkpoints hold and what a resume rebuilds from.
         self.snapshot_state = {
             k: v.detach().to("cpu", copy=True) for k, v in frozen.state_dict().items()
         }
-        net = fold_batchnorm(frozen)
+        probe = None
+        some = next(itertools.chain(frozen.parameters(), frozen.buffers()), None)
+        if self.input_shape is not None and some is not None:
+            probe = probe_batch(self.input_shape, some.device, self.memory_format)
+        net, self.folded = fold_checked(frozen, probe)
+        self.dtype = self.requested_dtype
+        if self.dtype is torch.float16 and probe is not None and not finite_in(net, probe):
+            log.warning("teacher: fp16 logits overflow on a probe batch; the teacher runs in fp32")
+            self.dtype = torch.float32
         net.requires_grad_(False)
         return net.to(dtype=self.dtype, memory_format=self.memory_format)
 
     @torch.no_grad()
     def refresh(self, student: nn.Module) -> None:
         """Become the snapshot of `student` now, reusing this module (and its compiled graph)."""
-        self.net.load_state_dict(self._prepare(student).state_dict())  # copies in place
+        net = self._prepare(student)
+        if _layout(net) == _layout(self.net):
+            self.net.load_state_dict(net.state_dict())  # copies in place
+        else:  # this snapshot's fold or dtype check came out otherwise: a new module (and graph)
+            log.info("teacher: prepared differently from the last snapshot; rebuilt")
+            self._use(net)
 
     def forward(self, x: Tensor) -> Tensor:
         # The weights already are in `dtype`: autocast would only add casts.
         with torch.inference_mode(), torch.autocast(x.device.type, enabled=False):
             return self._forward(x.to(self.dtype)).to(torch.float32, copy=self._copy_out)
+
+
+def _layout(net: nn.Module) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    return [(k, v.dtype, tuple(v.shape)) for k, v in net.state_dict().items()]
 
 
 class PrecomputedTeacher:
@@ -192,5 +224,10 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def teacher_dtype(amp_dtype: Optional[torch.dtype]) -> torch.dtype:
-    """bf16 under AMP; fp16 teachers are left in fp32 (fp16 logits can overflow)."""
-    return torch.bfloat16 if amp_dtype is torch.bfloat16 else torch.float32
+    """The teacher's weights dtype: the AMP dtype (bf16 or fp16) under AMP, else fp32.
+
+    Its logits are returned in fp32 either way. fp16 is safe for the shipped nets (finite and
+    close to fp32, tests/test_teacher.py); a teacher whose fp16 logits overflow on the probe
+    batch falls back to fp32 when prepared (`FrozenTeacher`).
+    """
+    return amp_dtype if amp_dtype in (torch.bfloat16, torch.float16) else torch.float32

@@ -77,6 +77,23 @@ def test_snapshot_teacher_under_each_precision_gives_fp32_logits_and_a_kd_term(d
     assert torch.isfinite(torch.tensor(result.loss))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_epoch_clock_waits_for_the_device_once_per_epoch(device, monkeypatch):
+    """img/s must count the device's work, not just its queueing: one synchronize per epoch,
+    before the clock is read, none per step."""
+    calls = []
+    real = Runtime.synchronize
+
+    def counted(self: Runtime) -> None:
+        calls.append(self.device.type)
+        real(self)
+
+    monkeypatch.setattr(Runtime, "synchronize", counted)
+    result, _ = train(Runtime(torch.device(device), None, channels_last=True))
+    assert result.images == STEPS * BATCH
+    assert calls == [device]
+
+
 @pytest.mark.skipif(not CUDA, reason="fp16 loss scaling needs a CUDA GPU")
 def test_fp16_overflow_step_is_skipped_and_counted_not_fatal():
     runtime = Runtime(torch.device("cuda"), torch.float16, channels_last=True)
@@ -86,7 +103,7 @@ def test_fp16_overflow_step_is_skipped_and_counted_not_fatal():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_prepared_bf16_teacher_is_close_to_the_fp32_snapshot(device):
+def test_prepared_bf16_and_fp16_teachers_are_close_to_the_fp32_snapshot(device):
     torch.manual_seed(0)
     student = build_model("resnet20", CLASSES).to(device)
     student.train()
@@ -98,11 +115,16 @@ def test_prepared_bf16_teacher_is_close_to_the_fp32_snapshot(device):
         expected = snapshot(student)(x)
     fp32 = FrozenTeacher(student, torch.float32, torch.channels_last)(x)
     bf16 = FrozenTeacher(student, torch.bfloat16, torch.channels_last)(x)
-    assert fp32.dtype == bf16.dtype == torch.float32
+    fp16_teacher = FrozenTeacher(student, torch.float16, torch.channels_last)
+    fp16 = fp16_teacher(x)
+    assert fp32.dtype == bf16.dtype == fp16.dtype == torch.float32
     # TF32 convolutions on a GPU round more than the CPU's fp32.
     assert (fp32 - expected).abs().max().item() < (1e-4 if device == "cpu" else 5e-2)
     assert torch.allclose(bf16, expected, atol=0.15, rtol=0.05)
     assert (bf16.argmax(1) == expected.argmax(1)).float().mean().item() > 0.9
+    # fp16 (trainer.amp=fp16): finite, no fallback to fp32, closer than bf16 (10 mantissa bits)
+    assert fp16_teacher.dtype is torch.float16 and torch.isfinite(fp16).all()
+    assert torch.allclose(fp16, expected, atol=0.05, rtol=0.02)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1,5 +1,7 @@
 """The snapshot teacher: a frozen copy, prepared for cheap inference, outputs unchanged."""
 
+import copy
+
 import pytest
 import timm
 import torch
@@ -7,24 +9,25 @@ from torch import nn
 
 import sdrun.models  # noqa: F401 - registers the CIFAR ResNets
 from sdrun.errors import CheckpointError
+from sdrun.folding import BATCHNORMS, fold_batchnorm
 from sdrun.teacher import (
     FrozenTeacher,
     PrecomputedTeacher,
-    fold_batchnorm,
     load_teacher_weights,
     predict_in_chunks,
     snapshot,
+    teacher_dtype,
 )
 
 
-def trained_like(name: str = "resnet20", seed: int = 0) -> nn.Module:
+def trained_like(name: str = "resnet20", seed: int = 0, size: int = 32) -> nn.Module:
     """A model whose BN statistics are not the init values (as after some training)."""
     torch.manual_seed(seed)
     model = timm.create_model(name, num_classes=10)
     model.train()
     with torch.no_grad():
         for _ in range(3):
-            model(torch.randn(16, 3, 32, 32) * 2 + 0.5)
+            model(torch.randn(16, 3, size, size) * 2 + 0.5)
     return model
 
 
@@ -187,3 +190,135 @@ def test_compiled_teacher_takes_a_refresh_without_recompiling():
         expected = student(x)
     assert (after - before).abs().max().item() > 1e-2
     assert (after - expected).abs().max().item() < 1e-4
+
+
+class ConvCalledTwice(nn.Module):
+    """A conv whose first call is followed by BN and whose second is not: fx's fuse swaps the
+    conv module everywhere, so folding the BN would change the second call too."""
+
+    pretrained_cfg = {"input_size": (3, 8, 8)}  # where the teacher takes its probe shape from
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.head = nn.Linear(3, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x)).relu()
+        return self.head(self.conv(x).mean((2, 3)))
+
+
+def with_moved_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """`model` with BN statistics and affine parameters away from their identity init."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 3 + 0.2)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g))
+    return model.eval()
+
+
+def test_a_conv_called_twice_is_not_folded_and_keeps_the_snapshot_outputs(caplog):
+    torch.manual_seed(0)
+    model = with_moved_bn(ConvCalledTwice())
+    x = torch.randn(16, 3, 8, 8)
+    with torch.no_grad():
+        expected = snapshot(model)(x)
+        assert (fold_batchnorm(model)(x) - expected).abs().max() > 0.1  # the hazard is real
+    with caplog.at_level("WARNING", logger="sdrun.folding"):
+        teacher = FrozenTeacher(model)
+    assert (teacher(x) - expected).abs().max().item() < 1e-5
+    assert [r.message for r in caplog.records if "folding BN changed" in r.message]
+    assert not teacher.folded
+
+
+def test_refresh_checks_the_fold_again_and_rebuilds_when_it_no_longer_holds():
+    """With BN at its init the fold changes nothing measurable; once training moves BN the new
+    snapshot's fold fails the check and the teacher becomes the unfolded snapshot."""
+    torch.manual_seed(0)
+    student = ConvCalledTwice().eval()
+    teacher = FrozenTeacher(student)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in teacher.net.modules())  # folded
+    with_moved_bn(student)
+    teacher.refresh(student)
+    x = torch.randn(16, 3, 8, 8)
+    with torch.no_grad():
+        expected = snapshot(student)(x)
+    assert (teacher(x) - expected).abs().max().item() < 1e-5
+    assert not teacher.folded
+
+
+def test_the_shipped_resnet20_is_still_folded(caplog):
+    with caplog.at_level("INFO", logger="sdrun"):
+        teacher = FrozenTeacher(trained_like())  # the probe's shape: timm's pretrained_cfg
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in teacher.net.modules())
+    assert not [r for r in caplog.records if "fold" in r.message]
+    assert teacher.folded and teacher.dtype == torch.float32
+
+
+def test_a_sync_batchnorm_student_gives_a_folded_teacher_with_the_same_outputs():
+    """trainer.sync_bn=true converts the student's BN to SyncBatchNorm (eval mode needs no
+    process group); the teacher turns it back into BatchNorm2d and folds it."""
+    student = trained_like()
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        expected = snapshot(student)(x)
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(student))
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in synced.modules())
+    teacher = FrozenTeacher(synced)
+    assert not any(isinstance(m, BATCHNORMS) for m in teacher.net.modules())
+    assert (teacher(x) - expected).abs().max().item() < 1e-4
+    assert teacher.folded
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in synced.modules())  # student untouched
+    assert teacher.snapshot_state.keys() == student.state_dict().keys()
+
+
+def test_teacher_dtype_follows_the_amp_dtype():
+    assert teacher_dtype(None) is torch.float32
+    assert teacher_dtype(torch.bfloat16) is torch.bfloat16
+    assert teacher_dtype(torch.float16) is torch.float16
+
+
+@pytest.mark.parametrize("name,size", [("resnet20", 32), ("densenet_bc100", 16)])
+def test_shipped_nets_give_finite_fp16_teacher_logits_close_to_fp32(name, size):
+    """fp16 convolutions run on this torch's CPU too, so the numerics are checked everywhere
+    (tests/test_gpu.py checks the fp16 teacher on CUDA)."""
+    student = trained_like(name, size=size)
+    x = torch.randn(8, 3, size, size)
+    fp32 = FrozenTeacher(student, torch.float32, input_shape=(3, size, size))(x)
+    teacher = FrozenTeacher(student, torch.float16, input_shape=(3, size, size))
+    assert teacher.dtype is torch.float16 and teacher.folded
+    fp16 = teacher(x)
+    assert fp16.dtype == torch.float32 and torch.isfinite(fp16).all()
+    assert (fp16 - fp32).abs().max().item() <= 1e-2 * fp32.abs().max().item()
+    assert torch.equal(fp16.argmax(1), fp32.argmax(1))
+
+
+def test_a_teacher_whose_fp16_logits_overflow_runs_in_fp32(caplog):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)).eval()
+    with torch.no_grad():  # hidden units of 1 into weights of 3e4: logits of 2.4e5 > 65504
+        model[0].weight.zero_()
+        model[0].bias.fill_(1.0)
+        model[2].weight.fill_(3e4)
+    with caplog.at_level("WARNING", logger="sdrun.teacher"):
+        teacher = FrozenTeacher(model, torch.float16, input_shape=(8,))
+    assert teacher.dtype is torch.float32
+    assert [r for r in caplog.records if "overflow" in r.message]
+    x = torch.randn(4, 8)
+    assert torch.isfinite(teacher(x)).all()
+
+
+def test_a_probe_shape_the_net_rejects_keeps_the_unfolded_snapshot():
+    """timm's pretrained_cfg may name an input size the net was not built for (the runner passes
+    the dataset's shape instead); the teacher then stays unfolded rather than failing."""
+    model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)).eval()
+    model.pretrained_cfg = {"input_size": (3, 8, 8)}
+    teacher = FrozenTeacher(model)
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        expected = model(x)
+    assert not teacher.folded and torch.equal(teacher(x), expected)
