@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import sdrun, tiny, write_tiny_cifar
+from helpers import sdrun_here, tiny, write_tiny_cifar
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +20,6 @@ def sd_run(cifar100_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     """The run directory of one finished tiny SD run (`helpers.tiny`): 2 cycles of 2 epochs."""
     work = tmp_path_factory.mktemp("sd_run")
     run_dir = work / "run"
-    proc = sdrun(*tiny(cifar100_root, f"hydra.run.dir={run_dir}"), cwd=work)
+    proc = sdrun_here(*tiny(cifar100_root, f"hydra.run.dir={run_dir}"), cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir

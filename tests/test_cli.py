@@ -1,4 +1,5 @@
-"""The `sdrun` command end to end, as a user runs it, on a CIFAR-100-format folder on disk."""
+"""The `sdrun` command end to end, as a user runs it, on a CIFAR-100-format folder on disk (in this
+process: `sdrun_here`; one bad input also through a real `python -m sdrun` process)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import read_jsonl, sdrun, tiny
+from helpers import read_jsonl, sdrun, sdrun_here, tiny
 
 REQUIRED_KEYS = {
     "epoch", "cycle", "lr", "train/loss", "train/ce", "train/kd", "student/top1", "student/top5",
@@ -80,7 +81,7 @@ def test_distill_none_keeps_the_schedule_without_a_teacher(cifar100_root: Path, 
     run_dir = tmp_path / "run"
     args = tiny(cifar100_root, "distill=none", "schedule.epochs=2", "schedule.cycle_length=1",
                 f"hydra.run.dir={run_dir}")  # fmt: skip
-    proc = sdrun(*args, cwd=tmp_path)
+    proc = sdrun_here(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = read_jsonl(run_dir / "metrics.jsonl")
     assert [r["cycle"] for r in records] == [1, 2]
@@ -91,7 +92,7 @@ def test_multirun_sweep_gives_each_job_its_own_run_dir(cifar100_root: Path, tmp_
     sweep = tmp_path / "sweep"
     args = tiny(cifar100_root, "schedule.epochs=2", "schedule.cycle_length=1",
                 "distill.temperature=1,4", f"hydra.sweep.dir={sweep}")  # fmt: skip
-    proc = sdrun("-m", *args, cwd=tmp_path)
+    proc = sdrun_here("-m", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if (p / "summary.json").exists())
     assert len(jobs) == 2
@@ -104,14 +105,14 @@ def test_multirun_sweep_gives_each_job_its_own_run_dir(cifar100_root: Path, tmp_
 
 
 def test_resume_refuses_a_different_model(sd_run: Path, tmp_path: Path):
-    proc = sdrun(f"resume={sd_run}", "model=resnet32", cwd=tmp_path)
+    proc = sdrun_here(f"resume={sd_run}", "model=resnet32", cwd=tmp_path)
     assert proc.returncode == 2
     assert "model.name" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_a_new_run_never_overwrites_a_run_dir_with_checkpoints(cifar100_root, sd_run, tmp_path):
     before = (sd_run / "metrics.jsonl").read_text()
-    proc = sdrun(*tiny(cifar100_root, f"hydra.run.dir={sd_run}"), cwd=tmp_path)
+    proc = sdrun_here(*tiny(cifar100_root, f"hydra.run.dir={sd_run}"), cwd=tmp_path)
     assert proc.returncode == 2
     assert "resume=" in proc.stderr
     assert (sd_run / "metrics.jsonl").read_text() == before
@@ -134,7 +135,7 @@ def test_bad_input_fails_before_training_with_one_line(cifar100_root, tmp_path, 
     if key == "trainer.device" and torch.cuda.is_available():
         pytest.skip("a GPU is present")
     run_dir = tmp_path / "run"
-    proc = sdrun(*tiny(cifar100_root, *overrides, f"hydra.run.dir={run_dir}"), cwd=tmp_path)
+    proc = sdrun_here(*tiny(cifar100_root, *overrides, f"hydra.run.dir={run_dir}"), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
@@ -143,6 +144,17 @@ def test_bad_input_fails_before_training_with_one_line(cifar100_root, tmp_path, 
 
 
 def test_misspelled_key_is_rejected_by_the_schema(tmp_path: Path):
-    proc = sdrun("distill.temprature=2", cwd=tmp_path)
+    proc = sdrun_here("distill.temprature=2", cwd=tmp_path)
     assert proc.returncode != 0
     assert "temprature" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_real_process_exits_2_with_one_line_on_stderr(cifar100_root: Path, tmp_path: Path):
+    """The process boundary itself: exit status and stderr as the shell sees them."""
+    run_dir = tmp_path / "run"
+    proc = sdrun(*tiny(cifar100_root, "distill.temperature=0", f"hydra.run.dir={run_dir}"),
+                 cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("sdrun: error: distill.temperature=0.0")
+    assert not run_dir.exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import read_jsonl, sdrun, tiny
+from helpers import read_jsonl, sdrun_here, tiny
 
 COMPARED = ("train/loss", "train/ce", "train/kd", "student/top1", "teacher/top1")
 
@@ -15,7 +15,7 @@ COMPARED = ("train/loss", "train/ce", "train/kd", "student/top1", "teacher/top1"
 def run(cifar100_root: Path, tmp_path: Path, *overrides: str) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     run_dir = tmp_path / "run"
-    proc = sdrun(*tiny(cifar100_root, *overrides, f"hydra.run.dir={run_dir}"), cwd=tmp_path)
+    proc = sdrun_here(*tiny(cifar100_root, *overrides, f"hydra.run.dir={run_dir}"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
 
