@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from sdrun import distributed
 from sdrun.checkpoint import guard_run_dir
 from sdrun.config import Config, register_configs, validate
-from sdrun.errors import SdrunError
+from sdrun.errors import SdrunError, TrainingDiverged
 from sdrun.interrupt import RunStopped
 
 CONFIG_PACKAGE = "sdrun.conf"
@@ -53,10 +53,17 @@ MAX_DIRNAME = 240  # file systems allow 255 bytes per name; leave room for the j
 log = logging.getLogger("sdrun")
 
 
+HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
+# The copy of a resumed run's .hydra/ files made before Hydra wrote this session's over them.
+_resume_backup: Optional[Path] = None
+
+
 class RunDirGuard(Callback):
     """Checks the run dir before Hydra writes `.hydra/` into it (the task would be too late)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _resume_backup
+        _resume_backup = None
         run_dir = Path(config.hydra.run.dir)
         try:
             guard_run_dir(run_dir, resuming=config.resume is not None)
@@ -66,9 +73,23 @@ class RunDirGuard(Callback):
         if (hydra_dir / "config.yaml").exists():  # resuming: keep what the run was started with
             backup = hydra_dir / f"before-resume-{time.strftime('%Y%m%d-%H%M%S')}"
             backup.mkdir(exist_ok=True)
-            for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+            for name in HYDRA_FILES:
                 if (hydra_dir / name).exists():
                     shutil.copy2(hydra_dir / name, backup / name)
+            _resume_backup = backup
+
+
+def _undo_resume_files() -> None:
+    """A refused resume leaves the run's .hydra/ as it was: Hydra has already written this
+    session's composition over it, and the next `resume=` reads its overrides from there."""
+    global _resume_backup
+    if _resume_backup is None or not _resume_backup.is_dir():
+        return
+    for name in HYDRA_FILES:
+        if (_resume_backup / name).exists():
+            shutil.copy2(_resume_backup / name, _resume_backup.parent / name)
+    shutil.rmtree(_resume_backup, ignore_errors=True)
+    _resume_backup = None
 
 
 def _exit_with(err: SdrunError) -> NoReturn:
@@ -87,7 +108,10 @@ def _task(dict_cfg: DictConfig) -> float:
     except RunStopped as err:
         print(f"sdrun: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except TrainingDiverged as err:  # it trained with this config: that stays on record
+        _exit_with(err)
     except SdrunError as err:
+        _undo_resume_files()  # refused (a changed key, a bad file...): the run stays as it was
         _exit_with(err)
     return float(summary["student/top1"])
 

@@ -105,9 +105,14 @@ def test_multirun_sweep_gives_each_job_its_own_run_dir(cifar100_root: Path, tmp_
 
 
 def test_resume_refuses_a_different_model(sd_run: Path, tmp_path: Path):
+    hydra_dir = sd_run / ".hydra"
+    before = {p.name: p.read_text() for p in hydra_dir.glob("*.yaml")}
     proc = sdrun_here(f"resume={sd_run}", "model=resnet32", cwd=tmp_path)
     assert proc.returncode == 2
     assert "model.name" in proc.stderr and "Traceback" not in proc.stderr
+    # the refused session's composition does not replace the run's own (the next resume= reads it)
+    assert {p.name: p.read_text() for p in hydra_dir.glob("*.yaml")} == before
+    assert not list(hydra_dir.glob("before-resume-*"))
 
 
 def test_a_new_run_never_overwrites_a_run_dir_with_checkpoints(cifar100_root, sd_run, tmp_path):
@@ -157,4 +162,4 @@ def test_a_real_process_exits_2_with_one_line_on_stderr(cifar100_root: Path, tmp
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("sdrun: error: distill.temperature=0.0")
-    assert not run_dir.exists()
+    assert not (run_dir / "metrics.jsonl").exists()
