@@ -147,16 +147,27 @@ def test_students_are_told_apart_by_their_teachers_recipe(tmp_path: Path, monkey
         write_run(runs / f"ba_short{seed}", "kd", 1000 + seed, 65.0,
                   config={**student, "distill.teacher_checkpoint": f"../short{seed}"},
                   summary={"root_seed": seed})  # fmt: skip
+    # a student of an earlier snapshot of the 240-epoch teacher is another experiment
+    snapshot = runs / "long0" / "checkpoints" / "cycle1.pt"
+    snapshot.parent.mkdir()
+    snapshot.write_bytes(b"")  # never loaded: the report reads run folders, not weights
+    cycle_student = {"schedule.epochs": 200, "distill.teacher_checkpoint": str(snapshot)}
+    write_run(runs / "ba_cycle", "kd", 1000, 66.0, config=cycle_student, summary={"root_seed": 0})
     write_run(runs / "killed", "cosine", 7, None, write_summary=False)
     write_run(runs / "ba_killed", "kd", 7, 80.0,
               config={"distill.teacher_checkpoint": str(runs / "killed")})  # fmt: skip
     monkeypatch.chdir(elsewhere)  # the report's own directory must not matter
     report, text = report_of(runs)
     students = [row for row in report.rows if row.method == "born-again-g2"]
+    cycle = [row for row in students if row.signature["teacher.checkpoint"] != "last.pt"]
+    assert [row.n for row in cycle] == [1] and cycle[0].signature[
+        "teacher.checkpoint"
+    ] == "cycle1.pt"
+    students = [row for row in students if row not in cycle]
     assert len(students) == 2 and all(row.n == 3 for row in students)
     by_teacher = {row.signature["teacher.schedule.epochs"]: row for row in students}
     assert set(by_teacher) == {240, 30}
-    assert by_teacher[240].label == "born-again-g2 (teacher.epochs=240)"
+    assert by_teacher[240].label == "born-again-g2 (teacher.checkpoint=last.pt, teacher.epochs=240)"
     # the student of a killed teacher is listed, not averaged
     killed = next(r for r in report.incomplete if r.path.name == "ba_killed")
     assert "teacher run" in killed.reason and "not complete" in killed.reason

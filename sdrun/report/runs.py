@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import yaml
 
-from sdrun.checkpoint import run_dir_of
+from sdrun.checkpoint import LAST, run_dir_of
 from sdrun.config import flatten
 from sdrun.report import costs
 from sdrun.report.identity import runtime_of, settings_read
@@ -115,10 +115,12 @@ class Run:
 def teacher_identity(run: Run) -> dict[str, Any]:
     """A kd run's teacher as part of its identity: the teacher run's own identity under
     `teacher.`, or the teacher file when it is not an sdrun run directory."""
+    found = teacher_path(run)
     if run.teacher is not None:
         inner = {"method": run.teacher.method, **run.teacher.signature()}
+        # which of its checkpoints taught: the final model, or e.g. an earlier cycle's snapshot
+        inner["checkpoint"] = found.name if found is not None and found.is_file() else LAST
         return {f"teacher.{k}": v for k, v in inner.items()}
-    found = teacher_path(run)
     return {"teacher.file": str(found) if found is not None else "not found"}
 
 
