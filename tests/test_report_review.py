@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from report_builder import diverged, write_run
 
-from sdrun.report import build_report, gain_record, methods_figure, row_record, stats
+from sdrun.report import build_report, gain_record, main, methods_figure, row_record, stats
 from sdrun.report.markdown import results_md
 
 
@@ -209,7 +209,7 @@ def test_secondary_columns_say_how_many_runs_they_average(tmp_path: Path):
 
 
 # 8. a diverged run is counted in its row, not hidden among killed runs
-def test_diverged_runs_are_counted_per_row(tmp_path: Path):
+def test_diverged_runs_are_counted_per_row(tmp_path: Path, capsys):
     for seed in (0, 1, 2):
         write_run(tmp_path / f"step{seed}", "step", seed, 70.0 + seed)
     write_run(tmp_path / "step3", "step", 3, 10.0, summary=diverged(epoch=4, step=17))
@@ -221,6 +221,9 @@ def test_diverged_runs_are_counted_per_row(tmp_path: Path):
     assert [r.path.name for r in report.incomplete] == ["killed"]
     assert "| 3 (+1 diverged) |" in text and "## Diverged runs" in text
     assert "diverged: the loss became NaN or infinite in epoch 4, step 17" in text
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "step3: diverged: the loss became NaN" in err and "not averaged: " in err
 
 
 # 9. GPU-hours per session, lost work counted, the whole chain's cost

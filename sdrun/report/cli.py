@@ -37,6 +37,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     write(report)
     for run in report.incomplete:
         print(f"sdrun-report: not averaged: {run.path}: {run.reason}", file=sys.stderr)
+    for run in (r for row in report.rows for r in row.diverged):
+        print(f"sdrun-report: {run.path}: {run.reason}", file=sys.stderr)
     for note in report.notes:
         print(f"sdrun-report: {note}", file=sys.stderr)
     n_runs = sum(r.n for r in report.rows)
