@@ -4,11 +4,21 @@
 optimizer, global step, AMP scaler, the epochs done and a partial epoch's tally (after a stop
 signal), every RNG state and the config. A resume must agree with the checkpoint on the keys
 that define what the run computes (`RUN_DEFINING`); runtime keys may change.
+
+What a run cost is counted per session (`Progress`): wall seconds, and wall seconds times that
+session's process count (a resume may change it). Work a stop throws away - what a killed
+session did after its last checkpoint - is read on resume from the killed session's heartbeat
+file (`Session`), which says when the session started, when it was last alive and on how many
+processes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -49,8 +59,23 @@ class Progress:
     best_epoch: int = 0
     train_seconds: float = 0.0
     wall_seconds: float = 0.0  # training, evaluation and checkpoints, over every session
+    # The same seconds x the processes of the session they were spent in; None: unknown (a
+    # checkpoint from an sdrun that did not count them).
+    process_seconds: Optional[float] = 0.0
+    lost_wall_seconds: float = 0.0  # work lost to stops (see `lost_work`)
+    lost_process_seconds: float = 0.0
+    saved_at: Optional[float] = None  # time.time() when the checkpoint holding this was saved
     wandb_id: Optional[str] = None
     history: dict[str, Any] = field(default_factory=dict)  # the last epoch's metrics
+
+    def add_time(self, seconds: float, processes: int) -> None:
+        self.wall_seconds += seconds
+        if self.process_seconds is not None:
+            self.process_seconds += seconds * processes
+
+    def add_lost(self, wall_seconds: float, process_seconds: float) -> None:
+        self.lost_wall_seconds += wall_seconds
+        self.lost_process_seconds += process_seconds
 
 
 def save_last(
@@ -63,6 +88,7 @@ def save_last(
     progress: Progress,
     tally: Optional[EpochTally] = None,
 ) -> None:
+    progress.saved_at = time.time()
     payload = {
         "model": model.state_dict(),
         "teacher": teacher_state,
@@ -123,8 +149,107 @@ def restore(
         state.scaler.load_state_dict(payload["scaler"])
     for key, value in payload["progress"].items():
         setattr(progress, key, value)
+    if "process_seconds" not in payload["progress"]:
+        progress.process_seconds = None  # an older checkpoint: the count so far is unknown
     set_rng_state(payload["rng"])
     log.info("resumed after epoch %d, step %d", progress.epoch, state.step)
     if payload.get("epoch_tally"):
         return EpochTally.from_state(payload["epoch_tally"], device)
     return None
+
+
+HEARTBEAT = "heartbeat.json"  # in the run's checkpoints/ folder
+HEARTBEAT_S = 60.0  # a kill loses at most this much of the count of lost work
+
+
+@dataclass
+class Session:
+    """This session of a run, written to its heartbeat file: when it started, on how many
+    processes, when it was last alive, and lost work of earlier sessions that no checkpoint
+    holds yet. A kill leaves the file behind; the next session reads from it what was lost."""
+
+    path: Path
+    processes: int
+    started: float  # time.time()
+    carried_wall: float = 0.0
+    carried_process: float = 0.0
+    period: float = HEARTBEAT_S
+    last_save: Optional[float] = None  # time.time() of this session's last checkpoint
+    _next_beat: float = 0.0  # time.monotonic() of the next periodic write
+
+    def beat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_beat:
+            return
+        self._next_beat = now + self.period
+        state = {
+            "started": self.started,
+            "alive": time.time(),
+            "processes": self.processes,
+            "carried_wall": self.carried_wall,
+            "carried_process": self.carried_process,
+        }
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        try:  # bookkeeping only: a failed write must never stop training
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, self.path)
+        except OSError as err:
+            log.debug("heartbeat not written: %s", err)
+
+    def saved(self, at: float) -> None:
+        """A checkpoint now holds all work so far, lost work of earlier sessions included."""
+        self.last_save = at
+        self.carried_wall = self.carried_process = 0.0
+        self.beat(force=True)
+
+    def unsaved(self) -> tuple[float, float]:
+        """(wall s, process s) this session did after its last checkpoint (or its start)."""
+        wall = max(0.0, time.time() - max(self.started, self.last_save or 0.0))
+        return wall, wall * self.processes
+
+    def watch(self, check: Callable[[], bool]) -> Callable[[], bool]:
+        """`check` (the loop's per-step stop check), beating every `period` seconds first."""
+
+        def watched() -> bool:
+            self.beat()
+            return check()
+
+        return watched
+
+
+def start_session(run_dir: Path, progress: Progress, processes: int, resuming: bool) -> Session:
+    """Open this session's heartbeat; on resume, first add the work lost since the checkpoint
+    (from the previous session's heartbeat) to `progress`."""
+    path = run_dir / ckpt.CHECKPOINT_DIR / HEARTBEAT
+    wall = process = 0.0
+    if resuming:
+        wall, process = lost_work(read_heartbeat(path), progress.saved_at)
+        progress.add_lost(wall, process)
+        if wall:
+            log.info("work lost to the last stop: %.0f s (%.0f process-s), counted", wall, process)
+    session = Session(path, processes, time.time(), wall, process)
+    session.beat(force=True)
+    return session
+
+
+def read_heartbeat(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        beat = json.loads(path.read_text())
+        float(beat["started"]), float(beat["alive"]), int(beat["processes"])
+        return beat
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none yet, or damaged: nothing is known to be lost
+
+
+def lost_work(beat: Optional[dict[str, Any]], saved_at: Optional[float]) -> tuple[float, float]:
+    """(wall s, process s) of work lost since the checkpoint saved at `saved_at`: what the last
+    session did after it (all of that session if its start came later: it saved nothing that
+    survived), plus the lost work it carried from earlier sessions."""
+    if beat is None:
+        return 0.0, 0.0
+    since = beat["started"] if saved_at is None else max(beat["started"], saved_at)
+    wall = max(0.0, beat["alive"] - since)
+    carried_wall = float(beat.get("carried_wall", 0.0))
+    carried_process = float(beat.get("carried_process", 0.0))
+    return carried_wall + wall, carried_process + wall * int(beat["processes"])

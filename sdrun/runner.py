@@ -66,6 +66,8 @@ from sdrun.teacher import (
 
 log = logging.getLogger(__name__)
 
+AMP_NAMES = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
 
 @dataclass
 class TeacherState:
@@ -89,6 +91,7 @@ class Parts:
     plan: CyclePlan
     state: StepState
     dist: distributed.Dist
+    session: Optional[run_state.Session] = None  # rank 0's heartbeat and lost-work count
 
 
 def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
@@ -123,6 +126,10 @@ def _run(cfg: Config, run_dir: Path, runtime: Runtime) -> dict[str, Any]:
             cfg.logger, run_dir, _config_dict(cfg), name=run_dir.name, run_id=progress.wandb_id
         )
     progress.wandb_id = getattr(logger, "run_id", None)
+    if dist.is_main:
+        parts.session = run_state.start_session(
+            run_dir, progress, dist.world_size, resuming=resume is not None
+        )
     _log_start(parts, progress)
     try:
         with StopRequest() as stop:
@@ -271,6 +278,8 @@ def _train(
             nan_at_step=_fault_nan_step(),
             reduce=distributed.sum_,
         )
+        if parts.session is not None:  # the heartbeat rides on the per-step stop check
+            options.should_stop = parts.session.watch(options.should_stop)
         try:
             result = train_one_epoch(
                 parts.train_model,
@@ -285,8 +294,11 @@ def _train(
                 options,
             )
         except NonFiniteLoss as err:
+            if parts.dist.is_main:
+                _write_diverged(parts, progress, teacher, run_dir, epoch, err.step)
             raise TrainingDiverged(_diverged(epoch, cycle, teacher, err.step, progress)) from None
         if result is None:  # a signal: keep the partial epoch and stop
+            progress.add_time(time.perf_counter() - mark, parts.dist.world_size)
             if parts.dist.is_main:
                 _save(parts, progress, teacher, run_dir, tally)
             raise _stopped(stop, run_dir, f"in epoch {epoch} after step {tally.batches}")
@@ -298,7 +310,7 @@ def _train(
                 run_state.save_cycle_snapshot(run_dir, _config_dict(cfg), parts.model, epoch, cycle)
             if cfg.distill.name == "sd" and epoch < plan.epochs:
                 teacher = _take_snapshot(parts, teacher)
-        progress.wall_seconds += time.perf_counter() - mark
+        progress.add_time(time.perf_counter() - mark, parts.dist.world_size)
         mark = time.perf_counter()
         if parts.dist.is_main:
             _save(parts, progress, teacher, run_dir)
@@ -384,6 +396,8 @@ def _save(
     teacher_state = None if teacher is None else teacher.model.snapshot_state
     run_state.save_last(run_dir, _config_dict(parts.cfg), parts.model, teacher_state,
                         parts.state, parts.plan, progress, tally)  # fmt: skip
+    if parts.session is not None:
+        parts.session.saved(progress.saved_at)
 
 
 def _restore(
@@ -425,10 +439,34 @@ def _summary(parts: Parts, progress: Progress, teacher: Optional[TeacherState]) 
         "teacher/top5": None if teacher is None else teacher.top5,
         "time/train_s": progress.train_seconds,
         "time/wall_s": progress.wall_seconds,
+        "time/process_s": progress.process_seconds,  # wall x processes, session by session
+        "time/lost_wall_s": progress.lost_wall_seconds,  # work lost to stops (run_state.py)
+        "time/lost_process_s": progress.lost_process_seconds,
         "device": parts.runtime.device_name,
+        "device_type": parts.runtime.device.type,
         "processes": parts.dist.world_size,
+        "amp": AMP_NAMES.get(parts.runtime.amp_dtype, str(parts.runtime.amp_dtype)),
+        "sync_bn": bool(cfg.trainer.sync_bn and parts.dist.enabled),  # SyncBN needs torchrun
+        "diverged": False,
         "params": sum(p.numel() for p in parts.model.parameters()),
     }
+
+
+def _write_diverged(
+    parts: Parts,
+    progress: Progress,
+    teacher: Optional[TeacherState],
+    run_dir: Path,
+    epoch: int,
+    step: int,
+) -> None:
+    """summary.json of a diverged run: an outcome the report counts, not a killed run. The
+    diverging session's work since its last checkpoint is lost work."""
+    if parts.session is not None:
+        progress.add_lost(*parts.session.unsaved())
+    summary = _summary(parts, progress, teacher)
+    summary.update(complete=False, diverged=True, diverged_epoch=epoch, diverged_step=step)
+    write_summary(run_dir / SUMMARY, summary)
 
 
 def _config_dict(cfg: Config) -> dict[str, Any]:

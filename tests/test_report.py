@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import statistics
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sdrun.report import Row, Run, _gain, main
+from sdrun.report import main
 
 SEEDS = (0, 1)
 
@@ -77,16 +78,21 @@ def test_one_row_per_setting_with_mean_and_std_over_seeds(sweep: Path, report: P
         # the four rows are one method in four settings, told apart by what differs
         row = rows[f"temperature={temperature}, cycle_length={cycle}"]
         assert (row["dataset"], row["model"], row["method"]) == ("cifar100", "resnet20", "sd")
-        assert row["seeds"] == str(len(SEEDS)) and row["seed_list"] == "0 1"
+        assert row["n"] == str(len(SEEDS)) and row["seed_list"] == "0 1"
+        assert (row["device"], row["processes"], row["amp"], row["n_diverged"]) == (
+            "cpu", "1", "off", "0")  # fmt: skip
         errors = [100.0 - summary(r)["student/top1"] for r in runs]
         best = [100.0 - summary(r)["student/best_top1"] for r in runs]
         assert float(row["top1_err_mean"]) == pytest.approx(statistics.fmean(errors), abs=1e-3)
         assert float(row["top1_err_std"]) == pytest.approx(statistics.stdev(errors), abs=1e-3)
+        se = statistics.stdev(errors) / math.sqrt(len(SEEDS))
+        assert float(row["top1_err_se"]) == pytest.approx(se, abs=1e-3)
         assert float(row["best_epoch_err_mean_test_selected"]) == pytest.approx(
             statistics.fmean(best), abs=1e-3
         )
         assert float(row["wall_h_mean"]) > 0
-        assert row["gpu_h_mean"] == ""  # CPU runs have no GPU-hours
+        # one process: process-hours are the wall hours
+        assert float(row["process_h_mean"]) == pytest.approx(float(row["wall_h_mean"]), abs=2e-4)
         if cycle == 1:  # two cycles: the cycle-1 snapshot taught cycle 2
             teacher = [100.0 - summary(r)["teacher/top1"] for r in runs]
             assert float(row["teacher_err_mean"]) == pytest.approx(
@@ -100,17 +106,19 @@ def test_sweep_heatmap_and_its_table(sweep: Path, report: Path):
     assert (report / "sweeps" / "sweep.png").stat().st_size > 1000
     text = (report / "RESULTS.md").read_text()
     assert "![heatmap](sweeps/sweep.png)" in text
-    assert "| distill.temperature | schedule.cycle_length | final top-1 (%) | seeds |" in text
+    header = "| distill.temperature | schedule.cycle_length | final top-1 (%) | n | diverged |"
+    assert header in text
     for (temperature, cycle), runs in jobs(sweep).items():
         top1 = [summary(r)["student/top1"] for r in runs]
-        cell = f"{statistics.fmean(top1):.2f} ± {statistics.stdev(top1):.2f}"
-        assert f"| {temperature} | {cycle} | {cell} | {len(SEEDS)} |" in text
+        se = statistics.stdev(top1) / math.sqrt(len(top1))
+        cell = f"{statistics.fmean(top1):.2f} ± {se:.2f}"
+        assert f"| {temperature} | {cycle} | {cell} | {len(SEEDS)} | 0 |" in text
 
 
 def test_markdown_and_plots(report: Path):
     text = (report / "RESULTS.md").read_text()
     assert "## cifar100" in text and "selected on the test set" in text.replace("**", "")
-    assert "| resnet20 | sd (temperature=1.0, cycle_length=1) | 2 |" in text
+    assert "| resnet20 | sd (temperature=1.0, cycle_length=1) | cpu x1, amp off | 2 |" in text
     assert (report / "methods_cifar100.png").stat().st_size > 1000
     plots = sorted((report / "runs").glob("*.png"))
     assert len(plots) == 4 * len(SEEDS)
@@ -151,7 +159,7 @@ def test_broken_runs_are_listed_never_averaged(sweep: Path, broken: Path, tmp_pa
     assert main([str(sweep), str(broken), "--out", str(out)]) == 0
     err = capsys.readouterr().err
     rows = read_csv(out / "results.csv")
-    assert [r["seeds"] for r in rows] == ["2"] * 4  # no damaged copy is in a mean
+    assert [r["n"] for r in rows] == ["2"] * 4  # no damaged copy is in a mean
     expected = {
         "killed": "incomplete: 1 of 2 epochs done, no summary.json (killed, failed or still",
         "unfinished": "incomplete: summary.json says complete=False",
@@ -177,20 +185,3 @@ def test_no_runs_is_a_clear_error(tmp_path: Path, capsys):
     assert main([str(tmp_path / "missing")]) == 2
     assert "is not a directory" in capsys.readouterr().err
     assert not (tmp_path / "report").exists()
-
-
-def fake_row(method: str, top1: dict[int, float]) -> Row:
-    runs = [
-        Run(Path(f"/r/{method}{s}"), {"seed": s}, {"student/top1": v}, []) for s, v in top1.items()
-    ]
-    return Row("cifar100", "resnet20", method, {}, runs)
-
-
-def test_gain_arithmetic():
-    sd = fake_row("sd", {0: 71.0, 1: 72.0, 2: 73.0})
-    paired = _gain(sd, fake_row("step", {0: 70.0, 1: 70.0, 2: 70.5}))
-    assert (paired.mean, paired.pairs) == (pytest.approx(1.8333333), 3)
-    assert paired.spread == pytest.approx(statistics.stdev([1.0, 2.0, 2.5]))
-    unpaired = _gain(sd, fake_row("step", {5: 70.0, 6: 71.0}))
-    assert (unpaired.mean, unpaired.pairs) == (pytest.approx(1.5), 0)
-    assert unpaired.spread == pytest.approx((1.0 / 3 + 0.5 / 2) ** 0.5)

@@ -36,10 +36,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     write(report)
     for run in report.incomplete:
-        print(f"sdrun-report: incomplete, not averaged: {run.path}: {run.problem}", file=sys.stderr)
+        print(f"sdrun-report: not averaged: {run.path}: {run.reason}", file=sys.stderr)
+    for run in (r for row in report.rows for r in row.diverged):
+        print(f"sdrun-report: {run.path}: {run.reason}", file=sys.stderr)
     for note in report.notes:
         print(f"sdrun-report: {note}", file=sys.stderr)
-    n_runs = sum(len(r.runs) for r in report.rows)
+    n_runs = sum(r.n for r in report.rows)
     print(
         f"sdrun-report: {n_runs} complete runs in {len(report.rows)} rows -> {out / 'RESULTS.md'}"
     )

@@ -4,12 +4,13 @@ curves, the methods of a dataset side by side per network, and a sweep's heatmap
 from __future__ import annotations
 
 import math
-import statistics
 from pathlib import Path
 from typing import Any
 
 from sdrun.report.runs import Run
-from sdrun.report.table import Row, Sweep, _is_number, _mean, _model_order, _sort_key, _std
+from sdrun.report.stats import standard_error
+from sdrun.report.sweeps import Sweep
+from sdrun.report.table import Row, _is_number, _mean, _model_order, _sort_key
 
 
 def _figure(width: float = 7.0, height: float = 4.0):
@@ -61,11 +62,13 @@ def _cycle_ends(records: list[dict[str, Any]]) -> list[int]:
     return [a["epoch"] for a, b in zip(records, records[1:]) if a.get("cycle") != b.get("cycle")]
 
 
-def plot_methods(rows: list[Row], path: Path) -> None:
-    """Grouped bars: one group per network, one bar per method, std as error bars.
+def methods_figure(rows: list[Row]):
+    """One group per network, one point per method: mean final top-1 error with its standard
+    error as the error bar (none for n=1: the point is drawn hollow and labelled n=1).
 
-    The y axis starts near the lowest bar, not at 0: differences of a point or two are
-    what matters here, and every bar is labelled with its value.
+    Points, not bars: a bar's length reads as its value, so a bar on an axis that does not
+    start at 0 exaggerates differences (a 1.2-point gap would look like 27 %). A point can sit
+    on a zoomed axis; the axis label says it does not start at 0.
     """
     models = sorted({r.model for r in rows}, key=_model_order)
     labels = list(dict.fromkeys(r.label for r in rows))
@@ -74,28 +77,35 @@ def plot_methods(rows: list[Row], path: Path) -> None:
     fig = _figure(max(6.0, 0.45 * len(models) * len(labels) + 2.5), 4.0 + 0.2 * legend_rows)
     ax = fig.subplots()
     width = 0.8 / len(labels)
-    lows, highs = [], []
     for j, label in enumerate(labels):
-        xs, heights, errs = [], [], []
+        color = f"C{j % 10}"
         for i, model in enumerate(models):
             err = next((r.errors() for r in rows if r.model == model and r.label == label), [])
-            if err:
-                xs.append(i + (j - (len(labels) - 1) / 2) * width)
-                heights.append(statistics.fmean(err))
-                errs.append(_std(err) or 0.0)
-        bars = ax.bar(xs, heights, width, yerr=errs, capsize=3, label=label)
-        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
-        lows += [h - e for h, e in zip(heights, errs)]
-        highs += [h + e for h, e in zip(heights, errs)]
-    if lows:
-        span = max(highs) - min(lows)
-        ax.set_ylim(max(0.0, min(lows) - 0.5 * span - 1), max(highs) + 0.3 * span + 1)
+            if not err:
+                continue
+            x, y, se = i + (j - (len(labels) - 1) / 2) * width, _mean(err), standard_error(err)
+            if se is None:  # one run: no spread to show, and a zero-length bar would claim one
+                ax.plot([x], [y], "o", mfc="white", color=color)
+                ax.annotate(f"{y:.2f}\nn=1", (x, y), textcoords="offset points", xytext=(0, 6),
+                            ha="center", fontsize=7)  # fmt: skip
+            else:
+                ax.errorbar([x], [y], yerr=[se], fmt="o", color=color, capsize=3)
+                ax.annotate(f"{y:.2f}\nn={len(err)}", (x, y + se), textcoords="offset points",
+                            xytext=(0, 4), ha="center", fontsize=7)  # fmt: skip
+        ax.plot([], [], "o", color=color, label=label)  # one legend entry per method
+    ax.margins(y=0.25)
     ax.set_xticks(range(len(models)), models)
-    ax.set_ylabel("final top-1 error (%), mean ± std")
+    bottom = ax.get_ylim()[0]
+    cut = "" if bottom <= 0 else f"; axis starts at {bottom:.1f}, not 0"
+    ax.set_ylabel(f"final top-1 error (%), mean ± SE{cut}", fontsize=9)
     ax.set_title(f"{rows[0].dataset}: methods per network (lower is better)", fontsize=10)
     ncols = 1 if long_labels else min(4, len(labels))
     fig.legend(fontsize=8, loc="outside lower center", ncols=ncols)
-    fig.savefig(path)
+    return fig
+
+
+def plot_methods(rows: list[Row], path: Path) -> None:
+    methods_figure([r for r in rows if r.runs]).savefig(path)
 
 
 def plot_sweep(sweep: Sweep, path: Path) -> bool:
@@ -107,7 +117,8 @@ def plot_sweep(sweep: Sweep, path: Path) -> bool:
     xs = sorted({k[1] for k in cells}, key=_sort_key)
     if not all(_is_number(v) for v in ys + xs):
         return False
-    grid = [[_mean(cells.get((y, x), [])) for x in xs] for y in ys]
+    counts = {k: len(c.runs) for k, c in cells.items()}
+    grid = [[cells[(y, x)].mean if (y, x) in cells else None for x in xs] for y in ys]
     fig = _figure(max(4.8, 2.6 + 1.0 * len(xs)), max(3.6, 1.8 + 0.6 * len(ys)))
     ax = fig.subplots()
     image = ax.imshow(
@@ -115,7 +126,7 @@ def plot_sweep(sweep: Sweep, path: Path) -> bool:
     )
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
-            value, n = grid[i][j], len(cells.get((y, x), []))
+            value, n = grid[i][j], counts.get((y, x), 0)
             text = "n/a" if value is None else f"{value:.2f}" + (f"\nn={n}" if n > 1 else "")
             # dark text on the bright end of viridis, light text on the dark end
             dark = value is not None and image.norm(value) > 0.6
@@ -126,6 +137,7 @@ def plot_sweep(sweep: Sweep, path: Path) -> bool:
     ax.set_xlabel(sweep.axes[1])
     ax.set_ylabel(sweep.axes[0])
     fig.colorbar(image, ax=ax, label="final top-1 (%), mean over seeds")
-    ax.set_title(sweep.path.name, fontsize=9)
+    # the brightest cell is the best on the test set: picking it is a test-set choice
+    ax.set_title(f"{sweep.path.name}\n(test set: do not pick the best cell here)", fontsize=9)
     fig.savefig(path)
     return True

@@ -2,7 +2,7 @@
 
 A run is a directory holding `.hydra/config.yaml`; `load_run` says why one is not complete
 when it is not, and `link_teachers` follows each kd run to its teacher run to name its method
-(`born-again-g<k>`).
+(`born-again-g<k>`) and to know what taught it.
 """
 
 from __future__ import annotations
@@ -16,26 +16,18 @@ from typing import Any, Optional
 
 import yaml
 
-from sdrun.checkpoint import run_dir_of
+from sdrun.checkpoint import LAST, run_dir_of
 from sdrun.config import flatten
+from sdrun.report import costs
+from sdrun.report.identity import runtime_of, settings_read
 
 CONFIG = Path(".hydra") / "config.yaml"
+HYDRA = Path(".hydra") / "hydra.yaml"
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
 MULTIRUN = "multirun.yaml"
 # Folders inside a run that never hold runs: not worth walking (checkpoints can be large).
 NOT_RUNS = {"checkpoints", "wandb", ".hydra", "report"}
-
-# Config keys that define what a run computes (the seed aside). Paths and loader settings
-# do not change the result, and a kd run's teacher path differs for every seed of a chain.
-DEFINING = ("dataset.", "model.", "schedule.", "distill.", "optim.")
-NOT_DEFINING = {
-    "dataset.root",
-    "dataset.download",
-    "dataset.eval_batch_size",
-    "dataset.num_workers",
-    "distill.teacher_checkpoint",
-}
 
 
 @dataclass
@@ -44,13 +36,24 @@ class Run:
     config: dict[str, Any]  # flattened: "distill.temperature" -> 2.0
     summary: dict[str, Any]
     metrics: list[dict[str, Any]]
-    problem: Optional[str] = None  # why it is not a complete run; None when complete
+    problem: Optional[str] = None  # why the run itself is not complete; None when it is
     method: str = "?"
     teacher: Optional[Run] = None
+    teacher_problem: Optional[str] = None  # a kd run's teacher is missing or incomplete
 
     @property
     def complete(self) -> bool:
-        return self.problem is None
+        return self.problem is None and self.teacher_problem is None
+
+    @property
+    def diverged(self) -> bool:
+        """Stopped on a non-finite loss: an outcome of its method, counted in its row."""
+        return self.summary.get("diverged") is True and self.teacher_problem is None
+
+    @property
+    def reason(self) -> Optional[str]:
+        """Why the run is not averaged; None when it is."""
+        return self.problem or self.teacher_problem
 
     @property
     def dataset(self) -> str:
@@ -62,10 +65,16 @@ class Run:
 
     @property
     def seed(self) -> Any:
-        """The seed runs are paired on: a born-again chain's root seed (its generations train
-        with seeds of their own), else the run's seed."""
-        root = self.config.get("root_seed")
-        return self.config.get("seed") if root is None else root
+        return self.config.get("seed")
+
+    @property
+    def root_seed(self) -> Any:
+        """The seed runs are paired on: a born-again chain's root seed (its generation 1's),
+        the run's own seed for anything else or when an older sdrun did not record it."""
+        for value in (self.summary.get("root_seed"), self.config.get("root_seed")):
+            if value is not None:
+                return value
+        return self.seed
 
     @property
     def generation(self) -> Optional[int]:
@@ -76,34 +85,43 @@ class Run:
         return None if parent is None else parent + 1
 
     def signature(self) -> dict[str, Any]:
-        """Everything this run computed, except the seed."""
-        sig = {
-            k: v for k, v in self.config.items() if k.startswith(DEFINING) and k not in NOT_DEFINING
-        }
-        if self.teacher is not None:
-            sig["teacher"] = self.teacher.method  # kd from an SD run is not kd from a baseline
+        """What this run computed, except the seed (see sdrun/report/identity.py)."""
+        sig = {**settings_read(self.config, self.summary), **runtime_of(self.config, self.summary)}
+        if self.config.get("distill.name") == "kd":
+            sig.update(teacher_identity(self))
         return sig
 
     def wall_s(self) -> Optional[float]:
-        value = self.summary.get("time/wall_s", self.summary.get("time/train_s"))
-        return None if value is None else float(value)
+        return costs.wall_s(self.summary)
 
-    def gpu_s(self) -> Optional[float]:
-        """GPU time (wall x GPUs); None on the CPU."""
-        wall = self.wall_s()
-        if wall is None or str(self.summary.get("device", "cpu")).lower().startswith("cpu"):
-            return None
-        return wall * int(self.summary.get("processes", 1))  # one GPU per process
+    def process_s(self) -> Optional[float]:
+        return costs.process_s(self.summary)
 
-    def wall_s_with_teachers(self) -> Optional[float]:
-        """What the result really cost: this run plus every run that trained its teachers."""
-        own = self.wall_s()
-        if self.config.get("distill.name") != "kd":
+    def lost_process_s(self) -> Optional[float]:
+        return costs.lost_process_s(self.summary)
+
+    def process_s_with_teachers(self) -> Optional[float]:
+        """What the result cost: this run's process-seconds, work lost to stops included,
+        plus those of every run that trained its teachers."""
+        own = costs.total_process_s(self.summary)
+        if self.config.get("distill.name") != "kd" or own is None:
             return own
-        if self.teacher is None or own is None or not self.teacher.complete:
+        if self.teacher is None or not self.teacher.complete:
             return None
-        before = self.teacher.wall_s_with_teachers()
+        before = self.teacher.process_s_with_teachers()
         return None if before is None else own + before
+
+
+def teacher_identity(run: Run) -> dict[str, Any]:
+    """A kd run's teacher as part of its identity: the teacher run's own identity under
+    `teacher.`, or the teacher file when it is not an sdrun run directory."""
+    found = teacher_path(run)
+    if run.teacher is not None:
+        inner = {"method": run.teacher.method, **run.teacher.signature()}
+        # which of its checkpoints taught: the final model, or e.g. an earlier cycle's snapshot
+        inner["checkpoint"] = found.name if found is not None and found.is_file() else LAST
+        return {f"teacher.{k}": v for k, v in inner.items()}
+    return {"teacher.file": str(found) if found is not None else "not found"}
 
 
 def find_dirs(paths: Iterable[Path]) -> tuple[list[Path], list[Path], list[Path]]:
@@ -143,7 +161,11 @@ def load_run(path: Path) -> Run:
     except (OSError, ValueError) as err:
         run.problem = f"unreadable {SUMMARY} ({err}); {done}"
         return run
-    if run.summary.get("complete") is not True:
+    if run.diverged:
+        where = f"epoch {run.summary.get('diverged_epoch', '?')}"
+        where += f", step {run.summary.get('diverged_step', '?')}"
+        run.problem = f"diverged: the loss became NaN or infinite in {where}; counted in its row"
+    elif run.summary.get("complete") is not True:
         run.problem = f"incomplete: {SUMMARY} says complete={run.summary.get('complete')}; {done}"
     elif run.summary.get("student/top1") is None:
         run.problem = f"{SUMMARY} has no student/top1"
@@ -167,15 +189,45 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
     return records, cut
 
 
-def teacher_dir(run: Run) -> Optional[Path]:
-    """The run directory of a kd run's teacher, if it can be found."""
+def launch_dirs(run_dir: Path) -> list[Path]:
+    """Where sdrun was started for this run (Hydra's `hydra.runtime.cwd`, of this session and
+    of sessions before a resume): sdrun reads a relative path from there."""
+    files = [run_dir / HYDRA, *sorted((run_dir / ".hydra").glob(f"before-resume-*/{HYDRA.name}"))]
+    found = []
+    for path in files:
+        try:
+            cwd = (yaml.safe_load(path.read_text()) or {})["hydra"]["runtime"]["cwd"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            continue
+        if cwd and Path(cwd) not in found:
+            found.append(Path(cwd))
+    return found
+
+
+def teacher_path(run: Run) -> Optional[Path]:
+    """The teacher checkpoint or run directory a kd run names, resolved as sdrun resolved it:
+    a relative path against the directory sdrun was started in, then against the student's run
+    directory - never against where the report runs."""
     given = run.config.get("distill.teacher_checkpoint")
     if not given:
         return None
     path = Path(str(given)).expanduser()
+    if path.is_absolute():
+        return path if path.exists() else None
+    for base in (*launch_dirs(run.path), run.path):
+        if (base / path).exists():
+            return (base / path).resolve()
+    return None
+
+
+def teacher_dir(run: Run) -> Optional[Path]:
+    """The run directory of a kd run's teacher, if it can be found."""
+    path = teacher_path(run)
+    if path is None:
+        return None
     if path.is_dir():
         return path.resolve() if (path / CONFIG).is_file() else None
-    return run_dir_of(path) if path.is_file() else None
+    return run_dir_of(path)
 
 
 def method_of(run: Run) -> str:
@@ -191,7 +243,8 @@ def method_of(run: Run) -> str:
 
 
 def link_teachers(runs: list[Run]) -> None:
-    """Attach each kd run's teacher run (read from disk if it was not scanned), then label."""
+    """Attach each kd run's teacher run (read from disk if it was not scanned), label it, and
+    leave out students whose teacher is missing or incomplete: their recipe is not known."""
     by_path = {run.path: run for run in runs}
 
     def resolve(run: Run, seen: frozenset[Path]) -> None:
@@ -206,6 +259,22 @@ def link_teachers(runs: list[Run]) -> None:
 
     for run in runs:
         resolve(run, frozenset())
+    for run in by_path.values():
+        run.teacher_problem = check_teacher(run)
+
+
+def check_teacher(run: Run) -> Optional[str]:
+    """Why a kd run's teacher makes it unusable (missing, or incomplete itself), else None."""
+    if run.config.get("distill.name") != "kd":
+        return None
+    if run.teacher is None:
+        if teacher_path(run) is not None:
+            return None  # a teacher file outside any run directory: identified by its path
+        given = run.config.get("distill.teacher_checkpoint")
+        return f"teacher {given} not found: its recipe is unknown; not averaged"
+    if run.teacher.problem is not None:
+        return f"teacher run {run.teacher.path} not complete ({run.teacher.problem}); not averaged"
+    return check_teacher(run.teacher)
 
 
 def load_runs(paths: Sequence[Path]) -> tuple[list[Run], list[Path], list[str]]:

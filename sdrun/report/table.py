@@ -1,33 +1,24 @@
-"""Rows, SD gains and sweep cells: the numbers the report shows, from complete runs.
-
-A row groups the runs that computed the same thing (every run-defining config value but the
-seed); a gain compares an SD row with a baseline row of the same recipe, paired by seed where
-both have the seed.
+"""Rows: the runs that computed the same thing (the same identity, see identity.py), one per
+seed, and the numbers each row shows with how many runs each number is over.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from sdrun.report import costs, stats
+from sdrun.report.references import Reference, references_for
 from sdrun.report.runs import SUMMARY, Run
 
-# Keys that make up a method; rows are compared (SD gain) only if all other keys agree.
-METHOD_KEYS = ("schedule.name", "schedule.cycle_length", "distill.", "teacher")
 METHOD_ORDER = ("sd", "cyclic", "cosine", "step")
-
-# Published CIFAR-100 top-1 accuracies (DESIGN.md): (dataset, model, method) -> (low, high,
-# source). The baselines are attached to `step`, the schedule those papers trained with.
-REFERENCES: dict[tuple[str, str, str], tuple[float, float, str]] = {
-    ("cifar100", "resnet32", "step"): (68.39, 68.39, "SD paper baseline (Gou et al. 2021)"),
-    ("cifar100", "resnet32", "sd"): (71.29, 71.29, "SD paper (Gou et al. 2021)"),
-    ("cifar100", "resnet20", "step"): (68.8, 69.1, "common baseline"),
-    ("cifar100", "resnet56", "step"): (72.34, 72.63, "common baseline"),
-    ("cifar100", "resnet110", "step"): (74.31, 74.31, "common baseline"),
+RUNTIME_COLUMNS = {
+    "device": "runtime.device",
+    "processes": "runtime.processes",
+    "amp": "runtime.amp",
+    "sync_bn": "runtime.sync_bn",
 }
 
 
@@ -37,7 +28,8 @@ class Row:
     model: str
     method: str
     signature: dict[str, Any]
-    runs: list[Run]
+    runs: list[Run]  # complete runs, one per seed
+    diverged: list[Run] = field(default_factory=list)  # runs that diverged, one per seed
     variant: str = ""  # the values that tell this row from others of its dataset/model/method
     notes: list[str] = field(default_factory=list)
 
@@ -54,23 +46,40 @@ class Row:
     def seeds(self) -> list[Any]:
         return [r.seed for r in self.runs]
 
+    def top1_by_seed(self) -> dict[Any, float]:
+        """Final top-1 per pairing seed (a chain's root seed); when two runs share a root
+        seed, by (root seed, seed), so that no run is dropped or paired twice."""
+        roots = [r.root_seed for r in self.runs]
+        unique = len(set(map(str, roots))) == len(roots)
+        return {
+            (r.root_seed if unique else (r.root_seed, r.seed)): float(r.summary["student/top1"])
+            for r in self.runs
+        }
+
     @property
-    def reference(self) -> Optional[tuple[float, float, str]]:
-        return None if self.variant else REFERENCES.get((self.dataset, self.model, self.method))
+    def references(self) -> list[tuple[Reference, list[str]]]:
+        return references_for(self.dataset, self.model, self.method, self.signature)
 
     @property
     def label(self) -> str:
         return f"{self.method} ({self.variant})" if self.variant else self.method
 
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
 
 def build_rows(runs: Iterable[Run]) -> list[Row]:
-    """One row per distinct computation; duplicate seeds keep the newest run, with a note."""
+    """One row per distinct computation from the complete and the diverged runs; a seed run
+    twice keeps its newest run (complete or diverged), with a note."""
     groups: dict[tuple, Row] = {}
     for run in runs:
+        if not (run.complete or run.diverged):
+            continue
         sig = run.signature()
         key = (run.dataset, run.model, run.method, tuple(sorted(sig.items(), key=str)))
         row = groups.setdefault(key, Row(run.dataset, run.model, run.method, sig, []))
-        row.runs.append(run)
+        (row.diverged if run.diverged else row.runs).append(run)
     rows = sorted(groups.values(), key=_row_order)
     for row in rows:
         _drop_duplicate_seeds(row)
@@ -91,13 +100,15 @@ def _model_order(name: str) -> tuple[str, int]:
 
 def _drop_duplicate_seeds(row: Row) -> None:
     newest: dict[Any, Run] = {}
-    for run in sorted(row.runs, key=lambda r: (r.path / SUMMARY).stat().st_mtime):
+    for run in sorted(row.runs + row.diverged, key=lambda r: (r.path / SUMMARY).stat().st_mtime):
         if run.seed in newest:
             row.notes.append(
                 f"seed {run.seed} ran twice; kept {run.path}, not {newest[run.seed].path}"
             )
         newest[run.seed] = run
-    row.runs = sorted(newest.values(), key=lambda r: str(r.seed))
+    kept = sorted(newest.values(), key=lambda r: str(r.seed))
+    row.runs = [r for r in kept if not r.diverged]
+    row.diverged = [r for r in kept if r.diverged]
 
 
 def _name_variants(rows: list[Row]) -> None:
@@ -117,8 +128,9 @@ def _name_variants(rows: list[Row]) -> None:
 
 
 def _short_names(keys: list[str]) -> dict[str, str]:
-    """`distill.temperature` -> `temperature`, unless two keys would then read the same."""
-    last = [k.rsplit(".", 1)[-1] for k in keys]
+    """`distill.temperature` -> `temperature`, `teacher.schedule.epochs` -> `teacher.epochs`
+    (the teacher's, not the student's), unless two keys would then read the same."""
+    last = [("teacher." if k.startswith("teacher.") else "") + k.rsplit(".", 1)[-1] for k in keys]
     return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
 
 
@@ -128,119 +140,78 @@ def _fmt_value(value: Any) -> str:
     return str(value)
 
 
-def recipe_of(row: Row) -> tuple:
-    """The row's setting without its method: only rows that share it are compared."""
-    return tuple(
-        sorted((k, str(v)) for k, v in row.signature.items() if not k.startswith(METHOD_KEYS))
-    )
-
-
-@dataclass
-class Gain:
-    sd: Row
-    baseline: Row
-    mean: float  # top-1 points SD is better by (= error points it removes)
-    spread: Optional[float]
-    pairs: int  # seeds in both rows (0: rows compared unpaired)
-
-
-def sd_gains(rows: list[Row]) -> list[Gain]:
-    gains = []
-    for sd in (r for r in rows if r.method == "sd"):
-        for base in rows:
-            if base.method == "sd" or (base.dataset, base.model) != (sd.dataset, sd.model):
-                continue
-            if recipe_of(base) == recipe_of(sd):
-                gains.append(_gain(sd, base))
-    return gains
-
-
-def _gain(sd: Row, base: Row) -> Gain:
-    """Paired by seed where the rows share seeds: the same seed gives the same initial
-    weights and data order, so a per-seed difference has less noise than two means do."""
-    a = {r.seed: float(r.summary["student/top1"]) for r in sd.runs}
-    b = {r.seed: float(r.summary["student/top1"]) for r in base.runs}
-    common = sorted(set(a) & set(b), key=str)
-    if common:
-        diffs = [a[s] - b[s] for s in common]
-        return Gain(sd, base, statistics.fmean(diffs), _std(diffs), len(common))
-    sa, sb = _std(list(a.values())), _std(list(b.values()))
-    spread = None if sa is None or sb is None else math.sqrt(sa**2 / len(a) + sb**2 / len(b))
-    return Gain(sd, base, statistics.fmean(a.values()) - statistics.fmean(b.values()), spread, 0)
-
-
 def _mean(values: list[float]) -> Optional[float]:
-    return statistics.fmean(values) if values else None
+    return stats.mean(values)
 
 
 def _std(values: list[float]) -> Optional[float]:
-    return statistics.stdev(values) if len(values) >= 2 else None
+    return stats.sample_std(values)
 
 
 def _hours(seconds: list[float]) -> Optional[float]:
-    return None if not seconds else statistics.fmean(seconds) / 3600.0
+    return costs.hours(stats.mean(seconds))
+
+
+def ensemble_gain(row: Row) -> tuple[list[float], Optional[float], Optional[float]]:
+    """Ensemble minus student top-1 (points) on the runs that have both: (differences, mean,
+    SE). Positive: the snapshot ensemble is better than the final student of the same runs."""
+    diffs = [
+        float(r.summary["ensemble/top1"]) - float(r.summary["student/top1"])
+        for r in row.runs
+        if r.summary.get("ensemble/top1") is not None
+    ]
+    return diffs, stats.mean(diffs), stats.standard_error(diffs)
 
 
 def row_record(row: Row) -> dict[str, Any]:
-    """The CSV row: plain numbers, empty where there is nothing to report."""
+    """The CSV row: plain numbers, empty where there is nothing to report; every secondary
+    number comes with the count of runs it is over (`*_n`)."""
     err = row.errors()
-    ref = row.reference
-    return {
+    ci = stats.mean_interval(err)
+    best, teacher, ensemble = (row.errors(f"{k}/{t}") for k, t in (
+        ("student", "best_top1"), ("teacher", "top1"), ("ensemble", "top1")))  # fmt: skip
+    diffs, ens_gain, ens_gain_se = ensemble_gain(row)
+    wall, cost = row.per_run(Run.wall_s), row.per_run(Run.process_s)
+    lost, chain = row.per_run(Run.lost_process_s), row.per_run(Run.process_s_with_teachers)
+    refs = row.references
+    record = {
         "dataset": row.dataset,
         "model": row.model,
         "method": row.method,
         "variant": row.variant,
-        "seeds": len(row.runs),
+        **{name: row.signature.get(key) for name, key in RUNTIME_COLUMNS.items()},
+        "n": row.n,
+        "n_diverged": len(row.diverged),
         "seed_list": " ".join(str(s) for s in row.seeds),
-        "top1_err_mean": _mean(err),
-        "top1_err_std": _std(err),
-        "best_epoch_err_mean_test_selected": _mean(row.errors("student/best_top1")),
-        "teacher_err_mean": _mean(row.errors("teacher/top1")),
-        "ensemble_err_mean": _mean(row.errors("ensemble/top1")),
-        "wall_h_mean": _hours(row.per_run(Run.wall_s)),
-        "gpu_h_mean": _hours(row.per_run(Run.gpu_s)),
-        "wall_h_with_teachers_mean": _hours(row.per_run(Run.wall_s_with_teachers)),
-        "published_err_low": None if ref is None else round(100.0 - ref[1], 2),
-        "published_err_high": None if ref is None else round(100.0 - ref[0], 2),
-        "published_source": "" if ref is None else ref[2],
+        "top1_err_mean": stats.mean(err),
+        "top1_err_std": stats.sample_std(err),
+        "top1_err_se": stats.standard_error(err),
+        "top1_err_ci95_low": None if ci is None else ci[0],
+        "top1_err_ci95_high": None if ci is None else ci[1],
+        "best_epoch_err_mean_test_selected": stats.mean(best),
+        "best_epoch_err_n": len(best),
+        "teacher_err_mean": stats.mean(teacher),
+        "teacher_err_n": len(teacher),
+        "ensemble_err_mean": stats.mean(ensemble),
+        "ensemble_gain": ens_gain,
+        "ensemble_gain_se": ens_gain_se,
+        "ensemble_n": len(diffs),
+        "wall_h_mean": _hours(wall),
+        "wall_h_n": len(wall),
+        "process_h_mean": _hours(cost),
+        "process_h_n": len(cost),
+        "process_h_lost_mean": _hours(lost),
+        "process_h_lost_n": len(lost),
+        "process_h_with_teachers_mean": _hours(chain),
+        "process_h_with_teachers_n": len(chain),
+        "published_err": " ".join(f"{ref.err:.2f}" for ref, _ in refs),
+        "published_source": " | ".join(ref.source for ref, _ in refs),
+        "published_recipe_differs": " | ".join("; ".join(d) for _, d in refs),
     }
-
-
-def gain_record(gain: Gain) -> dict[str, Any]:
-    return {
-        "dataset": gain.sd.dataset,
-        "model": gain.sd.model,
-        "sd": gain.sd.label,
-        "baseline": gain.baseline.label,
-        "gain_top1_points": gain.mean,
-        "spread": gain.spread,
-        "paired_seeds": gain.pairs,
-    }
+    return record
 
 
 RESULT_COLUMNS = list(row_record(Row("", "", "", {}, [])))
-GAIN_COLUMNS = ["dataset", "model", "sd", "baseline", "gain_top1_points", "spread", "paired_seeds"]
-
-
-@dataclass
-class Sweep:
-    path: Path
-    runs: list[Run]
-    axes: list[str]  # the swept config keys (the seed aside)
-
-    def cells(self) -> dict[tuple, list[float]]:
-        out: dict[tuple, list[float]] = {}
-        for run in self.runs:
-            key = tuple(run.config.get(k) for k in self.axes)
-            out.setdefault(key, []).append(float(run.summary["student/top1"]))
-        return out
-
-
-def build_sweep(path: Path, runs: list[Run]) -> Sweep:
-    inside = [r for r in runs if r.complete and r.path.is_relative_to(path)]
-    keys = sorted({k for r in inside for k in r.signature()})
-    axes = [k for k in keys if len({str(r.signature().get(k)) for r in inside}) > 1]
-    return Sweep(path, inside, axes)
 
 
 def _is_number(value: Any) -> bool:
@@ -249,3 +220,15 @@ def _is_number(value: Any) -> bool:
 
 def _sort_key(value: Any) -> tuple:
     return (0, value, "") if _is_number(value) else (1, 0, str(value))
+
+
+def rows_with(rows: Iterable[Row], path: Path) -> list[tuple[Row, list[Run], list[Run]]]:
+    """(row, its complete runs under `path`, its diverged runs under `path`) for each row
+    with a run there: a sweep's cells are rows, so a seed run twice counts once there too."""
+    out = []
+    for row in rows:
+        done = [r for r in row.runs if r.path.is_relative_to(path)]
+        failed = [r for r in row.diverged if r.path.is_relative_to(path)]
+        if done or failed:
+            out.append((row, done, failed))
+    return out

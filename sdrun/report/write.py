@@ -8,32 +8,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
+from sdrun.report.gains import GAIN_COLUMNS, Gain, NotCompared, gain_record, sd_gains
+from sdrun.report.markdown import results_md
 from sdrun.report.plots import plot_methods, plot_run, plot_sweep
 from sdrun.report.runs import Run, load_runs
-from sdrun.report.table import (
-    GAIN_COLUMNS,
-    RESULT_COLUMNS,
-    Gain,
-    Row,
-    Sweep,
-    _fmt_value,
-    _mean,
-    _sort_key,
-    _std,
-    build_rows,
-    build_sweep,
-    gain_record,
-    row_record,
-    sd_gains,
-)
+from sdrun.report.sweeps import Sweep, build_sweep
+from sdrun.report.table import RESULT_COLUMNS, Row, build_rows, row_record
 
 MAX_NAME = 120  # characters of a plot's file name
-TABLE_HEADER = [
-    "model", "method", "seeds", "top-1 err", "best-epoch err (test-selected)", "teacher err",
-    "ensemble err", "wall h", "GPU h", "wall h with teachers", "published err",
-]  # fmt: skip
 
 
 @dataclass
@@ -43,8 +27,9 @@ class Report:
     runs: list[Run]  # every run found, complete or not
     rows: list[Row]
     gains: list[Gain]
+    not_compared: list[NotCompared]
     sweeps: list[Sweep]
-    incomplete: list[Run]
+    incomplete: list[Run]  # neither complete nor counted as diverged: not in any row
     notes: list[str]  # folders that are not runs, duplicate seeds
     run_plots: dict[Path, Path] = field(default_factory=dict)
     method_plots: dict[str, Path] = field(default_factory=dict)
@@ -72,15 +57,17 @@ def slug(path: Path, roots: Sequence[Path]) -> str:
 def build_report(paths: Sequence[Path], out: Path) -> Report:
     roots = [p.resolve() for p in paths]
     runs, sweep_dirs, notes = load_runs(roots)
-    rows = build_rows(r for r in runs if r.complete)
+    rows = build_rows(runs)
     notes += [note for row in rows for note in row.notes]
+    gains, not_compared = sd_gains(rows)
     return Report(
         roots=roots,
         out=out,
         rows=rows,
-        gains=sd_gains(rows),
-        sweeps=[build_sweep(p, runs) for p in sweep_dirs],
-        incomplete=[r for r in runs if not r.complete],
+        gains=gains,
+        not_compared=not_compared,
+        sweeps=[build_sweep(p, rows) for p in sweep_dirs],
+        incomplete=[r for r in runs if not r.complete and not r.diverged],
         notes=notes,
         runs=runs,
     )
@@ -95,7 +82,7 @@ def draw_plots(report: Report) -> None:
         target = report.out / "runs" / f"{slug(run.path, report.roots)}.png"
         if plot_run(run, target):
             report.run_plots[run.path] = target
-    for dataset in dict.fromkeys(r.dataset for r in report.rows):
+    for dataset in dict.fromkeys(r.dataset for r in report.rows if r.runs):
         target = report.out / f"methods_{dataset}.png"
         plot_methods([r for r in report.rows if r.dataset == dataset], target)
         report.method_plots[dataset] = target
@@ -118,9 +105,7 @@ def write(report: Report) -> None:
     draw_plots(report)
     write_csv(out / "results.csv", [row_record(r) for r in report.rows], RESULT_COLUMNS)
     write_csv(out / "gains.csv", [gain_record(g) for g in report.gains], GAIN_COLUMNS)
-    md = [*_md_intro(report), *_md_tables(report), *_md_gains(report), *_md_sweeps(report)]
-    md += [*_md_runs(report), *_md_problems(report)]
-    (out / "RESULTS.md").write_text("\n".join(md) + "\n")
+    (out / "RESULTS.md").write_text("\n".join(results_md(report)) + "\n")
 
 
 def write_csv(path: Path, records: list[dict[str, Any]], columns: Sequence[str]) -> None:
@@ -135,134 +120,3 @@ def _csv_value(value: Any) -> Any:
     if value is None:
         return ""
     return round(value, 4) if isinstance(value, float) else value
-
-
-def _num(value: Optional[float], digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _sig(value: Optional[float]) -> str:
-    """Three significant digits: hours range from a smoke run's 0.0003 to a chain's 30."""
-    return "-" if value is None else f"{value:.3g}"
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    std = _std(values)
-    return _num(_mean(values)) + ("" if std is None else f" ± {_num(std)}")
-
-
-def _published(row: Row) -> str:
-    ref = row.reference
-    if ref is None:
-        return "-"
-    low, high = 100.0 - ref[1], 100.0 - ref[0]
-    value = f"{low:.2f}" if low == high else f"{low:.2f}-{high:.2f}"
-    return f"{value} ({ref[2]})"
-
-
-def _md_table(header: Sequence[str], lines: list[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines]
-    return out
-
-
-def _md_intro(report: Report) -> list[str]:
-    roots = ", ".join(f"`{p}`" for p in report.roots)
-    n_runs = sum(len(r.runs) for r in report.rows)
-    return [
-        "# Results",
-        "",
-        f"From {roots}: {n_runs} complete runs in {len(report.rows)} rows; "
-        f"{len(report.incomplete)} incomplete (listed at the end, not averaged).",
-        "",
-        "Top-1 **error** (%) on the test set at the **final epoch**, mean ± std over seeds "
-        "(std from 2 seeds on). *Best epoch* is the lowest error of any epoch, **selected on "
-        "the test set**: optimistic, shown only to compare with papers that report it. "
-        "*Teacher*: the final snapshot teacher. *Ensemble*: the average softmax of the "
-        "cycle-end snapshots. Hours are per run; *with teachers* adds the runs that trained "
-        "the teacher chain (born-again): the real cost of a multi-generation result.",
-    ]
-
-
-def _md_tables(report: Report) -> list[str]:
-    md: list[str] = []
-    for dataset in dict.fromkeys(r.dataset for r in report.rows):
-        lines = [_md_row(row) for row in report.rows if row.dataset == dataset]
-        md += ["", f"## {dataset}", "", *_md_table(TABLE_HEADER, lines)]
-        if dataset in report.method_plots:
-            md += ["", f"![methods per network]({report.link(report.method_plots[dataset])})"]
-    return md
-
-
-def _md_row(row: Row) -> list[str]:
-    rec = row_record(row)
-    return [
-        row.model, row.label, str(len(row.runs)), _mean_std(row.errors()),
-        _num(rec["best_epoch_err_mean_test_selected"]), _num(rec["teacher_err_mean"]),
-        _num(rec["ensemble_err_mean"]), _sig(rec["wall_h_mean"]), _sig(rec["gpu_h_mean"]),
-        _sig(rec["wall_h_with_teachers_mean"]), _published(row),
-    ]  # fmt: skip
-
-
-def _md_gains(report: Report) -> list[str]:
-    if not report.gains:
-        return []
-    lines = [
-        [g.sd.dataset, g.sd.model, g.sd.label, g.baseline.label,
-         _num(g.mean) + ("" if g.spread is None else f" ± {_num(g.spread)}"),
-         str(g.pairs) if g.pairs else "unpaired"]
-        for g in report.gains
-    ]  # fmt: skip
-    return [
-        "",
-        "## SD gain over each baseline",
-        "",
-        "Top-1 points SD is better by (= error points it removes): mean ± std of the per-seed "
-        "differences over the seeds both rows have (same seed: same initial weights and "
-        "data order), else the difference of the means ± its standard error. Only rows with "
-        "the same dataset, network, epochs, batch and optimizer are compared.",
-        "",
-        *_md_table(["dataset", "model", "SD", "baseline", "gain", "paired seeds"], lines),
-    ]
-
-
-def _md_sweeps(report: Report) -> list[str]:
-    md: list[str] = []
-    for sweep in report.sweeps:
-        md += ["", f"## Sweep `{sweep.path}`", ""]
-        if sweep.path in report.sweep_plots:
-            md += [f"![heatmap]({report.link(report.sweep_plots[sweep.path])})", ""]
-        else:
-            md += [
-                f"(no heatmap: it needs 2 swept numeric values, this sweep has {sweep.axes})",
-                "",
-            ]
-        cells = sorted(sweep.cells().items(), key=lambda kv: [_sort_key(v) for v in kv[0]])
-        lines = [[*map(_fmt_value, k), _mean_std(v), str(len(v))] for k, v in cells]
-        md += _md_table([*sweep.axes, "final top-1 (%)", "seeds"], lines)
-    return md
-
-
-def _md_runs(report: Report) -> list[str]:
-    """One line per run: what it is, its curves, where it lives."""
-    if not report.run_plots:
-        return []
-    md = ["", "## Runs", ""]
-    for run in sorted(report.runs, key=lambda r: str(r.path)):
-        if run.path in report.run_plots:
-            state = "" if run.complete else " (incomplete)"
-            md.append(
-                f"- {run.dataset} {run.model} {run.method} seed {run.seed}{state}: "
-                f"[curves]({report.link(report.run_plots[run.path])}), `{report.link(run.path)}`"
-            )
-    return md
-
-
-def _md_problems(report: Report) -> list[str]:
-    problems = [f"- `{r.path}`: {r.problem}" for r in report.incomplete]
-    problems += [f"- {note}" for note in report.notes]
-    if not problems:
-        return []
-    return ["", "## Incomplete or unreadable runs (not averaged)", "", *problems]
