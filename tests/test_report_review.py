@@ -83,11 +83,12 @@ def test_every_gain_has_its_standard_error_and_t_interval(tmp_path: Path):
 
 # 3. baselines compared on the settings their method reads; the others listed, with why
 def test_baselines_are_compared_on_the_settings_each_method_reads(tmp_path: Path):
-    write_run(tmp_path / "sd", "sd", 0, 72.0)  # stores milestones [0.5, 0.75], gamma 0.1
+    old = {"schedule.milestones": [0.5, 0.75]}  # stored by every run, read by `step` only
+    write_run(tmp_path / "sd", "sd", 0, 72.0, config=old)
     write_run(tmp_path / "step", "step", 0, 71.0,
               config={"schedule.milestones": [0.625, 0.75, 0.875]})  # fmt: skip
     write_run(tmp_path / "cosine", "cosine", 0, 71.5, config={"schedule.gamma": 0.5})
-    write_run(tmp_path / "step_lr", "step", 0, 70.0, config={"optim.lr": 0.05})
+    write_run(tmp_path / "step_lr", "step", 0, 70.0, config={"optim.lr": 0.05, **old})
     write_run(tmp_path / "cyclic", "cyclic", 0, 70.5, config={"schedule.lr_min": 0.001})
     write_run(tmp_path / "cosine64", "cosine", 0, 71.0, config={"dataset.batch_size": 64})
     report, text = report_of(tmp_path)
@@ -138,7 +139,7 @@ def test_students_are_told_apart_by_their_teachers_recipe(tmp_path: Path, monkey
         write_run(runs / f"long{seed}", "cosine", seed, 71.0, config={"schedule.epochs": 240})
         write_run(runs / f"short{seed}", "cosine", seed, 60.0, config={"schedule.epochs": 30})
         # the lead's born-again seeds: own seed derived from the chain's root seed
-        student = {"schedule.epochs": 200, "root_seed": seed}
+        student = {"schedule.epochs": 240, "root_seed": seed}
         # relative to where sdrun was started (Hydra's runtime.cwd), as sdrun reads it
         write_run(runs / f"ba_long{seed}", "kd", 1000 + seed, 71.0 + seed,
                   config={**student, "distill.teacher_checkpoint": f"outputs/long{seed}"},
@@ -151,7 +152,7 @@ def test_students_are_told_apart_by_their_teachers_recipe(tmp_path: Path, monkey
     snapshot = runs / "long0" / "checkpoints" / "cycle1.pt"
     snapshot.parent.mkdir()
     snapshot.write_bytes(b"")  # never loaded: the report reads run folders, not weights
-    cycle_student = {"schedule.epochs": 200, "distill.teacher_checkpoint": str(snapshot)}
+    cycle_student = {"schedule.epochs": 240, "distill.teacher_checkpoint": str(snapshot)}
     write_run(runs / "ba_cycle", "kd", 1000, 66.0, config=cycle_student, summary={"root_seed": 0})
     write_run(runs / "killed", "cosine", 7, None, write_summary=False)
     write_run(runs / "ba_killed", "kd", 7, 80.0,
