@@ -5,7 +5,6 @@ cycle end, evaluating, logging and checkpointing every epoch.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import os
 import signal
@@ -212,8 +211,9 @@ def _take_snapshot(parts: Parts, previous: Optional[TeacherState]) -> TeacherSta
 
 
 def _epoch_batches(parts: Parts, epoch: int, tally: EpochTally) -> Iterator[tuple[Tensor, Tensor]]:
-    """The epoch's training batches; a resumed mid-epoch checkpoint skips those already done."""
-    return itertools.islice(parts.train_loader.epoch(epoch), tally.batches, None)
+    """The epoch's training batches; a resumed mid-epoch checkpoint skips those already done
+    (in the sampler: skipped images are never read)."""
+    return parts.train_loader.epoch(epoch, start=tally.batches)
 
 
 def _teacher_for_epoch(
