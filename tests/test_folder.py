@@ -141,24 +141,27 @@ class CountingReads(torch.utils.data.Dataset):
         return self.dataset[index]
 
 
-@pytest.mark.parametrize("world_size", [1, 2])
+@pytest.mark.parametrize("world_size,num_workers", [(1, 0), (2, 0), (1, 1)])
 def test_a_resumed_epoch_skips_trained_batches_without_reading_them(
-    folder_root: Path, world_size: int
+    folder_root: Path, world_size: int, num_workers: int
 ):
     splits = open_folders(folder_root, image_size=32, eval_resize=36)
     for rank in range(world_size):
         train = CountingReads(splits.train)  # 24 images: 6 batches of 4, or 3 per rank of 2
-        loader = FolderLoader(train, 4, train=True, rank=rank, world_size=world_size)
+        loader = FolderLoader(train, 4, train=True, rank=rank, world_size=world_size,
+                              num_workers=num_workers)  # fmt: skip
         full = all_batches(loader, 3)
         done = len(full) - 2
         train.reads = 0
         # the runner's path for a resumed mid-epoch checkpoint
         parts = SimpleNamespace(train_loader=loader)
         resumed = list(_epoch_batches(parts, 3, EpochTally(batches=done)))
-        assert train.reads == 2 * loader.batch_size  # only the two batches left were decoded
+        if num_workers == 0:  # a worker process counts in its own copy
+            assert train.reads == 2 * loader.batch_size  # only the two batches left were read
         assert len(resumed) == 2
         for (xa, ya), (xb, yb) in zip(full[done:], resumed):
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert len(all_batches(loader, 4)) == len(full)  # the next epoch is whole again
 
 
 def test_a_resumed_epoch_of_the_device_loader_is_the_rest_of_the_epoch():
