@@ -35,8 +35,8 @@ from sdrun.config import (
     ScheduleConfig,
     TrainerConfig,
 )
-from sdrun.data import build_loaders
-from sdrun.errors import ConfigError
+from sdrun.data import build_loaders, load_cifar
+from sdrun.errors import ConfigError, DataError
 
 EXTRA = ["schedule.epochs=2", "schedule.cycle_length=1", "dataset.batch_size=32",
          "trainer.device=cpu"]  # fmt: skip
@@ -167,7 +167,7 @@ def cifar_server(tmp_path: Path):
         tar.add(source, arcname="cifar-100-python")
     ArchiveServer.downloads = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(ArchiveServer, directory=str(served)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     attrs = {
         "url": f"http://127.0.0.1:{server.server_address[1]}/{archive.name}",
         "filename": archive.name,
@@ -179,6 +179,26 @@ def cifar_server(tmp_path: Path):
     yield attrs
     server.shutdown()
     server.server_close()
+
+
+def test_download_in_one_process_checks_the_archive_and_every_file(
+    cifar_server: dict, tmp_path: Path, monkeypatch
+):
+    import torchvision.datasets as tvd
+
+    for name, value in cifar_server.items():
+        monkeypatch.setattr(tvd.CIFAR100, name, value)
+    data = load_cifar(tmp_path / "a", "cifar100", download=True)
+    assert data.train_x.shape == (256, 3, 32, 32) and data.num_classes == 100
+    load_cifar(tmp_path / "a", "cifar100", download=True)  # the files are there: no download
+    assert len(ArchiveServer.downloads) == 1
+    # a file that does not match its md5 after unpacking: one line, nothing half-read
+    monkeypatch.setattr(tvd.CIFAR100, "test_list", [["test", "0" * 32]])
+    with pytest.raises(DataError) as err:
+        load_cifar(tmp_path / "b", "cifar100", download=True)
+    message = str(err.value)
+    assert "\n" not in message and "md5 mismatch in the unpacked test" in message
+    assert "dataset.download=false" in message
 
 
 def test_first_run_downloads_once_and_a_mid_epoch_stop_resumes_to_the_same_metrics(
