@@ -30,6 +30,8 @@ class DatasetConfig:
     name: str = "cifar100"
     root: str = "data"
     download: bool = True
+    # Both global under torchrun: split over the processes (batch_size must divide; the eval
+    # batch is rounded down, at least 1).
     batch_size: int = 128
     eval_batch_size: int = 1000
     limit_train: Optional[int] = None

@@ -12,10 +12,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Optional
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from sdrun.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -132,19 +135,31 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
-def agreed_stop(local: Callable[[], bool], every: int, device: torch.device) -> Callable[[], bool]:
-    """A stop check all ranks agree on: a signal may reach the ranks at different steps, so
-    they compare flags every `every` calls (one tiny all-reduce) and stop at the same step."""
+def first_on_each_node(fetch: Callable[[], None]) -> None:
+    """Run `fetch` (an idempotent "download what is missing") in one process at a time per
+    folder: global rank 0 first, then the first process of each other node (whose disk may be
+    its own; on a shared disk it finds the files there), while the others wait. Every rank
+    then goes on to read. A failure in `fetch` stops every rank with its message instead of
+    leaving the others waiting at the barrier.
+    """
     if not dist.is_initialized():
-        return local
-    calls = 0
-
-    def check() -> bool:
-        nonlocal calls
-        calls += 1
-        return calls % every == 0 and any_rank(local(), device)
-
-    return check
+        fetch()
+        return
+    info = from_env()
+    for mine in (info.rank == 0, info.local_rank == 0 and info.rank != 0):
+        error: Optional[BaseException] = None
+        if mine:
+            try:
+                fetch()
+            except Exception as err:  # shared below, then raised here with its traceback
+                error = err
+        messages: list[Optional[str]] = [None] * dist.get_world_size()
+        dist.all_gather_object(messages, None if error is None else str(error))  # the barrier
+        if error is not None:
+            raise error
+        failed = next((m for m in messages if m is not None), None)
+        if failed is not None:
+            raise DataError(failed)
 
 
 def shutdown() -> None:

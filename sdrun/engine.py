@@ -3,7 +3,9 @@
 The hot loop never reads a value back from the device: loss sums, correct counts and the
 non-finite flag are accumulated as device tensors. They are read every `check_every` steps (to
 stop a diverged run early), every `log_every` steps when a progress bar is shown, and at the
-epoch's end.
+epoch's end. Under DDP those checks and the epoch's end are where the processes agree (one
+small all-reduce): on a non-finite loss anywhere every process stops at the same step, and a
+stop request is acted on at the same step everywhere.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ class EpochTally:
     batches: int = 0
     images: int = 0
     seconds: float = 0.0
-    sums: Optional[Tensor] = None  # weighted by batch size, see the slot names above
+    # Weighted by batch size, see the slot names above. Each process's own while training;
+    # after a stop request, over all processes (what a mid-epoch checkpoint stores, once).
+    sums: Optional[Tensor] = None
 
     def state_dict(self) -> dict:
         sums = None if self.sums is None else self.sums.detach().cpu()
@@ -81,9 +85,12 @@ class EpochTally:
 @dataclass
 class LoopOptions:
     log_every: int = 50  # progress-bar refresh period (steps)
-    check_every: int = 50  # non-finite loss check period (steps)
+    check_every: int = 50  # non-finite loss check period (steps): one host sync
     desc: str = ""
-    should_stop: Callable[[], bool] = field(default=lambda: False)
+    should_stop: Callable[[], bool] = field(default=lambda: False)  # this process's stop request
+    # Several processes: act on `should_stop` only at the checks, agreed over the processes
+    # (with `reduce`), so that all stop at the same step. One process polls it every step.
+    sync_stop: bool = False
     nan_at_step: Optional[int] = None  # fault injection for tests: this step's loss is NaN
     # Combines the epoch's sums over processes (a sum over ranks under torchrun).
     reduce: Callable[[Tensor], Tensor] = field(default=lambda sums: sums)
@@ -134,20 +141,22 @@ def train_one_epoch(
         _accumulate(tally, loss, ce, kd, logits, y, skipped, count_nonfinite=state.scaler is None)
         state.step += 1
         bar.update(1)
-        if tally.batches % options.check_every == 0:
-            _check_finite(tally, state.step)
+        if tally.batches % options.check_every == 0 and _agreed_check(tally, state.step, options):
+            stopped = True
+            break
         if tally.batches % options.log_every == 0 and not bar.disable:
             _show(bar, tally, lr, time.perf_counter() - start)
-        if options.should_stop():
+        if not options.sync_stop and options.should_stop():
             stopped = True
             break
     runtime.synchronize()  # the clock stops once the device has run the epoch's queued work
     tally.seconds = time.perf_counter() - start
     bar.close()
-    _check_finite(tally, state.step)
     if stopped and tally.batches < num_batches:
+        tally.sums = options.reduce(tally.sums)  # all processes stopped at this same step
+        _raise_if_nonfinite(tally.sums[NONFINITE].item(), state.step)
         return None
-    return _result(tally, lr, teacher is not None, options.reduce)
+    return _result(tally, lr, teacher is not None, options.reduce, state.step)
 
 
 def _accumulate(tally: EpochTally, loss: Tensor, ce: Tensor, kd: Tensor, logits: Tensor,
@@ -166,8 +175,20 @@ def _accumulate(tally: EpochTally, loss: Tensor, ce: Tensor, kd: Tensor, logits:
     tally.batches += 1
 
 
-def _check_finite(tally: EpochTally, step: int) -> None:
-    if tally.sums is not None and tally.sums[NONFINITE].item() > 0:  # a host sync, every N steps
+def _agreed_check(tally: EpochTally, step: int, options: LoopOptions) -> bool:
+    """The periodic host sync: raises NonFiniteLoss if any process's loss went non-finite;
+    returns whether any process asked to stop (with `sync_stop`). Both flags travel in one
+    reduce, so no process raises while the others wait for it in the next collective."""
+    flags = torch.cat([tally.sums[NONFINITE : NONFINITE + 1], torch.zeros_like(tally.sums[:1])])
+    if options.sync_stop and options.should_stop():
+        flags[1] = 1.0  # a fill on the device, not a copy from the host
+    nonfinite, stop = options.reduce(flags).tolist()
+    _raise_if_nonfinite(nonfinite, step)
+    return stop > 0
+
+
+def _raise_if_nonfinite(count: float, step: int) -> None:
+    if count > 0:
         raise NonFiniteLoss(step)
 
 
@@ -177,9 +198,10 @@ def _show(bar: tqdm, tally: EpochTally, lr: float, elapsed: float) -> None:
 
 
 def _result(
-    tally: EpochTally, lr: float, had_teacher: bool, reduce: Callable[[Tensor], Tensor]
+    tally: EpochTally, lr: float, had_teacher: bool, reduce: Callable[[Tensor], Tensor], step: int
 ) -> EpochResult:
     totals = reduce(tally.sums.clone()).tolist()  # the epoch's one read of the running sums
+    _raise_if_nonfinite(totals[NONFINITE], step)  # on every process alike: the sums are shared
     n = max(totals[IMAGES], 1)
     return EpochResult(
         loss=totals[LOSS] / n,

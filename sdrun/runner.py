@@ -5,7 +5,6 @@ cycle end, evaluating, logging and checkpointing every epoch.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import os
 import signal
@@ -235,8 +234,9 @@ def _take_snapshot(parts: Parts, previous: Optional[TeacherState]) -> TeacherSta
 
 
 def _epoch_batches(parts: Parts, epoch: int, tally: EpochTally) -> Iterator[tuple[Tensor, Tensor]]:
-    """The epoch's training batches; a resumed mid-epoch checkpoint skips those already done."""
-    return itertools.islice(parts.train_loader.epoch(epoch), tally.batches, None)
+    """The epoch's training batches; a resumed mid-epoch checkpoint skips those already done
+    (in the sampler: skipped images are never read)."""
+    return parts.train_loader.epoch(epoch, start=tally.batches)
 
 
 def _teacher_for_epoch(
@@ -274,8 +274,9 @@ def _train(
             log_every=cfg.trainer.log_every,
             check_every=cfg.trainer.log_every,
             desc=f"epoch {epoch}/{plan.epochs} cycle {cycle}/{plan.num_cycles}",
-            should_stop=distributed.agreed_stop(stop, cfg.trainer.log_every, parts.runtime.device),
-            nan_at_step=_fault_nan_step(),
+            should_stop=stop,
+            sync_stop=parts.dist.enabled,
+            nan_at_step=_fault_nan_step(parts.dist.rank),
             reduce=distributed.sum_,
         )
         if parts.session is not None:  # the heartbeat rides on the per-step stop check
@@ -322,10 +323,13 @@ def _train(
     return teacher
 
 
-def _fault_nan_step() -> Optional[int]:
-    """Fault injection for tests: SDRUN_FAULT_NAN_STEP=k makes global step k's loss NaN."""
-    value = os.environ.get("SDRUN_FAULT_NAN_STEP")
-    return int(value) if value else None
+def _fault_nan_step(rank: int) -> Optional[int]:
+    """Fault injection for tests: SDRUN_FAULT_NAN_STEP=k makes global step k's loss NaN, on
+    every process or, with SDRUN_FAULT_NAN_RANK=r, on rank r only."""
+    value, only = os.environ.get("SDRUN_FAULT_NAN_STEP"), os.environ.get("SDRUN_FAULT_NAN_RANK")
+    if not value or (only and int(only) != rank):
+        return None
+    return int(value)
 
 
 def _diverged(
@@ -340,10 +344,12 @@ def _diverged(
 
 
 def _stopped(stop: StopRequest, run_dir: Path, where: str) -> RunStopped:
-    name = signal.Signals(stop.signum).name
+    # Under DDP a process the signal did not reach stops because another one got it.
+    signum = stop.signum or signal.SIGTERM
+    name = signal.Signals(signum).name
     return RunStopped(
         f"stopped by {name} {where}; checkpoint written; continue with: sdrun resume={run_dir}",
-        stop.signum,
+        signum,
     )
 
 
@@ -404,6 +410,8 @@ def _restore(
     parts: Parts, progress: Progress, payload: dict[str, Any]
 ) -> tuple[Optional[TeacherState], Optional[EpochTally]]:
     tally = run_state.restore(payload, parts.model, parts.state, progress, parts.runtime.device)
+    if tally is not None and not parts.dist.is_main:
+        tally.sums = None  # the saved partial sums are over all processes: counted on rank 0 only
     if payload.get("teacher") is None:
         return _initial_teacher(parts), tally
     source = snapshot(parts.model)

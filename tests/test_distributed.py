@@ -1,17 +1,42 @@
-"""torchrun with 2 CPU processes (gloo): one run directory, identical teacher and weights on
-both ranks, and training that matches the single-process run on the same global batch."""
+"""Several processes (gloo on the CPU). torchrun: one run directory, identical teacher and
+weights on both ranks, training that matches the single-process run on the same global batch.
+Without a launcher (dist_workers.spawn, or `python -m sdrun` per rank as srun starts it):
+evaluation counts every image once, the first CIFAR download happens once, a mid-epoch stop
+resumes to the same epoch metrics, a NaN on one rank stops every rank; both batch sizes are
+global."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import tarfile
+import threading
+import time
+from collections import Counter
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import read_jsonl, sdrun, tiny
+from dist_workers import download_train_stop_resume, free_port, gather_val_images, spawn
+from folder_helpers import write_image_folder
+from helpers import read_jsonl, sdrun, tiny, write_tiny_cifar
+
+from sdrun.config import (
+    Config,
+    DatasetConfig,
+    LoggerConfig,
+    ModelConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TrainerConfig,
+)
+from sdrun.data import build_loaders, load_cifar
+from sdrun.errors import ConfigError, DataError
 
 EXTRA = ["schedule.epochs=2", "schedule.cycle_length=1", "dataset.batch_size=32",
          "trainer.device=cpu"]  # fmt: skip
@@ -62,3 +87,193 @@ def test_training_matches_the_single_process_run_on_the_same_global_batch(runs):
         assert abs(a["student/top1"] - b["student/top1"]) <= 10.0
     # the whole test set is evaluated, not one rank's shard
     assert ddp[-1]["teacher/top1"] is not None
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def test_evaluation_over_three_processes_counts_every_val_image_once(tmp_path: Path):
+    # 2 classes x 5 val images: 10 is not divisible by 3 (a padding sampler repeats 2 images)
+    root = write_image_folder(tmp_path / "images", num_classes=2, n_train=3, n_val=5)
+    out = tmp_path / "gathered.json"
+    spawn(gather_val_images, 3, root, 6, out)
+    gathered = json.loads(out.read_text())
+    val_numbers = list(range(2 * 3, 2 * 3 + 2 * 5))  # write_image_folder numbers train first
+    assert sorted(gathered["numbers"]) == val_numbers
+    assert Counter(gathered["labels"]) == {0: 5, 1: 5}
+    assert gathered["eval_batch"] == 2  # dataset.eval_batch_size=6 is global: 2 per process
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_both_batch_sizes_are_global(world_size: int):
+    # 50 test images, global eval batch 10: per process 10 // N (rounded down, at least 1)
+    cfg = DatasetConfig(name="fake", num_train=48, num_test=50, num_classes=10, image_size=8,
+                        batch_size=12, eval_batch_size=10)  # fmt: skip
+    shards = [
+        build_loaders(
+            cfg,
+            seed=0,
+            device=torch.device("cpu"),
+            channels_last=False,
+            rank=rank,
+            world_size=world_size,
+        )
+        for rank in range(world_size)
+    ]
+    for data in shards:
+        assert data.train.batch_size == 12 // world_size
+        assert data.test.batch_size == 10 // world_size
+    labels = [y for data in shards for _, y in data.test.epoch(0)]
+    assert sum(len(y) for y in labels) == 50  # every test image, once
+
+
+def test_a_batch_size_the_processes_do_not_divide_is_refused():
+    cfg = DatasetConfig(name="fake", num_train=48, num_test=50, batch_size=10)
+    with pytest.raises(ConfigError, match="dataset.batch_size=10 is not divisible by the 3"):
+        build_loaders(cfg, seed=0, device=torch.device("cpu"), channels_last=False, world_size=3)
+
+
+# ------------------------------------------------------------------ download, stop, resume
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+class ArchiveServer(SimpleHTTPRequestHandler):
+    """Serves a folder; counts the full downloads (torchvision first sends a request with a
+    `Method: HEAD` header to follow redirects, which is not one)."""
+
+    downloads: list[str] = []
+
+    def do_GET(self) -> None:
+        if self.headers.get("Method") != "HEAD":
+            ArchiveServer.downloads.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def cifar_server(tmp_path: Path):
+    """A tiny CIFAR-100 as the official archive on a localhost HTTP server, and the torchvision
+    class attributes (URL, md5 sums) that point its download there."""
+    source = write_tiny_cifar(tmp_path / "source") / "cifar-100-python"
+    served = tmp_path / "served"
+    served.mkdir()
+    archive = served / "cifar-100-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source, arcname="cifar-100-python")
+    ArchiveServer.downloads = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(ArchiveServer, directory=str(served)))
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    attrs = {
+        "url": f"http://127.0.0.1:{server.server_address[1]}/{archive.name}",
+        "filename": archive.name,
+        "tgz_md5": md5(archive),
+        "train_list": [["train", md5(source / "train")]],
+        "test_list": [["test", md5(source / "test")]],
+        "meta": {"filename": "meta", "key": "fine_label_names", "md5": md5(source / "meta")},
+    }
+    yield attrs
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_in_one_process_checks_the_archive_and_every_file(
+    cifar_server: dict, tmp_path: Path, monkeypatch
+):
+    import torchvision.datasets as tvd
+
+    for name, value in cifar_server.items():
+        monkeypatch.setattr(tvd.CIFAR100, name, value)
+    data = load_cifar(tmp_path / "a", "cifar100", download=True)
+    assert data.train_x.shape == (256, 3, 32, 32) and data.num_classes == 100
+    load_cifar(tmp_path / "a", "cifar100", download=True)  # the files are there: no download
+    assert len(ArchiveServer.downloads) == 1
+    # a file that does not match its md5 after unpacking: one line, nothing half-read
+    monkeypatch.setattr(tvd.CIFAR100, "test_list", [["test", "0" * 32]])
+    with pytest.raises(DataError) as err:
+        load_cifar(tmp_path / "b", "cifar100", download=True)
+    message = str(err.value)
+    assert "\n" not in message and "md5 mismatch in the unpacked test" in message
+    assert "dataset.download=false" in message
+
+
+def test_first_run_downloads_once_and_a_mid_epoch_stop_resumes_to_the_same_metrics(
+    cifar_server: dict, tmp_path: Path
+):
+    cfg = Config(
+        dataset=DatasetConfig(name="cifar100", root=str(tmp_path / "data"), download=True,
+                              batch_size=32, eval_batch_size=64),  # 8 steps per epoch
+        model=ModelConfig(name="resnet20"),
+        schedule=ScheduleConfig(epochs=2, cycle_length=1, lr_min=0.001),
+        optim=OptimConfig(lr=0.05),
+        trainer=TrainerConfig(device="cpu", deterministic=True, log_every=2),
+        logger=LoggerConfig(name="none"),
+    )  # fmt: skip
+    for name in ("reference", "stopped"):
+        (tmp_path / name).mkdir()
+    # SIGTERM to rank 0 only, as it hands out batch 3 of epoch 2: both stop after 4 batches
+    spawn(download_train_stop_resume, 2, cifar_server, cfg, tmp_path, (2, 3))
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+
+    # the archive was fetched once, by one process; both trained on it
+    assert ArchiveServer.downloads == ["/cifar-100-python.tar.gz"]
+    for report in ranks:
+        assert report["reference"]["complete"] and report["reference"]["processes"] == 2
+        assert report["download_error"] == "no network here"  # rank 1 did not wait forever
+    assert ranks[0]["reference"]["student/top1"] == ranks[1]["reference"]["student/top1"]
+
+    # the stop: mid-epoch, agreed by rank 1 without a signal of its own
+    assert ranks[0]["stop_tally"] == 4
+    assert all("in epoch 2 after step 4" in report["stopped"] for report in ranks)
+    reference = read_jsonl(tmp_path / "reference" / "metrics.jsonl")
+    resumed = read_jsonl(tmp_path / "stopped" / "metrics.jsonl")
+    assert [r["epoch"] for r in resumed] == [1, 2]
+    # the resumed epoch's training metrics count each process's steps once
+    for key in ("train/loss", "train/ce", "train/kd", "train/top1"):
+        assert resumed[1][key] == pytest.approx(reference[1][key], rel=1e-5), key
+    weights = [torch.load(tmp_path / d / "checkpoints" / "last.pt", weights_only=True)["model"]
+               for d in ("reference", "stopped")]  # fmt: skip
+    for name, value in weights[0].items():
+        assert torch.equal(weights[1][name], value), name
+
+
+# ----------------------------------------------------------------------------- divergence
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_with_one_line(
+    cifar100_root: Path, tmp_path: Path
+):
+    """Each rank a `python -m sdrun` of its own (as srun starts them), so each one's exit code
+    and stderr are seen: no launcher kills the rank left waiting."""
+    args = tiny(cifar100_root, *EXTRA, "trainer.log_every=2", f"hydra.run.dir={tmp_path / 'run'}")
+    # NaN at global step 1 on rank 1 only: the step just before a check (the worst case)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+           "SDRUN_FAULT_NAN_STEP": "1", "SDRUN_FAULT_NAN_RANK": "1"}  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sdrun", *args],
+            cwd=tmp_path,
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    deadline = time.monotonic() + 150  # far below any collective's timeout (gloo: 30 min)
+    try:
+        errors = [p.communicate(timeout=max(deadline - time.monotonic(), 1))[1] for p in procs]
+    except subprocess.TimeoutExpired:
+        pytest.fail("a rank was still running 150 s later: it hangs in a collective")
+    finally:
+        for p in procs:
+            p.kill()
+    for rank, (proc, stderr) in enumerate(zip(procs, errors)):
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1, f"rank {rank}: {stderr[-3000:]}"
+        assert lines[0].startswith("sdrun: error: training diverged") and "epoch 1" in lines[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,7 +23,9 @@ from sdrun.data.folder import (
     one_line,
     open_folders,
 )
+from sdrun.engine import EpochTally
 from sdrun.errors import ConfigError, DataError
+from sdrun.runner import _epoch_batches
 
 N_TRAIN, N_VAL, CLASSES = 8, 4, 3  # per class
 
@@ -122,6 +125,54 @@ def test_two_ranks_get_disjoint_train_shards(folder_root: Path):
     assert len(shards[0]) == len(shards[1]) == 12
     assert not shards[0] & shards[1]
     assert shards[0] | shards[1] == set(range(CLASSES * N_TRAIN))
+
+
+class CountingReads(torch.utils.data.Dataset):
+    """A dataset that counts the samples read (decoded) from it."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset, self.reads = dataset, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        self.reads += 1
+        return self.dataset[index]
+
+
+@pytest.mark.parametrize("world_size,num_workers", [(1, 0), (2, 0), (1, 1)])
+def test_a_resumed_epoch_skips_trained_batches_without_reading_them(
+    folder_root: Path, world_size: int, num_workers: int
+):
+    splits = open_folders(folder_root, image_size=32, eval_resize=36)
+    for rank in range(world_size):
+        train = CountingReads(splits.train)  # 24 images: 6 batches of 4, or 3 per rank of 2
+        loader = FolderLoader(train, 4, train=True, rank=rank, world_size=world_size,
+                              num_workers=num_workers)  # fmt: skip
+        full = all_batches(loader, 3)
+        done = len(full) - 2
+        train.reads = 0
+        # the runner's path for a resumed mid-epoch checkpoint
+        parts = SimpleNamespace(train_loader=loader)
+        resumed = list(_epoch_batches(parts, 3, EpochTally(batches=done)))
+        if num_workers == 0:  # a worker process counts in its own copy
+            assert train.reads == 2 * loader.batch_size  # only the two batches left were read
+        assert len(resumed) == 2
+        for (xa, ya), (xb, yb) in zip(full[done:], resumed):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert len(all_batches(loader, 4)) == len(full)  # the next epoch is whole again
+
+
+def test_a_resumed_epoch_of_the_device_loader_is_the_rest_of_the_epoch():
+    cfg = DatasetConfig(name="fake", num_train=64, num_test=8, num_classes=4, image_size=8,
+                        batch_size=8)  # fmt: skip
+    train = build_loaders(cfg, seed=3, device=torch.device("cpu"), channels_last=False).train
+    full = all_batches(train, 2)
+    resumed = list(_epoch_batches(SimpleNamespace(train_loader=train), 2, EpochTally(batches=5)))
+    assert len(resumed) == len(full) - 5
+    for (xa, ya), (xb, yb) in zip(full[5:], resumed, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
 def test_limit_keeps_a_fixed_subset_with_every_class(folder_root: Path):

@@ -57,7 +57,10 @@ class Batches(Protocol):
     @property
     def num_samples(self) -> int: ...
 
-    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]: ...
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """The epoch's batches from batch `start` on (a resumed epoch skips the earlier ones
+        without building them)."""
+        ...
 
 
 @dataclass
@@ -78,15 +81,19 @@ def build_loaders(
 ) -> DataBundle:
     """Train and test loaders for `cfg` on `device` (this rank's shard of each).
 
-    `dataset.batch_size` is the global batch: each of `world_size` ranks trains on its share.
+    Both batch sizes are global: each of `world_size` ranks takes its share. `batch_size`
+    must divide (it defines the training); `eval_batch_size` is rounded down (it changes no
+    result, only memory and speed), at least 1. Every eval loader is built here, through
+    `_per_process`, so that all of them get the same split.
     """
     if cfg.batch_size % world_size:
         raise ConfigError(
             f"dataset.batch_size={cfg.batch_size} is not divisible by the {world_size} processes; "
             f"use a multiple of {world_size} (it is the global batch, split over processes)"
         )
+    batches = _per_process(cfg, world_size)
     if cfg.name == "imagenet":
-        return _folder_loaders(cfg, seed, device, channels_last, rank, world_size)
+        return _folder_loaders(cfg, batches, seed, device, channels_last, rank, world_size)
     data = build_data(cfg, seed=seed)
     common = dict(
         mean=data.mean,
@@ -96,14 +103,25 @@ def build_loaders(
         rank=rank,
         world_size=world_size,
     )
-    batch = cfg.batch_size // world_size
-    train = DeviceLoader(data.train_x, data.train_y, batch, train=True, seed=seed, **common)
-    test = DeviceLoader(data.test_x, data.test_y, cfg.eval_batch_size, train=False, **common)
+    train = DeviceLoader(data.train_x, data.train_y, batches.train, train=True, seed=seed, **common)
+    test = DeviceLoader(data.test_x, data.test_y, batches.eval, train=False, **common)
     return DataBundle(train, test, data.num_classes)
+
+
+@dataclass(frozen=True)
+class _BatchSizes:
+    train: int
+    eval: int
+
+
+def _per_process(cfg: DatasetConfig, world_size: int) -> _BatchSizes:
+    """One process's share of the global `batch_size` and `eval_batch_size`."""
+    return _BatchSizes(cfg.batch_size // world_size, max(cfg.eval_batch_size // world_size, 1))
 
 
 def _folder_loaders(
     cfg: DatasetConfig,
+    batches: _BatchSizes,
     seed: int,
     device: torch.device,
     channels_last: bool,
@@ -126,6 +144,6 @@ def _folder_loaders(
         rank=rank,
         world_size=world_size,
     )
-    train = FolderLoader(splits.train, cfg.batch_size // world_size, train=True, **common)
-    test = FolderLoader(splits.val, cfg.eval_batch_size, train=False, **common)
+    train = FolderLoader(splits.train, batches.train, train=True, **common)
+    test = FolderLoader(splits.val, batches.eval, train=False, **common)
     return DataBundle(train, test, splits.num_classes)

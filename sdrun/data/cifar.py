@@ -17,6 +17,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+from sdrun import distributed
 from sdrun.data.base import ImageSet, Stats
 from sdrun.errors import ConfigError, DataError
 
@@ -230,14 +231,26 @@ def _missing_message(root: Path, spec: _Spec, missing: list[str]) -> str:
 
 
 def _download(root: Path, spec: _Spec) -> None:
-    """Fetch with torchvision, which verifies the archive's and the files' md5."""
-    import torchvision.datasets as tvd  # imported here: only needed on first use
+    """Fetch and unpack the official archive with torchvision's download utility, from the
+    URL and with the md5 sums its dataset class holds (archive and every file checked).
 
-    dataset_class = getattr(tvd, spec.torchvision_class)
+    Not through the dataset class itself: that would also unpickle the whole split with
+    plain `pickle`, which sdrun never does with a downloaded file (see `_CifarUnpickler`).
+    """
+    import torchvision.datasets as tvd  # imported here: only needed on first use
+    from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+
+    source = getattr(tvd, spec.torchvision_class)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        for train in (True, False):  # the second call only checks the test files' md5
-            dataset_class(str(root), train=train, download=True)
+        download_and_extract_archive(
+            source.url, str(root), filename=source.filename, md5=source.tgz_md5
+        )
+        meta = (source.meta["filename"], source.meta["md5"])
+        sums = [*source.train_list, *source.test_list, meta]
+        bad = [name for name, md5 in sums if not check_integrity(root / spec.folder / name, md5)]
+        if bad:
+            raise RuntimeError(f"md5 mismatch in the unpacked {', '.join(bad)}")
     except Exception as e:  # network, disk, or checksum errors all mean the same to the user
         detail = " ".join(str(e).split()) or "no detail"
         raise DataError(
@@ -245,6 +258,11 @@ def _download(root: Path, spec: _Spec) -> None:
             f"({type(e).__name__}: {detail}); check the network, or unpack the official "
             f"archive into {root} yourself and set dataset.download=false"
         ) from e
+
+
+def _download_missing(root: Path, spec: _Spec) -> None:
+    if _missing(root / spec.folder, spec):
+        _download(root, spec)
 
 
 def load_cifar(root: Path, name: str, download: bool) -> ImageSet:
@@ -256,10 +274,9 @@ def load_cifar(root: Path, name: str, download: bool) -> ImageSet:
     spec = _spec(name)
     root = Path(root)
     folder = root / spec.folder
+    if download:  # under torchrun one process per folder downloads while the others wait
+        distributed.first_on_each_node(lambda: _download_missing(root, spec))
     missing = _missing(folder, spec)
-    if missing and download:
-        _download(root, spec)
-        missing = _missing(folder, spec)
     if missing:
         raise DataError(_missing_message(root, spec, missing))
     train_x, train_y = _read_split(folder, spec.train_files, spec)

@@ -3,14 +3,17 @@ DataLoader workers and normalized on the device.
 
 Workers decode, crop and flip on the CPU and hand back uint8 tensors; a batch goes to the
 device as uint8 (a quarter of the bytes of float32) from pinned memory without blocking, and
-is normalized there. Sample order comes from a DistributedSampler seeded by (seed, epoch);
+is normalized there. Training order comes from a DistributedSampler seeded by (seed, epoch);
 each sample's augmentation is seeded by (seed, epoch, index), so a batch does not depend on
-the number of workers, on the worker that drew it, or on whether the run was resumed.
+the number of workers, on the worker that drew it, or on whether the run was resumed (a
+resumed epoch starts the sampler past the images already trained: they are never read).
+Evaluation shards the split by striding, so every image counts exactly once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,25 +136,46 @@ def sampler_seed(seed: int) -> int:
     return int.from_bytes(digest[:7], "little")  # leaves room for `+ epoch` under 2**63
 
 
+class StridedShard(Sampler[int]):
+    """Rank r of w takes samples r, r + w, r + 2w, ... in order: over the ranks every sample
+    exactly once. (DistributedSampler would pad the shards to equal length with repeats, so
+    some images would count twice; shards here differ by at most one sample.)"""
+
+    def __init__(self, size: int, rank: int, world_size: int) -> None:
+        self.indices = range(rank, size, world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        pass  # the same order every epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 class EpochKeys(Sampler[tuple[int, int]]):
-    """Yields (epoch, index) in the inner sampler's order, so a worker can seed each sample.
+    """Yields (epoch, index) in the inner sampler's order, so a worker can seed each sample,
+    from position `start` on (a resumed epoch skips what it trained: only indices are skipped).
 
     The sampler runs in the main process, so this works with persistent workers too.
     """
 
-    def __init__(self, inner: DistributedSampler) -> None:
+    def __init__(self, inner: DistributedSampler | StridedShard) -> None:
         self.inner = inner
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch = epoch
+        self.start = start
         self.inner.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return ((self.epoch, index) for index in self.inner)
+        return ((self.epoch, i) for i in itertools.islice(self.inner, self.start, None))
 
     def __len__(self) -> int:
-        return len(self.inner)
+        return max(len(self.inner) - self.start, 0)
 
 
 class SeededSamples(Dataset):
@@ -192,8 +216,8 @@ class FolderLoader:
 
     train=True: each epoch a fresh shuffle from (seed, epoch), only full batches; each rank
     of `world_size` gets an equal, disjoint shard (the remainder is left out that epoch).
-    train=False: in order; every sample once on one rank (the sampler pads the shards to
-    equal length with repeats when `world_size` does not divide the split).
+    train=False: in order; every sample exactly once over the ranks (strided shards, which
+    differ in length by at most one sample when `world_size` does not divide the split).
     """
 
     def __init__(
@@ -224,16 +248,18 @@ class FolderLoader:
         self.channels_last = channels_last
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device)
-        self.sampler = EpochKeys(
-            DistributedSampler(
+        if train:
+            inner = DistributedSampler(
                 dataset,  # type: ignore[arg-type]
                 num_replicas=world_size,
                 rank=rank,
-                shuffle=train,
+                shuffle=True,
                 seed=sampler_seed(seed),
-                drop_last=train,
+                drop_last=True,
             )
-        )
+        else:
+            inner = StridedShard(len(dataset), rank, world_size)  # type: ignore[arg-type]
+        self.sampler = EpochKeys(inner)
         shard = len(self.sampler)
         if train and shard < batch_size:
             raise ConfigError(
@@ -263,9 +289,11 @@ class FolderLoader:
         """Images this rank yields per epoch (for train, after dropping the partial batch)."""
         return self._samples
 
-    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield (images in `dtype`, int64 labels) on the device for epoch `epoch`."""
-        self.sampler.set_epoch(epoch)
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield (images in `dtype`, int64 labels) on the device for epoch `epoch`, from batch
+        `start` on (a resumed epoch: the sampler starts past the earlier batches' images, so
+        they are never decoded)."""
+        self.sampler.set_epoch(epoch, start * self.batch_size)
         return self._batches_of()
 
     def _batches_of(self) -> Iterator[tuple[Tensor, Tensor]]:

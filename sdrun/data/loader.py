@@ -131,9 +131,10 @@ class DeviceLoader:
         """Images this rank yields per epoch (for train, after dropping the partial batch)."""
         return self._batches * self.batch_size if self.train else self._shard
 
-    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield (images in `dtype`, int64 labels) on the device for epoch `epoch`."""
-        return self._train_epoch(epoch) if self.train else self._eval_epoch()
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield (images in `dtype`, int64 labels) on the device for epoch `epoch`, from batch
+        `start` on (a resumed epoch: the earlier batches are not built at all)."""
+        return self._train_epoch(epoch, start) if self.train else self._eval_epoch(start)
 
     def _plan(self, epoch: int) -> tuple[Tensor, Tensor, Tensor]:
         """This rank's sample indices, crop shifts and flips for the epoch, on the device.
@@ -150,22 +151,22 @@ class DeviceLoader:
         pos = torch.arange(self.rank, self._shard * self.world_size, self.world_size)[:used]
         return perm[pos].to(self.device), shifts[pos].to(self.device), flips[pos].to(self.device)
 
-    def _train_epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def _train_epoch(self, epoch: int, start: int) -> Iterator[tuple[Tensor, Tensor]]:
         index, shifts, flips = self._plan(epoch)
         bs = self.batch_size
-        for i in range(self._batches):
+        for i in range(start, self._batches):
             sel = slice(i * bs, (i + 1) * bs)
             idx = index[sel]
             x = random_crop(self.images[idx], shifts[sel], self.pad)
             x = hflip(x, flips[sel])
             yield self._finish(x), self.labels[idx]
 
-    def _eval_epoch(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def _eval_epoch(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
         # Strided views, not gathers: eval needs no copy beyond normalization.
         images = self.images[self.rank :: self.world_size]
         labels = self.labels[self.rank :: self.world_size]
         bs = self.batch_size
-        for i in range(self._batches):
+        for i in range(start, self._batches):
             yield self._finish(images[i * bs : (i + 1) * bs]), labels[i * bs : (i + 1) * bs]
 
     def _finish(self, x: Tensor) -> Tensor:
