@@ -336,9 +336,14 @@ def _diverged(
     epoch: int, cycle: int, teacher: Optional[TeacherState], step: int, progress: Progress
 ) -> str:
     who = "with the teacher active" if teacher is not None else "without a teacher"
+    kept = (
+        f"the last good checkpoint (epoch {progress.epoch}) is kept"
+        if progress.epoch
+        else "no epoch finished, so there is no checkpoint"
+    )
     return (
         f"training diverged: the loss became NaN or infinite in epoch {epoch} (cycle {cycle}, "
-        f"{who}) by step {step}; the last good checkpoint (epoch {progress.epoch}) is kept; "
+        f"{who}) by step {step}; {kept}; "
         "lower optim.lr or add schedule.warmup_epochs and start a new run"
     )
 

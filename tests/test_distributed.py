@@ -277,3 +277,4 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank_with_one_line(
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1, f"rank {rank}: {stderr[-3000:]}"
         assert lines[0].startswith("sdrun: error: training diverged") and "epoch 1" in lines[0]
+        assert "no epoch finished, so there is no checkpoint" in lines[0]  # none to point to
