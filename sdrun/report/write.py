@@ -28,6 +28,7 @@ from sdrun.report.table import (
     row_record,
     sd_gains,
 )
+from sdrun.report.transfer import split_runs, transfer_section
 
 MAX_NAME = 120  # characters of a plot's file name
 TABLE_HEADER = [
@@ -49,6 +50,7 @@ class Report:
     run_plots: dict[Path, Path] = field(default_factory=dict)
     method_plots: dict[str, Path] = field(default_factory=dict)
     sweep_plots: dict[Path, Path] = field(default_factory=dict)
+    transfer_runs: list[Run] = field(default_factory=list)  # sdrun-transfer's, own table
 
     def link(self, path: Path) -> str:
         """`path` relative to RESULTS.md, so the report folder can be moved as a whole."""
@@ -72,6 +74,7 @@ def slug(path: Path, roots: Sequence[Path]) -> str:
 def build_report(paths: Sequence[Path], out: Path) -> Report:
     roots = [p.resolve() for p in paths]
     runs, sweep_dirs, notes = load_runs(roots)
+    runs, transfer_runs = split_runs(runs)
     rows = build_rows(r for r in runs if r.complete)
     notes += [note for row in rows for note in row.notes]
     return Report(
@@ -83,6 +86,7 @@ def build_report(paths: Sequence[Path], out: Path) -> Report:
         incomplete=[r for r in runs if not r.complete],
         notes=notes,
         runs=runs,
+        transfer_runs=transfer_runs,
     )
 
 
@@ -120,6 +124,7 @@ def write(report: Report) -> None:
     write_csv(out / "gains.csv", [gain_record(g) for g in report.gains], GAIN_COLUMNS)
     md = [*_md_intro(report), *_md_tables(report), *_md_gains(report), *_md_sweeps(report)]
     md += [*_md_runs(report), *_md_problems(report)]
+    md += transfer_section(report.transfer_runs, out)
     (out / "RESULTS.md").write_text("\n".join(md) + "\n")
 
 
