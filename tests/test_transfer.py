@@ -180,3 +180,31 @@ def test_transfer_benchmark_measures_both_tasks_on_cpu():
     for task in ("detection", "segmentation"):
         assert result[task]["img_per_s"] > 0 and result[task]["ms_per_step"] > 0
     assert result["device"] == "cpu"
+
+
+def load_reproduce_transfer():
+    sys.path.insert(0, str(ROOT / "scripts"))  # it imports the pretraining table's runner
+    try:
+        spec = importlib.util.spec_from_file_location("reproduce_transfer", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["reproduce_transfer"] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return module
+
+
+def test_reproduce_transfer_plans_every_backbone_of_a_tree(sd_run: Path, tmp_path: Path, capsys):
+    script = load_reproduce_transfer()
+    out = tmp_path / "out"
+    args = ["--from", str(sd_run.parent), "--out", str(out), "--dry-run"]
+    assert script.main([*args, "--backbones", "timm:resnet18", "--seeds", "0,1"]) == 0
+    planned = [line for line in capsys.readouterr().out.splitlines() if ": new -> " in line]
+    folders = sorted(line.split(" -> ")[1] for line in planned)
+    expected = [out / task / model / method / f"{tag}_seed{seed}"
+                for task in ("detection", "segmentation") for seed in (0, 1)
+                for model, method, tag in (("resnet18", "timm", "pretrained"),
+                                           ("resnet20", "sd", "b0"))]  # fmt: skip
+    assert folders == sorted(map(str, expected))
+    assert script.main([*args, "--tasks", "classification"]) == 2
+    assert "pick from detection, segmentation" in capsys.readouterr().err

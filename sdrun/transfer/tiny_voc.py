@@ -103,3 +103,23 @@ def write_tiny_voc(root: Path, n_images: int = 8, size: tuple[int, int] = (80, 6
                     png.save(base / "SegmentationClass" / f"{name}.png")
                 (base / "ImageSets" / kind / f"{split}.txt").write_text("\n".join(names) + "\n")
     return Path(root)
+
+
+def write_tiny_sbd(root: Path, names: list[str], size: tuple[int, int] = (80, 64),
+                   classes: int = 4, seed: int = 1) -> Path:  # fmt: skip
+    """SBD's layout as torchvision's SBDataset reads it, under `root/SBD`: img/<name>.jpg,
+    cls/<name>.mat (a GTcls struct whose Segmentation is the class mask, no 255 borders) and
+    train_noval.txt listing `names`. Needs scipy (SBD's masks are MATLAB files)."""
+    from scipy.io import savemat
+
+    rng = random.Random(seed)
+    base = Path(root) / "SBD"
+    (base / "img").mkdir(parents=True, exist_ok=True)
+    (base / "cls").mkdir(exist_ok=True)
+    for name in names:
+        pixels, _, mask = _image(rng, size, classes)
+        Image.fromarray(pixels).save(base / "img" / f"{name}.jpg", quality=95)
+        mask[mask == 255] = 0  # SBD marks no borders
+        savemat(base / "cls" / f"{name}.mat", {"GTcls": {"Segmentation": mask}})
+    (base / "train_noval.txt").write_text("\n".join(names) + "\n")
+    return Path(root)

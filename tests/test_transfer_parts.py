@@ -1,0 +1,94 @@
+"""Backbones, data and loaders of sdrun-transfer, piece by piece (no training)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from transfer_helpers import torch_threads
+
+from sdrun.errors import ConfigError, DataError
+from sdrun.transfer import detection, segmentation
+from sdrun.transfer.backbone import create_features, freeze, open_backbone
+from sdrun.transfer.config import TransferConfig
+from sdrun.transfer.loader import TaskLoader
+from sdrun.transfer.tiny_voc import write_tiny_sbd
+from sdrun.transfer.voc import IGNORE, open_segmentation
+
+
+def test_timm_resnet101_and_152_as_backbones():
+    """On the meta device: the real architectures, no weights allocated."""
+    cfg = TransferConfig(backbone="timm:resnet101")
+    backbone = open_backbone("scratch:resnet101")
+    with torch.device("meta"):
+        features = freeze(create_features(backbone, None, None), 2, True)
+        detector = detection.build_detector(features, (0.5,) * 3, (0.25,) * 3, cfg, True)
+        dilated = create_features(open_backbone("scratch:resnet152"), None, 8)
+        segmenter = segmentation.build_segmenter(dilated, cfg, True)
+    assert detector.backbone.positions == [1, 2, 3, 4]  # strides 4..32, as torchvision's FPN
+    assert detector.rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,), (512,))
+    assert not any(p.requires_grad for p in features.layer1.parameters())  # frozen stage 1
+    assert all(p.requires_grad for p in features.layer2.parameters())
+    assert dilated.feature_info.reduction() == [2, 4, 8, 8, 8]  # output stride 8
+    assert segmenter.classifier[0].convs[1][0].dilation == (12, 12)  # DeepLabV3's at stride 8
+
+
+@pytest.mark.parametrize("name", ["resnet20", "densenet_bc100"])
+def test_cifar_nets_give_feature_maps_for_both_heads(name: str):
+    cfg = TransferConfig(backbone=f"scratch:{name}")
+    cfg.task.fpn_channels, cfg.dataset.image_size, cfg.dataset.max_size = 16, 32, 48
+    torch.manual_seed(0)
+    backbone = open_backbone(cfg.backbone)
+    with torch_threads(1), torch.no_grad():
+        detector = detection.build_detector(create_features(backbone, None, None), (0.5,) * 3,
+                                            (0.25,) * 3, cfg, False).eval()  # fmt: skip
+        out = detector([torch.rand(3, 32, 40)])
+        segmenter = segmentation.build_segmenter(create_features(backbone, None, 8), cfg, False)
+        masks = segmenter.eval()(torch.rand(1, 3, 32, 32))["out"]
+    assert detector.backbone.positions == [1, 2, 3]  # deepest map of strides 1, 2, 4
+    assert set(out[0]) == {"boxes", "scores", "labels"}
+    assert masks.shape == (1, 21, 32, 32)
+
+
+def test_detection_levels_need_one_map_per_stride():
+    assert detection.pick_levels([1, 1, 2, 4], chosen=False) == [1, 2, 3]
+    assert detection.pick_levels([2, 4, 8, 16, 32], chosen=False) == [1, 2, 3, 4]
+    with pytest.raises(ConfigError, match="task.out_indices"):
+        detection.pick_levels([4, 8, 8], chosen=True)
+
+
+def test_evaluation_shards_hold_every_image_exactly_once():
+    class Indices(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 8
+
+        def __getitem__(self, i: int) -> int:
+            return i
+
+    seen = []
+    for rank in range(3):  # 8 images over 3 processes: 3, 3 and 2, no padding repeats
+        loader = TaskLoader(Indices(), 2, train=False, collate=list, move=lambda b, d: b,
+                            device=torch.device("cpu"), rank=rank, world_size=3)  # fmt: skip
+        seen += [i for batch in loader.epoch(0) for i in batch]
+    assert sorted(seen) == list(range(8))
+
+
+def test_sbd_masks_join_voc_training_when_present(tmp_path: Path, voc_root: Path):
+    pytest.importorskip("scipy")  # SBD's masks are .mat files
+    root = tmp_path / "voc"
+    shutil.copytree(voc_root, root)
+    voc_train = (root / "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt").read_text().split()
+    assert open_segmentation(root, download=False, sbd=None).train_sets == "voc2012_train"
+    with pytest.raises(DataError, match="dataset.sbd=true but"):
+        open_segmentation(root, download=False, sbd=True)
+    write_tiny_sbd(root, [voc_train[0], "sbd_0000", "sbd_0001"])  # one is also in VOC's train
+    splits = open_segmentation(root, download=False, sbd=None)
+    assert splits.train_sets == "voc2012_train+sbd_train_noval"
+    assert len(splits.train) == len(voc_train) + 2  # VOC's own mask wins for the shared image
+    image, mask = splits.train[len(voc_train)]
+    assert mask.shape == image.shape[1:] and set(mask.unique().tolist()) <= set(range(21))
+    assert len(open_segmentation(root, download=False, sbd=False).train) == len(voc_train)
+    image, mask = open_segmentation(root, download=False, sbd=False).train[0]
+    assert IGNORE in mask.unique().tolist()  # VOC's masks do have 255 borders
