@@ -124,3 +124,16 @@ def test_a_bad_value(bad):
     assert "dataset.image_size=0 must be > 0" in bad(
         "backbone=scratch:resnet20", "dataset.image_size=0"
     )
+
+
+def test_a_non_finite_loss_stops_with_one_line_and_keeps_the_last_checkpoint(
+    monkeypatch, capsys, tmp_path: Path, voc_root: Path
+):
+    monkeypatch.setenv("SDRUN_FAULT_NAN_STEP", "2")  # the first step of epoch 2
+    run = tmp_path / "run"
+    code = transfer(monkeypatch, *TINY, "task=segmentation", "backbone=scratch:resnet20",
+                    "dataset.image_size=32", f"dataset.root={voc_root}",
+                    f"hydra.run.dir={run}")  # fmt: skip
+    line = one_line(capsys.readouterr().err)
+    assert code == 2 and "diverged" in line and "epoch 2" in line
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
