@@ -137,3 +137,8 @@ def test_a_non_finite_loss_stops_with_one_line_and_keeps_the_last_checkpoint(
     line = one_line(capsys.readouterr().err)
     assert code == 2 and "diverged" in line and "epoch 2" in line
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_segmentation_needs_two_images_per_process(bad):
+    line = bad("task=segmentation", "backbone=scratch:resnet20", "dataset.batch_size=1")
+    assert "dataset.batch_size=1" in line and "trainer.sync_bn=true" in line

@@ -146,10 +146,17 @@ def build(cfg: TransferConfig, runtime: Runtime, dist: distributed.Dist) -> Part
             f"dataset.batch_size={cfg.dataset.batch_size} is not divisible by the "
             f"{dist.world_size} processes; use a multiple of {dist.world_size} (it is global)"
         )
+    segmenting = cfg.task.name == "segmentation"
+    per_process = cfg.dataset.batch_size // dist.world_size
+    if segmenting and per_process < 2 and not cfg.trainer.sync_bn:
+        raise ConfigError(
+            f"dataset.batch_size={cfg.dataset.batch_size} leaves {per_process} image per process; "
+            "DeepLabV3's BatchNorm needs 2 or more: raise dataset.batch_size or set "
+            "trainer.sync_bn=true"
+        )
     backbone = open_backbone(cfg.backbone or "")
     task = TASKS[cfg.task.name]
     splits = open_data(cfg, dist)
-    segmenting = cfg.task.name == "segmentation"
     features = create_features(
         backbone, cfg.task.out_indices, cfg.task.output_stride if segmenting else None
     )
@@ -171,8 +178,7 @@ def build(cfg: TransferConfig, runtime: Runtime, dist: distributed.Dist) -> Part
     common = dict(collate=collate, move=move, device=runtime.device, seed=cfg.seed,
                   num_workers=cfg.dataset.num_workers, rank=dist.rank,
                   world_size=dist.world_size)  # fmt: skip
-    train = TaskLoader(splits.train, cfg.dataset.batch_size // dist.world_size, train=True,
-                       **common)  # fmt: skip
+    train = TaskLoader(splits.train, per_process, train=True, **common)
     eval_batch = max(1, cfg.dataset.eval_batch_size // dist.world_size)
     test = TaskLoader(splits.test, eval_batch, train=False, **common)
     s = cfg.schedule
@@ -244,7 +250,9 @@ def _record(parts: Parts, epoch: int, result: loop.EpochResult) -> tuple[dict, O
         distributed.sync_state(parts.model)  # rank 0's BN statistics on every shard
         scores = parts.task.evaluate(parts.model, parts.test_loader.epoch(0), parts.runtime)
         per_class = scores.pop("per_class")
-        scores.pop("test/images")
+        counted = scores.pop("test/images")
+        if counted != parts.test_images:  # every test image exactly once, over all processes
+            raise RuntimeError(f"evaluated {counted} images of a {parts.test_images}-image split")
         record.update(scores)
     else:
         record[parts.task.METRIC] = None
