@@ -40,7 +40,8 @@ def _task(dict_cfg: DictConfig) -> Optional[float]:
     try:
         cfg: TransferConfig = OmegaConf.to_object(dict_cfg)
         validate(cfg)  # before any data or model is built
-        from sdrun.transfer.runner import TASKS, run
+        from sdrun.transfer.parts import TASKS
+        from sdrun.transfer.runner import run
 
         summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except RunStopped as err:

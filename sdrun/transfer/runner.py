@@ -15,18 +15,13 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Optional
-
-from omegaconf import OmegaConf
-from torch import nn
 
 from sdrun import checkpoint as ckpt
 from sdrun import distributed, run_state
 from sdrun.engine import EpochTally, LoopOptions, NonFiniteLoss, StepState
-from sdrun.errors import ConfigError, TrainingDiverged
+from sdrun.errors import TrainingDiverged
 from sdrun.interrupt import RunStopped, StopRequest
 from sdrun.loggers import (
     METRICS,
@@ -37,50 +32,20 @@ from sdrun.loggers import (
     build_logger,
     write_summary,
 )
-from sdrun.optim import build_optimizer
 from sdrun.run_state import Progress
-from sdrun.runtime import Runtime, configure_determinism, resolve_runtime, seed_everything
-from sdrun.transfer import detection, loop, segmentation
-from sdrun.transfer.backbone import Backbone, create_features, freeze, normalization, open_backbone
+from sdrun.runtime import configure_determinism, resolve_runtime, seed_everything
+from sdrun.transfer import loop
 from sdrun.transfer.config import TransferConfig, validate
-from sdrun.transfer.loader import TaskLoader
-from sdrun.transfer.schedule import FinetunePlan
-from sdrun.transfer.transforms import (
-    DetectionTrain,
-    SegmentationTrain,
-    collate_detection,
-    collate_segmentation,
-)
-from sdrun.transfer.voc import Splits, open_detection, open_segmentation
+from sdrun.transfer.parts import Parts, build, config_dict
 
 log = logging.getLogger(__name__)
 
-TASKS: dict[str, ModuleType] = {"detection": detection, "segmentation": segmentation}
 # What a resume must not change (prefixes of config keys); paths and runtime keys may change.
 DEFINING = (
     "dataset.batch_size", "dataset.limit_train", "dataset.limit_test", "dataset.image_size",
     "dataset.max_size", "dataset.scale_range", "dataset.sbd", "task", "backbone", "schedule",
     "optim", "seed",
 )  # fmt: skip
-
-
-@dataclass
-class Parts:
-    cfg: TransferConfig
-    runtime: Runtime
-    dist: distributed.Dist
-    backbone: Backbone
-    task: ModuleType  # sdrun.transfer.detection or .segmentation: loss, evaluate, METRIC
-    model: nn.Module  # the plain module: its state_dict is what gets saved
-    train_model: nn.Module  # what the loop calls (DDP-wrapped under torchrun)
-    train_loader: TaskLoader
-    test_loader: TaskLoader
-    plan: FinetunePlan
-    state: StepState
-    train_sets: str
-    train_images: int  # in the whole split
-    test_images: int
-    frozen: str  # what of the backbone stays fixed, for the log and the summary
 
 
 def run(cfg: TransferConfig, run_dir: Path) -> dict[str, Any]:
@@ -122,75 +87,6 @@ def run(cfg: TransferConfig, run_dir: Path) -> dict[str, Any]:
     log.info("done: %s %.2f (%s backbone %s); %s", metric, summary[metric],
              parts.backbone.method, parts.backbone.model, run_dir)  # fmt: skip
     return summary
-
-
-def config_dict(cfg: TransferConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-
-
-def open_data(cfg: TransferConfig, dist: distributed.Dist) -> Splits:
-    d = cfg.dataset
-    common = dict(download=d.download, is_main=dist.is_main, limit_train=d.limit_train,
-                  limit_test=d.limit_test)  # fmt: skip
-    root = Path(d.root).expanduser()
-    if cfg.task.name == "detection":
-        return open_detection(root, train_transform=DetectionTrain(), **common)
-    crop = SegmentationTrain(d.image_size, (d.scale_range[0], d.scale_range[1]))
-    return open_segmentation(root, sbd=d.sbd, train_transform=crop, **common)
-
-
-def build(cfg: TransferConfig, runtime: Runtime, dist: distributed.Dist) -> Parts:
-    """Everything a user can get wrong is checked here, before the first step."""
-    if cfg.dataset.batch_size % dist.world_size:
-        raise ConfigError(
-            f"dataset.batch_size={cfg.dataset.batch_size} is not divisible by the "
-            f"{dist.world_size} processes; use a multiple of {dist.world_size} (it is global)"
-        )
-    segmenting = cfg.task.name == "segmentation"
-    per_process = cfg.dataset.batch_size // dist.world_size
-    if segmenting and per_process < 2 and not cfg.trainer.sync_bn:
-        raise ConfigError(
-            f"dataset.batch_size={cfg.dataset.batch_size} leaves {per_process} image per process; "
-            "DeepLabV3's BatchNorm needs 2 or more: raise dataset.batch_size or set "
-            "trainer.sync_bn=true"
-        )
-    backbone = open_backbone(cfg.backbone or "")
-    task = TASKS[cfg.task.name]
-    splits = open_data(cfg, dist)
-    features = create_features(
-        backbone, cfg.task.out_indices, cfg.task.output_stride if segmenting else None
-    )
-    freeze_at, freeze_bn = cfg.task.freeze_at, cfg.task.freeze_bn
-    if backbone.kind == "scratch":  # random weights: freezing them would only hobble the net
-        freeze_at, freeze_bn = 0, False
-    features = freeze(features, freeze_at, freeze_bn)
-    frozen = f"{freeze_at} level(s), BatchNorm {'frozen' if freeze_bn else 'trained'}"
-    mean, std = normalization(backbone, features)
-    channels_last = runtime.channels_last
-    if segmenting:
-        model = segmentation.build_segmenter(features, cfg, channels_last)
-        move = segmentation.mover(mean, std, channels_last)
-        collate = collate_segmentation
-    else:
-        model = detection.build_detector(features, mean, std, cfg, channels_last)
-        move, collate = detection.move, collate_detection
-    model.to(runtime.device, memory_format=runtime.memory_format)
-    common = dict(collate=collate, move=move, device=runtime.device, seed=cfg.seed,
-                  num_workers=cfg.dataset.num_workers, rank=dist.rank,
-                  world_size=dist.world_size)  # fmt: skip
-    train = TaskLoader(splits.train, per_process, train=True, **common)
-    eval_batch = max(1, cfg.dataset.eval_batch_size // dist.world_size)
-    test = TaskLoader(splits.test, eval_batch, train=False, **common)
-    s = cfg.schedule
-    plan = FinetunePlan(s.name, s.epochs, len(train), cfg.optim.lr, s.warmup_iters,
-                        tuple(s.milestones), s.gamma, s.power)  # fmt: skip
-    state = StepState(
-        build_optimizer(model, cfg.optim, runtime.device), runtime.grad_scaler(), step=0
-    )
-    train_model = distributed.wrap(model, dist, runtime.device, cfg.trainer.sync_bn)
-    return Parts(cfg, runtime, dist, backbone, task, model, train_model, train, test, plan,
-                 state, splits.train_sets, len(splits.train), len(splits.test),  # type: ignore[arg-type]
-                 frozen)  # fmt: skip
 
 
 def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_dir: Path,
