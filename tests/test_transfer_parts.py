@@ -92,3 +92,24 @@ def test_sbd_masks_join_voc_training_when_present(tmp_path: Path, voc_root: Path
     assert len(open_segmentation(root, download=False, sbd=False).train) == len(voc_train)
     image, mask = open_segmentation(root, download=False, sbd=False).train[0]
     assert IGNORE in mask.unique().tolist()  # VOC's masks do have 255 borders
+
+
+def test_detector_heads_decode_boxes_in_float32_under_bf16_autocast():
+    """bf16 keeps 8 bits of mantissa: a box corner near 1000 px would move by up to 4 px."""
+    cfg = TransferConfig(backbone="scratch:resnet20")
+    cfg.task.fpn_channels, cfg.task.rois_per_image, cfg.dataset.image_size = 16, 16, 64
+    torch.manual_seed(0)
+    features = create_features(open_backbone(cfg.backbone), None, None)
+    detector = detection.build_detector(features, (0.5,) * 3, (0.25,) * 3, cfg, False)
+    seen = []
+    predictor = detector.roi_heads.box_predictor
+    predictor.register_forward_hook(lambda module, args, out: seen.append(args[0].dtype))
+    target = {"boxes": torch.tensor([[5.0, 5.0, 30.0, 30.0]]), "labels": torch.tensor([1])}
+    with torch_threads(1), torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = detector([torch.rand(3, 64, 80)], [target])
+        with torch.no_grad():
+            out = detector.eval()([torch.rand(3, 64, 80)])
+    assert seen == [torch.float32, torch.float32]
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    assert out[0]["boxes"].dtype == torch.float32
+    assert features.conv1.weight.dtype == torch.float32  # weights untouched by autocast

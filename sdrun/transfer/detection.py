@@ -71,6 +71,42 @@ class FeaturePyramid(nn.Module):
         return self.fpn(OrderedDict((str(i), maps[p]) for i, p in enumerate(self.positions)))
 
 
+def _to_float(value: Any) -> Any:
+    if isinstance(value, Tensor) and value.is_floating_point():
+        return value.float()
+    if isinstance(value, dict):
+        return type(value)((k, _to_float(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_float(v) for v in value)
+    return value
+
+
+def _device_of(value: Any) -> Optional[torch.device]:
+    if isinstance(value, Tensor):
+        return value.device
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return next((d for d in map(_device_of, value) if d is not None), None)
+    return None
+
+
+def full_precision(module: nn.Module) -> None:
+    """Run `module` outside autocast, on float32 inputs. The RPN and box heads decode box
+    coordinates: in bfloat16 (8 bits of mantissa) a coordinate near 1000 px would be rounded
+    to 4 px, which costs AP. The backbone and FPN, most of the compute, stay in AMP."""
+    forward = module.forward
+
+    def run(*args: Any) -> Any:
+        device = _device_of(args)
+        if device is None:
+            return forward(*args)
+        with torch.autocast(device_type=device.type, enabled=False):
+            return forward(*_to_float(args))
+
+    module.forward = run  # the instance's forward: state_dict keys stay torchvision's
+
+
 def build_detector(features: nn.Module, mean: Sequence[float], std: Sequence[float],
                    cfg: TransferConfig, channels_last: bool) -> FasterRCNN:  # fmt: skip
     reductions = features.feature_info.reduction()
@@ -79,7 +115,7 @@ def build_detector(features: nn.Module, mean: Sequence[float], std: Sequence[flo
     body = FeaturePyramid(features, positions, cfg.task.fpn_channels, channels_last)
     ratios = tuple(float(r) for r in cfg.task.aspect_ratios)
     sizes = anchor_sizes(strides, cfg.task.anchor_scale)
-    return FasterRCNN(
+    detector = FasterRCNN(
         body,
         num_classes=len(VOC_CLASSES) + 1,  # + background
         min_size=cfg.dataset.image_size,
@@ -90,6 +126,9 @@ def build_detector(features: nn.Module, mean: Sequence[float], std: Sequence[flo
         box_roi_pool=MultiScaleRoIAlign([str(i) for i in range(len(positions))], 7, 2),
         box_batch_size_per_image=cfg.task.rois_per_image,
     )
+    full_precision(detector.rpn)
+    full_precision(detector.roi_heads)
+    return detector
 
 
 def move(batch: tuple[list[Tensor], list[dict[str, Any]]], device: torch.device):
