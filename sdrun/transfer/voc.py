@@ -46,6 +46,7 @@ DETECTION_TRAIN = (("2007", "trainval"), ("2012", "trainval"))
 DETECTION_TEST = ("2007", "test")
 SEGMENTATION_TRAIN = ("2012", "train")
 SEGMENTATION_TEST = ("2012", "val")
+SPLIT_FOLDERS = {VOCDetection: "Main", VOCSegmentation: "Segmentation"}  # under ImageSets/
 SBD_FOLDER = "SBD"  # torchvision SBDataset's layout: img/, cls/, train_noval.txt
 SBD_SPLIT = "train_noval"  # SBD train without any VOC2012 val image
 
@@ -184,7 +185,7 @@ class SegmentationSet(Dataset):
 def _voc_split(cls: type, root: Path, year: str, split: str, download: bool, is_main: bool):
     """torchvision's listing of one VOC split; downloads it (rank 0) only if it is missing."""
     folder = root / "VOCdevkit" / f"VOC{year}"
-    split_file = folder / "ImageSets" / cls._SPLITS_DIR / f"{split}.txt"
+    split_file = folder / "ImageSets" / SPLIT_FOLDERS[cls] / f"{split}.txt"
     if download and is_main and not split_file.is_file():
         log.info("downloading VOC%s %s into %s (torchvision, checksummed)", year, split, root)
         try:
