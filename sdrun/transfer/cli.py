@@ -36,6 +36,10 @@ def backbone_tag(spec: Optional[str]) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "backbone"
 
 
+# At import: a launcher that runs jobs in other processes (submitit) imports this module there.
+OmegaConf.register_new_resolver("sdrun_backbone", backbone_tag, replace=True)
+
+
 def _task(dict_cfg: DictConfig) -> Optional[float]:
     try:
         cfg: TransferConfig = OmegaConf.to_object(dict_cfg)
@@ -55,7 +59,6 @@ def _task(dict_cfg: DictConfig) -> Optional[float]:
 
 def main() -> None:
     register_configs()
-    OmegaConf.register_new_resolver("sdrun_backbone", backbone_tag, replace=True)
     argv = distributed_overrides(resume_overrides(sys.argv[1:]))
     sys.argv = [sys.argv[0], *argv]
     try:
