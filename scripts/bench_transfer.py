@@ -8,7 +8,8 @@ SGD. The batches are made before timing (images with a few boxes, masks with 255
 JPEG decoding is not in the figure: it is the model's step. Warm-up steps are excluded.
 
     python scripts/bench_transfer.py --device cpu --backbone scratch:resnet18 --steps 5
-    python scripts/bench_transfer.py --device cuda --backbone scratch:resnet101 --image-size 600 --batch-size 8
+    python scripts/bench_transfer.py --device cuda --backbone scratch:resnet101 --image-size 600 \
+        --batch-size 8
 """
 
 from __future__ import annotations

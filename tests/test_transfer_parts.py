@@ -14,8 +14,9 @@ from sdrun.transfer import detection, segmentation
 from sdrun.transfer.backbone import create_features, freeze, open_backbone
 from sdrun.transfer.config import TransferConfig
 from sdrun.transfer.loader import TaskLoader
+from sdrun.transfer.miou import IGNORE
 from sdrun.transfer.tiny_voc import write_tiny_sbd
-from sdrun.transfer.voc import IGNORE, open_segmentation
+from sdrun.transfer.voc_splits import open_segmentation
 
 
 def test_timm_resnet101_and_152_as_backbones():

@@ -29,7 +29,7 @@ from sdrun.transfer.transforms import (
     collate_detection,
     collate_segmentation,
 )
-from sdrun.transfer.voc import Splits, open_detection, open_segmentation
+from sdrun.transfer.voc_splits import Splits, open_detection, open_segmentation
 
 TASKS: dict[str, ModuleType] = {"detection": detection, "segmentation": segmentation}
 
