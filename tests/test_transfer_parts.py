@@ -16,7 +16,8 @@ from sdrun.transfer.config import TransferConfig
 from sdrun.transfer.loader import TaskLoader
 from sdrun.transfer.miou import IGNORE
 from sdrun.transfer.tiny_voc import write_tiny_sbd
-from sdrun.transfer.voc_splits import open_segmentation
+from sdrun.transfer.transforms import SegmentationTrain
+from sdrun.transfer.voc_splits import open_detection, open_segmentation
 
 
 def test_timm_resnet101_and_152_as_backbones():
@@ -114,3 +115,50 @@ def test_detector_heads_decode_boxes_in_float32_under_bf16_autocast():
     assert all(v.dtype == torch.float32 for v in losses.values())
     assert out[0]["boxes"].dtype == torch.float32
     assert features.conv1.weight.dtype == torch.float32  # weights untouched by autocast
+
+
+def test_difficult_objects_are_scored_but_never_trained_on(voc_root: Path):
+    splits = open_detection(voc_root, download=False)
+    train, test = splits.train, splits.test
+    difficult = sum(int(a.difficult.sum()) for a in train.annotations)
+    assert difficult > 0  # the tiny tree marks some objects difficult
+    boxes = sum(len(train[i][1]["boxes"]) for i in range(len(train)))
+    assert boxes == sum(len(a.labels) for a in train.annotations) - difficult
+    assert all(
+        train[i][1]["labels"].min() >= 1 for i in range(len(train)) if len(train[i][1]["labels"])
+    )
+    _, target = test[0]  # evaluation keeps them, flagged
+    assert set(target) == {"boxes", "labels", "difficult", "index"} and target["index"] == 0
+
+
+def test_segmentation_crops_pad_masks_with_255_and_add_no_labels():
+    image = torch.randint(0, 256, (3, 20, 30), dtype=torch.uint8)
+    mask = torch.zeros(20, 30, dtype=torch.uint8)
+    mask[5:15, 5:25] = 7
+    mask[4, 5:25] = IGNORE
+    torch.manual_seed(0)
+    out_image, out_mask = SegmentationTrain(48, (0.5, 2.0))(image, mask)
+    assert out_image.shape == (3, 48, 48) and out_mask.shape == (48, 48)
+    assert set(out_mask.unique().tolist()) <= {0, 7, IGNORE}  # nearest: no blended labels
+    small_image, small_mask = SegmentationTrain(48, (1.0, 1.0))(image, mask)
+    assert (small_mask == IGNORE).sum() >= 48 * 48 - 20 * 30  # the padding is ignored
+    assert (small_image[:, small_mask == IGNORE] == 0).float().mean() > 0.9
+
+
+def test_aux_head_adds_half_its_loss():
+    cfg = TransferConfig(backbone="scratch:resnet20")
+    cfg.task.name, cfg.task.aux_loss = "segmentation", True
+    torch.manual_seed(0)
+    model = segmentation.build_segmenter(
+        create_features(open_backbone(cfg.backbone), None, None), cfg, False
+    ).eval()  # no dropout: both forward passes agree
+    x, masks = torch.rand(2, 3, 32, 32), torch.randint(0, 21, (2, 32, 32))
+    with torch_threads(1):
+        out = model(x)
+        total, n = segmentation.loss(model, (x, masks))
+    assert set(out) == {"out", "aux"} and n == 2
+    ce = torch.nn.functional.cross_entropy
+    expected = ce(out["out"], masks, ignore_index=IGNORE) + 0.5 * ce(
+        out["aux"], masks, ignore_index=IGNORE
+    )
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
