@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install train test bench reproduce lint format clean
+.PHONY: install train test bench reproduce reproduce-transfer bench-transfer lint format clean
 
 $(BIN)/sdrun: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,22 @@ reproduce: install
 	$(BIN)/python scripts/reproduce.py --models "$(MODELS)" --methods "$(METHODS)" --seeds "$(SEEDS)" \
 		--generations $(GENERATIONS) --out "$(OUT)" --jobs $(JOBS) \
 		$(if $(filter 1 true yes,$(SMOKE)),--smoke) -- $(ARGS)
+
+# Transfer to PASCAL VOC (docs/TRANSFER.md): fine-tune the backbones of a finished `make reproduce`
+# tree (FROM, default outputs/reproduce; or BACKBONES="<run dirs> timm:resnet101 ...") on detection
+# and segmentation, then FROM/transfer/report/RESULTS.md. Select with MODELS, METHODS, TASKS,
+# SEEDS (fine-tuning seeds; default: each backbone's own); SMOKE=1: a tiny VOC tree, on the CPU.
+FROM ?=
+BACKBONES ?=
+TASKS ?=
+reproduce-transfer: install
+	$(BIN)/python scripts/reproduce_transfer.py --from "$(FROM)" --backbones "$(BACKBONES)" \
+		--models "$(MODELS)" --methods "$(METHODS)" --tasks "$(TASKS)" --seeds "$(SEEDS)" \
+		--out "$(OUT)" --jobs $(JOBS) $(if $(filter 1 true yes,$(SMOKE)),--smoke) -- $(ARGS)
+
+# Fine-tuning throughput of sdrun-transfer's loop, detection and segmentation (docs/PERFORMANCE.md).
+bench-transfer: install
+	$(BIN)/python scripts/bench_transfer.py $(ARGS)
 
 # Training throughput: conventional loop vs sdrun vs sdrun + SD teacher (docs/PERFORMANCE.md).
 bench: install

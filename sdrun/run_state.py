@@ -112,20 +112,29 @@ def save_cycle_snapshot(
     ckpt.save_atomic(payload, run_dir / ckpt.CHECKPOINT_DIR / f"cycle{cycle}.pt")
 
 
-def load_for_resume(resume: Optional[str], config: dict[str, Any]) -> Optional[dict[str, Any]]:
+def load_for_resume(
+    resume: Optional[str], config: dict[str, Any], defining: tuple[str, ...] = RUN_DEFINING
+) -> Optional[dict[str, Any]]:
     """The checkpoint `resume=` names, checked against the run's config (None: a new run)."""
     if not resume:
         return None
     path = ckpt.checkpoint_path(resume)
     payload = ckpt.load_for_resume(path)
-    check_same_run(config, payload["config"], path)
+    check_same_run(config, payload["config"], path, defining)
     return payload
 
 
-def check_same_run(now: dict[str, Any], saved: dict[str, Any], path: Path) -> None:
+def check_same_run(
+    now: dict[str, Any],
+    saved: dict[str, Any],
+    path: Path,
+    defining: tuple[str, ...] = RUN_DEFINING,
+) -> None:
+    """Refuse a resume whose config differs from the checkpoint's on a `defining` key (a
+    prefix); sdrun-transfer passes its own keys."""
     now, before = flatten(now), flatten(saved)
     for key in sorted(set(now) | set(before)):
-        if not key.startswith(RUN_DEFINING) or key == "distill.teacher_checkpoint":
+        if not key.startswith(defining) or key == "distill.teacher_checkpoint":
             continue
         if now.get(key) != before.get(key):
             raise CheckpointError(

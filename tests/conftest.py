@@ -23,3 +23,12 @@ def sd_run(cifar100_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     proc = sdrun_here(*tiny(cifar100_root, f"hydra.run.dir={run_dir}"), cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def voc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dataset.root holding a tiny PASCAL VOC tree (VOCdevkit/VOC2007 and VOC2012: JPEGs,
+    XML boxes with difficult objects, palette PNG masks with 255 borders), 8 images a split."""
+    from sdrun.transfer.tiny_voc import write_tiny_voc
+
+    return write_tiny_voc(tmp_path_factory.mktemp("voc"))

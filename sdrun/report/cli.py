@@ -26,7 +26,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     out = args.out or args.paths[0] / "report"
     report = build_report(args.paths, out)
-    if not report.runs:
+    if not report.runs and not report.transfer_runs:
         where = ", ".join(map(str, args.paths))
         print(
             f"sdrun-report: error: no run directories under {where} (a run directory holds "
@@ -45,4 +45,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(
         f"sdrun-report: {n_runs} complete runs in {len(report.rows)} rows -> {out / 'RESULTS.md'}"
     )
+    if report.transfer_runs:
+        print(f"sdrun-report: {len(report.transfer_runs)} transfer runs -> {out / 'transfer.csv'}")
     return 0

@@ -16,6 +16,7 @@ from sdrun.report.plots import plot_methods, plot_run, plot_sweep
 from sdrun.report.runs import Run, load_runs
 from sdrun.report.sweeps import Sweep, build_sweep
 from sdrun.report.table import RESULT_COLUMNS, Row, build_rows, row_record
+from sdrun.report.transfer import split_runs, transfer_section
 
 MAX_NAME = 120  # characters of a plot's file name
 
@@ -34,6 +35,7 @@ class Report:
     run_plots: dict[Path, Path] = field(default_factory=dict)
     method_plots: dict[str, Path] = field(default_factory=dict)
     sweep_plots: dict[Path, Path] = field(default_factory=dict)
+    transfer_runs: list[Run] = field(default_factory=list)  # sdrun-transfer's, own table
 
     def link(self, path: Path) -> str:
         """`path` relative to RESULTS.md, so the report folder can be moved as a whole."""
@@ -57,6 +59,7 @@ def slug(path: Path, roots: Sequence[Path]) -> str:
 def build_report(paths: Sequence[Path], out: Path) -> Report:
     roots = [p.resolve() for p in paths]
     runs, sweep_dirs, notes = load_runs(roots)
+    runs, transfer_runs = split_runs(runs)
     rows = build_rows(runs)
     notes += [note for row in rows for note in row.notes]
     gains, not_compared = sd_gains(rows)
@@ -70,6 +73,7 @@ def build_report(paths: Sequence[Path], out: Path) -> Report:
         incomplete=[r for r in runs if not r.complete and not r.diverged],
         notes=notes,
         runs=runs,
+        transfer_runs=transfer_runs,
     )
 
 
@@ -105,7 +109,8 @@ def write(report: Report) -> None:
     draw_plots(report)
     write_csv(out / "results.csv", [row_record(r) for r in report.rows], RESULT_COLUMNS)
     write_csv(out / "gains.csv", [gain_record(g) for g in report.gains], GAIN_COLUMNS)
-    (out / "RESULTS.md").write_text("\n".join(results_md(report)) + "\n")
+    md = [*results_md(report), *transfer_section(report.transfer_runs, out)]
+    (out / "RESULTS.md").write_text("\n".join(md) + "\n")
 
 
 def write_csv(path: Path, records: list[dict[str, Any]], columns: Sequence[str]) -> None:

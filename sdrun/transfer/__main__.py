@@ -1,0 +1,3 @@
+from sdrun.transfer.cli import main
+
+main()

@@ -1,0 +1,71 @@
+"""The `sdrun-transfer` command: Hydra composes `conf/transfer.yaml`, sdrun-transfer validates
+it and fine-tunes. It shares sdrun's command-line machinery: `resume=<run dir>` re-applies the
+run's overrides, the run-directory guard, torchrun's shared run directory, one-line errors.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Optional
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from sdrun import distributed
+from sdrun.cli import CONFIG_DIR, _exit_with, distributed_overrides, resume_overrides
+from sdrun.errors import SdrunError
+from sdrun.interrupt import RunStopped
+from sdrun.transfer.config import TransferConfig, register_configs, validate
+
+
+def backbone_tag(spec: Optional[str]) -> str:
+    """A folder-name-safe tag for `backbone=`: timm-resnet101, scratch-resnet50, or the last
+    two parts of a run's path (e.g. sd_seed0 for outputs/reproduce/.../sd/seed0)."""
+    if not spec:
+        return "none"
+    if spec.startswith(("timm:", "scratch:")):
+        text = spec.replace(":", "-", 1)
+    else:
+        path = Path(spec.rstrip("/"))
+        if path.suffix == ".pt" and path.parent.name == "checkpoints":
+            path = path.parent.parent
+        text = "_".join(path.parts[-2:])
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "backbone"
+
+
+# At import: a launcher that runs jobs in other processes (submitit) imports this module there.
+OmegaConf.register_new_resolver("sdrun_backbone", backbone_tag, replace=True)
+
+
+def _task(dict_cfg: DictConfig) -> Optional[float]:
+    try:
+        cfg: TransferConfig = OmegaConf.to_object(dict_cfg)
+        validate(cfg)  # before any data or model is built
+        from sdrun.transfer.parts import TASKS
+        from sdrun.transfer.runner import run
+
+        summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except RunStopped as err:
+        print(f"sdrun-transfer: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except SdrunError as err:
+        _exit_with(err)
+    value = summary.get(TASKS[cfg.task.name].METRIC)
+    return None if value is None else float(value)  # what Hydra sweepers optimise
+
+
+def main() -> None:
+    register_configs()
+    argv = distributed_overrides(resume_overrides(sys.argv[1:]))
+    sys.argv = [sys.argv[0], *argv]
+    try:
+        hydra.main(config_path=str(CONFIG_DIR), config_name="transfer", version_base="1.3")(_task)()
+    finally:
+        distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main()

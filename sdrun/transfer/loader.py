@@ -1,0 +1,78 @@
+"""Batches for fine-tuning, decoded by DataLoader workers and moved to the device.
+
+Training reuses sdrun's image-folder sampling: a DistributedSampler shuffled from the run's
+seed (each rank an equal, disjoint shard; the remainder left out that epoch) and every sample
+augmented under an RNG seeded by (seed, epoch, index), so batches do not depend on workers or
+on a resume. Evaluation gives rank r the images r, r + world, r + 2 world, ...: every image
+exactly once over the processes (a DistributedSampler would pad with repeats).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from sdrun.data.folder import EpochKeys, SeededSamples, one_line, sampler_seed
+from sdrun.errors import ConfigError, DataError
+
+Batch = Any
+Mover = Callable[[Batch, torch.device], Batch]
+
+
+class TaskLoader:
+    def __init__(self, dataset: Dataset, batch_size: int, *, train: bool, collate: Callable,
+                 move: Mover, device: torch.device, seed: int = 0, num_workers: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:  # fmt: skip
+        self.device, self.move, self.train = device, move, train
+        n = len(dataset)  # type: ignore[arg-type]
+        if train:
+            self.sampler = EpochKeys(
+                DistributedSampler(dataset, num_replicas=world_size, rank=rank,  # type: ignore[arg-type]
+                                   shuffle=True, seed=sampler_seed(seed), drop_last=True)
+            )  # fmt: skip
+            shard = len(self.sampler)
+            if shard < batch_size:
+                raise ConfigError(
+                    f"dataset.batch_size={batch_size * world_size} is larger than the training "
+                    f"set ({shard} images per process); lower dataset.batch_size or raise "
+                    "dataset.limit_train"
+                )
+            source: Dataset = SeededSamples(dataset, seed)
+            self._batches, self._samples = shard // batch_size, shard // batch_size * batch_size
+            sampler = self.sampler
+        else:
+            self.sampler = None
+            source = Subset(dataset, range(rank, n, world_size))
+            self._samples = len(source)
+            self._batches = -(-self._samples // batch_size)
+            sampler = None
+        self.loader = DataLoader(
+            source, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=train,
+            num_workers=num_workers, collate_fn=collate, pin_memory=device.type == "cuda",
+            persistent_workers=num_workers > 0,
+            # Its own generator: a DataLoader draws a seed from the global RNG each time it
+            # starts an epoch, which would shift the detector's sampling RNG after a resume.
+            generator=torch.Generator().manual_seed(seed),
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return self._batches
+
+    @property
+    def num_samples(self) -> int:
+        return self._samples
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        return self._batches_of()
+
+    def _batches_of(self) -> Iterator[Batch]:
+        try:
+            for batch in self.loader:
+                yield self.move(batch, self.device)
+        except DataError as err:  # from a worker: its traceback is folded into the message
+            raise DataError(one_line(err)) from None

@@ -1,0 +1,241 @@
+"""One transfer run: open the backbone and VOC, build the task's model around the backbone,
+fine-tune it for `schedule.epochs`, evaluating, logging and checkpointing every epoch.
+
+The run folder is sdrun's: `.hydra/`, `metrics.jsonl`, `summary.json`, atomic
+`checkpoints/last.pt` (+ `prev.pt`), `resume=`, a checkpoint on SIGTERM/Ctrl-C, a stop on a
+non-finite loss, wandb, torchrun DDP, through the same modules (`checkpoint`, `run_state`,
+`loggers`, `interrupt`, `distributed`, `runtime`, `engine`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from sdrun import checkpoint as ckpt
+from sdrun import distributed, run_state
+from sdrun.engine import EpochTally, LoopOptions, NonFiniteLoss, StepState
+from sdrun.errors import TrainingDiverged
+from sdrun.interrupt import RunStopped, StopRequest
+from sdrun.loggers import (
+    METRICS,
+    SUMMARY,
+    Logger,
+    MetricsFile,
+    NullLogger,
+    build_logger,
+    write_summary,
+)
+from sdrun.run_state import Progress
+from sdrun.runtime import configure_determinism, resolve_runtime, seed_everything
+from sdrun.transfer import loop
+from sdrun.transfer.config import TransferConfig, validate
+from sdrun.transfer.parts import Parts, build, config_dict
+
+log = logging.getLogger(__name__)
+
+# What a resume must not change (prefixes of config keys); paths and runtime keys may change.
+DEFINING = (
+    "dataset.batch_size", "dataset.limit_train", "dataset.limit_test", "dataset.image_size",
+    "dataset.max_size", "dataset.scale_range", "dataset.sbd", "task", "backbone", "schedule",
+    "optim", "seed",
+)  # fmt: skip
+
+
+def run(cfg: TransferConfig, run_dir: Path) -> dict[str, Any]:
+    """Fine-tune `cfg` in `run_dir`; returns the summary (also written to summary.json)."""
+    validate(cfg)
+    config = config_dict(cfg)
+    runtime = resolve_runtime(cfg.trainer)
+    dist = distributed.init(runtime.device.type)
+    runtime = dataclasses.replace(runtime, device=distributed.local_device(runtime.device, dist))
+    resume = run_state.load_for_resume(cfg.resume, config, DEFINING)
+    ckpt.guard_run_dir(run_dir, resuming=resume is not None)
+    configure_determinism(cfg.trainer.deterministic, runtime.device)
+    seed_everything(cfg.seed)
+    parts = build(cfg, runtime, dist)
+    progress = Progress()
+    tally = None
+    if resume is not None:
+        tally = run_state.restore(resume, parts.model, parts.state, progress, runtime.device)
+        if tally is not None and tally.sums is not None and not dist.is_main:
+            tally.sums.zero_()  # a stop stores the sums over every process: count them once
+    metrics = MetricsFile(run_dir / METRICS)
+    logger: Logger = NullLogger()
+    if dist.is_main:
+        metrics.truncate_after(progress.epoch)
+        logger = build_logger(cfg.logger, run_dir, config, name=run_dir.name,
+                              run_id=progress.wandb_id)  # fmt: skip
+    progress.wandb_id = getattr(logger, "run_id", None)
+    _log_start(parts)
+    try:
+        with StopRequest() as stop:
+            _train(parts, progress, tally, run_dir, metrics, logger, stop)
+        summary = _summary(parts, progress)
+        if dist.is_main:
+            write_summary(run_dir / SUMMARY, summary)
+            logger.summary(summary)
+    finally:
+        logger.finish()
+    metric = parts.task.METRIC
+    log.info("done: %s %.2f (%s backbone %s); %s", metric, summary[metric],
+             parts.backbone.method, parts.backbone.model, run_dir)  # fmt: skip
+    return summary
+
+
+def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_dir: Path,
+           metrics: MetricsFile, logger: Logger, stop: StopRequest) -> None:  # fmt: skip
+    cfg, plan, device = parts.cfg, parts.plan, parts.runtime.device
+    mark = time.perf_counter()
+    for epoch in range(progress.epoch + 1, plan.epochs + 1):
+        tally = tally or EpochTally()
+        options = LoopOptions(
+            log_every=cfg.trainer.log_every,
+            check_every=cfg.trainer.log_every,
+            desc=f"{cfg.task.name} epoch {epoch}/{plan.epochs}",
+            should_stop=_with_fault_signal(stop, parts.state),
+            nan_at_step=_fault_step("SDRUN_FAULT_NAN_STEP"),
+            reduce=distributed.sum_,
+        )
+        batches = itertools.islice(parts.train_loader.epoch(epoch), tally.batches, None)
+        try:
+            result = loop.train_one_epoch(
+                parts.train_model, parts.task.loss, batches, len(parts.train_loader),
+                parts.state, plan, parts.runtime, tally, options, agree=parts.dist.enabled,
+            )  # fmt: skip
+        except NonFiniteLoss as err:
+            raise TrainingDiverged(
+                f"training diverged: the loss became NaN or infinite in epoch {epoch} by step "
+                f"{err.step}; the last good checkpoint (epoch {progress.epoch}) is kept; lower "
+                "optim.lr or raise schedule.warmup_iters and start a new run"
+            ) from None
+        if result is None:  # a signal: keep the partial epoch and stop
+            if parts.dist.is_main:
+                _save(parts, progress, run_dir, tally)
+            raise _stopped(stop, run_dir, f"in epoch {epoch} after step {tally.batches}")
+        tally = None
+        record, per_class = _record(parts, epoch, result)
+        progress.epoch = epoch
+        progress.train_seconds += result.seconds
+        if per_class is not None:
+            progress.history = {**record, "per_class": per_class}
+        progress.wall_seconds += time.perf_counter() - mark
+        mark = time.perf_counter()
+        if parts.dist.is_main:
+            _save(parts, progress, run_dir)
+            metrics.append(record)
+            logger.log(record, step=epoch)
+        _log_epoch(parts, record)
+        if distributed.any_rank(stop(), device) and epoch < plan.epochs:
+            raise _stopped(stop, run_dir, f"after epoch {epoch}")
+
+
+def _record(parts: Parts, epoch: int, result: loop.EpochResult) -> tuple[dict, Optional[dict]]:
+    """The epoch's metrics line; the test split is scored every `schedule.eval_every` epochs
+    and at the last (its keys are null in between)."""
+    start = time.perf_counter()
+    record: dict[str, Any] = {"epoch": epoch, "lr": result.lr, "train/loss": result.loss}
+    per_class = None
+    if epoch % parts.cfg.schedule.eval_every == 0 or epoch == parts.plan.epochs:
+        distributed.sync_state(parts.model)  # rank 0's BN statistics on every shard
+        scores = parts.task.evaluate(parts.model, parts.test_loader.epoch(0), parts.runtime)
+        per_class = scores.pop("per_class")
+        counted = scores.pop("test/images")
+        if counted != parts.test_images:  # every test image exactly once, over all processes
+            raise RuntimeError(f"evaluated {counted} images of a {parts.test_images}-image split")
+        record.update(scores)
+    else:
+        record[parts.task.METRIC] = None
+    record["time/epoch_s"] = result.seconds
+    record["time/eval_s"] = time.perf_counter() - start
+    record["throughput/img_per_s"] = result.img_per_s
+    if parts.state.scaler is not None:
+        record["train/skipped_steps"] = result.skipped_steps
+    return record, per_class
+
+
+def _fault_step(name: str) -> Optional[int]:
+    """Fault injection for tests: SDRUN_FAULT_NAN_STEP=k makes global step k's loss NaN (as in
+    sdrun); SDRUN_FAULT_SIGTERM_STEP=k sends this process a real SIGTERM after step k."""
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+def _with_fault_signal(stop: StopRequest, state: StepState):
+    at = _fault_step("SDRUN_FAULT_SIGTERM_STEP")
+    if at is None:
+        return stop
+
+    def check() -> bool:
+        if state.step == at and stop.signum is None:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled by `stop`, like one from outside
+        return stop()
+
+    return check
+
+
+def _stopped(stop: StopRequest, run_dir: Path, where: str) -> RunStopped:
+    name = signal.Signals(stop.signum).name
+    return RunStopped(
+        f"stopped by {name} {where}; checkpoint written; continue with: "
+        f"sdrun-transfer resume={run_dir}",
+        stop.signum,
+    )
+
+
+def _save(parts: Parts, progress: Progress, run_dir: Path,
+          tally: Optional[EpochTally] = None) -> None:  # fmt: skip
+    run_state.save_last(run_dir, config_dict(parts.cfg), parts.model, None, parts.state,
+                        parts.plan, progress, tally)  # fmt: skip
+
+
+def _summary(parts: Parts, progress: Progress) -> dict[str, Any]:
+    cfg, last = parts.cfg, progress.history
+    metric = parts.task.METRIC
+    keys = [k for k in last if k.startswith("test/")]
+    return {
+        "complete": progress.epoch == parts.plan.epochs,
+        "task": cfg.task.name,
+        "dataset": cfg.dataset.name,
+        **{k: last.get(k) for k in keys},
+        metric: last.get(metric),
+        "test/per_class": last.get("per_class"),
+        **parts.backbone.summary(),
+        "backbone/frozen": parts.frozen,
+        "data/train": parts.train_sets,
+        "data/train_images": parts.train_images,
+        "data/test_images": parts.test_images,
+        "seed": cfg.seed,
+        "epochs": parts.plan.epochs,
+        "time/train_s": progress.train_seconds,
+        "time/wall_s": progress.wall_seconds,
+        "device": parts.runtime.device_name,
+        "processes": parts.dist.world_size,
+        "params": sum(p.numel() for p in parts.model.parameters()),
+    }
+
+
+def _log_start(parts: Parts) -> None:
+    b = parts.backbone
+    log.info(
+        "%s: %s backbone %s (%s) from %s; frozen: %s; %d train (%s) / %d test images per "
+        "process; %d epochs of %d steps; device %s, amp %s",
+        parts.cfg.task.name, b.method, b.model, b.kind, b.checkpoint or b.spec, parts.frozen,
+        parts.train_loader.num_samples, parts.train_sets, parts.test_loader.num_samples,
+        parts.plan.epochs, parts.plan.steps_per_epoch, parts.runtime.device_name,
+        parts.runtime.amp_dtype or "off",
+    )  # fmt: skip
+
+
+def _log_epoch(parts: Parts, record: dict[str, Any]) -> None:
+    value = record.get(parts.task.METRIC)
+    score = "-" if value is None else f"{value:.2f}"
+    log.info("epoch %d/%d lr %.5f loss %.4f | %s %s | %.1f img/s %.1fs", record["epoch"],
+             parts.plan.epochs, record["lr"], record["train/loss"], parts.task.METRIC, score,
+             record["throughput/img_per_s"], record["time/epoch_s"])  # fmt: skip

@@ -1,0 +1,163 @@
+"""Reading PASCAL VOC: the 20 classes, annotations (XML boxes with `difficult` flags), images
+and class masks (palette PNGs with 255 borders; SBD's .mat files), and the detection and
+segmentation datasets made of them. Which files make up each split: `voc_splits`.
+"""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from sdrun.data.folder import read_rgb
+from sdrun.errors import DataError
+from sdrun.transfer.miou import IGNORE
+
+log = logging.getLogger(__name__)
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)  # fmt: skip
+SEG_CLASSES = 21  # background + the 20 object classes
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One image's objects: boxes (M, 4) continuous x1 y1 x2 y2, labels (M,) 0-based class
+    indices, difficult (M,) bool."""
+
+    boxes: Tensor
+    labels: Tensor
+    difficult: Tensor
+
+
+def read_image(path: str) -> Tensor:
+    """uint8 (3, H, W) RGB, or a DataError naming the file (sdrun's image-folder reader)."""
+    return pil_to_tensor(read_rgb(path))
+
+
+def parse_annotation(path: str) -> Annotation:
+    """A VOC XML file's objects. The XML's boxes are 1-based inclusive pixel indices; they
+    become continuous coordinates (x1 - 1, y1 - 1, x2, y2), so plain IoU is the devkit's."""
+    try:
+        root = ET.parse(path).getroot()
+        boxes, labels, difficult = [], [], []
+        for obj in root.iter("object"):
+            name = obj.findtext("name", "").strip()
+            if name not in VOC_CLASSES:
+                raise ValueError(f"unknown class {name!r}")
+            box = obj.find("bndbox")
+            if box is None:
+                raise ValueError("an object without <bndbox>")
+            x1, y1, x2, y2 = (float(box.findtext(k, "")) for k in ("xmin", "ymin", "xmax", "ymax"))
+            if not (x2 >= x1 and y2 >= y1):
+                raise ValueError(f"an empty box {x1, y1, x2, y2}")
+            boxes.append([x1 - 1, y1 - 1, x2, y2])
+            labels.append(VOC_CLASSES.index(name))
+            difficult.append(obj.findtext("difficult", "0").strip() == "1")
+    except (ET.ParseError, ValueError) as err:
+        raise DataError(
+            f"malformed annotation {path} ({err}); replace it from the VOC archive"
+        ) from None
+    return Annotation(
+        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        torch.tensor(labels, dtype=torch.int64),
+        torch.tensor(difficult, dtype=torch.bool),
+    )
+
+
+def read_mask(path: str, size: tuple[int, int]) -> Tensor:
+    """A VOC class mask (palette or grey PNG) as uint8 (H, W); labels past the classes -> 255."""
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("P", "L"):
+                raise ValueError(f"mode {img.mode}, not a palette or grey PNG")
+            mask = np.array(img, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise DataError(
+            f"cannot read mask {path}: {reason}; replace it from the VOC archive"
+        ) from None
+    if mask.shape != size:
+        raise DataError(
+            f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is "
+            f"{size[1]}x{size[0]}; replace it from the VOC archive"
+        )
+    mask[mask >= SEG_CLASSES] = IGNORE
+    return torch.from_numpy(mask)
+
+
+def read_sbd_mask(path: str, size: tuple[int, int]) -> Tensor:
+    """An SBD class mask (.mat, read by torchvision's SBDataset through scipy)."""
+    try:
+        from scipy.io import loadmat
+    except ImportError:
+        raise DataError(
+            "SBD masks are .mat files: pip install scipy, or set dataset.sbd=false"
+        ) from None
+    try:
+        mask = np.asarray(loadmat(path)["GTcls"][0]["Segmentation"][0], dtype=np.uint8)
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
+        raise DataError(f"cannot read SBD mask {path} ({type(err).__name__}); replace it") from None
+    if mask.shape != size:
+        raise DataError(f"SBD mask {path} does not match its image's size; replace it")
+    mask = mask.copy()
+    mask[mask >= SEG_CLASSES] = IGNORE
+    return torch.from_numpy(mask)
+
+
+class DetectionSet(Dataset):
+    """(uint8 image, target) pairs. Training targets hold `boxes` and `labels` (1-based,
+    0 is the background) of the non-difficult objects; evaluation targets hold the whole
+    annotation (`difficult` flags too) and the image's `index` in the split."""
+
+    def __init__(self, images: list[str], annotations: list[Annotation], train: bool,
+                 transform: Optional[Callable] = None) -> None:  # fmt: skip
+        self.images, self.annotations = images, annotations
+        self.train, self.transform = train, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        image = read_image(self.images[index])
+        ann = self.annotations[index]
+        if not self.train:
+            return image, {"boxes": ann.boxes, "labels": ann.labels,
+                           "difficult": ann.difficult, "index": index}  # fmt: skip
+        keep = ~ann.difficult  # difficult objects are for evaluation only
+        target = {"boxes": ann.boxes[keep], "labels": ann.labels[keep] + 1}
+        if self.transform is not None:
+            image, target = self.transform(image, target)
+        return image, target
+
+
+class SegmentationSet(Dataset):
+    """(uint8 image, uint8 mask) pairs, transformed together (crop, flip, scale)."""
+
+    def __init__(self, images: list[str], masks: list[str],
+                 transform: Optional[Callable] = None) -> None:  # fmt: skip
+        self.images, self.masks, self.transform = images, masks, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image = read_image(self.images[index])
+        size = (image.shape[1], image.shape[2])
+        path = self.masks[index]
+        mask = read_sbd_mask(path, size) if path.endswith(".mat") else read_mask(path, size)
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        return image, mask

@@ -1,0 +1,196 @@
+"""PASCAL VOC splits for fine-tuning: which files each task reads.
+
+- detection: VOC2007 trainval + VOC2012 trainval for training, VOC2007 test for evaluation
+  (the "07+12" protocol of Faster R-CNN and its successors);
+- segmentation: VOC2012 train (plus SBD's masks, "trainaug", when present) for training,
+  VOC2012 val for evaluation.
+
+torchvision's `VOCDetection` / `VOCSegmentation` (and `SBDataset`) list the files and, with
+`dataset.download=true`, download and checksum the archives when a split is missing; with
+`download=false` the standard `VOCdevkit/VOC2007`, `VOCdevkit/VOC2012` folders under
+`dataset.root` are read as they are. Every listed file is checked to exist, and every
+annotation parsed, before training starts: a missing or malformed one is one line naming it.
+Images and masks are decoded when used; a broken one stops the run naming the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.datasets import SBDataset, VOCDetection, VOCSegmentation
+
+from sdrun.errors import DataError
+from sdrun.transfer.voc import DetectionSet, SegmentationSet, parse_annotation
+
+log = logging.getLogger(__name__)
+
+DETECTION_TRAIN = (("2007", "trainval"), ("2012", "trainval"))
+DETECTION_TEST = ("2007", "test")
+SEGMENTATION_TRAIN = ("2012", "train")
+SEGMENTATION_TEST = ("2012", "val")
+SPLIT_FOLDERS = {VOCDetection: "Main", VOCSegmentation: "Segmentation"}  # under ImageSets/
+SBD_FOLDER = "SBD"  # torchvision SBDataset's layout: img/, cls/, train_noval.txt
+SBD_SPLIT = "train_noval"  # SBD train without any VOC2012 val image
+
+
+def _voc_split(cls: type, root: Path, year: str, split: str, download: bool, is_main: bool):
+    """torchvision's listing of one VOC split; downloads it (rank 0) only if it is missing."""
+    folder = root / "VOCdevkit" / f"VOC{year}"
+    split_file = folder / "ImageSets" / SPLIT_FOLDERS[cls] / f"{split}.txt"
+
+    def fetch() -> None:
+        if not download or split_file.is_file():
+            return
+        log.info("downloading VOC%s %s into %s (torchvision, checksummed)", year, split, root)
+        try:
+            cls(str(root), year=year, image_set=split, download=True)
+        except Exception as err:  # network, disk and checksum errors all mean the same here
+            raise DataError(
+                f"could not download VOC{year} {split} into {root} ({type(err).__name__}: "
+                f"{' '.join(str(err).split())[:150]}); download it by hand and set "
+                "dataset.download=false"
+            ) from None
+
+    _main_first(fetch, is_main)
+    if not folder.is_dir():
+        raise DataError(
+            f"{folder} not found: set dataset.root to the folder holding VOCdevkit/, or "
+            "dataset.download=true to fetch it"
+        )
+    if not split_file.is_file():
+        raise DataError(
+            f"{split_file} not found: {folder} is not a complete VOC{year} tree; restore it "
+            "from the VOC archive (or remove it and set dataset.download=true)"
+        )
+    return cls(str(root), year=year, image_set=split, download=False)
+
+
+def _main_first(fetch: Callable[[], None], is_main: bool) -> None:
+    """`fetch` on rank 0 while the other processes wait; its DataError stops every process
+    with the same line (rather than leaving the others waiting for rank 0 forever)."""
+    error: Optional[str] = None
+    if is_main:
+        try:
+            fetch()
+        except DataError as err:
+            error = str(err)
+    if torch.distributed.is_initialized():
+        box = [error]
+        torch.distributed.broadcast_object_list(box, src=0)  # also the barrier
+        error = box[0]
+    if error is not None:
+        raise DataError(error)
+
+
+def _check_files(paths: list[str], what: str) -> None:
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DataError(
+            f"{missing[0]} not found{more}: the {what} split lists it; restore the file from "
+            "the VOC archive"
+        )
+
+
+def _first(items: list, n: Optional[int]) -> list:
+    """The first n (a limit means the same images in every run), or all."""
+    return items if n is None else items[:n]
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    test: Dataset
+    train_sets: str  # what the training split is made of, e.g. "voc2007_trainval+voc2012_trainval"
+
+
+def open_detection(root: Path, *, download: bool, is_main: bool = True,
+                   limit_train: Optional[int] = None, limit_test: Optional[int] = None,
+                   train_transform: Optional[Callable] = None) -> Splits:  # fmt: skip
+    images, annotations = [], []
+    for year, split in DETECTION_TRAIN:
+        found = _voc_split(VOCDetection, root, year, split, download, is_main)
+        images += found.images
+        annotations += found.annotations
+    images, annotations = _first(images, limit_train), _first(annotations, limit_train)
+    test = _voc_split(VOCDetection, root, *DETECTION_TEST, download, is_main)
+    test_images = _first(test.images, limit_test)
+    test_annotations = _first(test.annotations, limit_test)
+    for paths, what in ((images, "training"), (annotations, "training"),
+                        (test_images, "test"), (test_annotations, "test")):  # fmt: skip
+        _check_files(paths, what)
+    train = DetectionSet(images, [parse_annotation(p) for p in annotations], True, train_transform)
+    test_set = DetectionSet(test_images, [parse_annotation(p) for p in test_annotations], False)
+    names = "+".join(f"voc{y}_{s}" for y, s in DETECTION_TRAIN)
+    return Splits(train, test_set, names)
+
+
+def open_segmentation(root: Path, *, download: bool, sbd: Optional[bool], is_main: bool = True,
+                      limit_train: Optional[int] = None, limit_test: Optional[int] = None,
+                      train_transform: Optional[Callable] = None) -> Splits:  # fmt: skip
+    train = _voc_split(VOCSegmentation, root, *SEGMENTATION_TRAIN, download, is_main)
+    images, masks = list(train.images), list(train.masks)
+    names = f"voc{SEGMENTATION_TRAIN[0]}_{SEGMENTATION_TRAIN[1]}"
+    extra = _sbd(root, sbd, download, is_main)
+    if extra is not None:
+        known = {Path(p).stem for p in images}
+        pairs = [(i, m) for i, m in zip(extra.images, extra.masks) if Path(i).stem not in known]
+        images += [i for i, _ in pairs]
+        masks += [m for _, m in pairs]
+        names += f"+sbd_{SBD_SPLIT}"
+    images, masks = _first(images, limit_train), _first(masks, limit_train)
+    test = _voc_split(VOCSegmentation, root, *SEGMENTATION_TEST, download, is_main)
+    test_images, test_masks = _first(test.images, limit_test), _first(test.masks, limit_test)
+    for paths, what in ((images, "training"), (masks, "training"),
+                        (test_images, "test"), (test_masks, "test")):  # fmt: skip
+        _check_files(paths, what)
+    return Splits(
+        SegmentationSet(images, masks, train_transform),
+        SegmentationSet(test_images, test_masks),
+        names,
+    )
+
+
+def _sbd(root: Path, wanted: Optional[bool], download: bool, is_main: bool) -> Optional[SBDataset]:
+    """SBD's training masks: used when asked (dataset.sbd=true) or, with null, when present."""
+    folder = root / SBD_FOLDER
+    present = (folder / f"{SBD_SPLIT}.txt").is_file()
+    if wanted is False or (wanted is None and not present):
+        if wanted is None:
+            log.info("no %s: training on VOC2012 train only (dataset.sbd=null)", folder)
+        return None
+    try:
+        import scipy  # noqa: F401  (SBD's masks are .mat files)
+    except ImportError:
+        raise DataError(
+            f"{folder} holds SBD, whose masks are .mat files: pip install scipy, or set "
+            "dataset.sbd=false"
+        ) from None
+
+    def fetch() -> None:
+        if present or not download:
+            return
+        try:
+            SBDataset(str(folder), image_set=SBD_SPLIT, mode="segmentation", download=True)
+        except Exception as err:  # network, disk and checksum errors
+            raise DataError(
+                f"could not download SBD into {folder} ({type(err).__name__}); get "
+                f"benchmark.tgz and {SBD_SPLIT}.txt by hand (torchvision SBDataset layout) or "
+                "set dataset.sbd=false"
+            ) from None
+
+    _main_first(fetch, is_main)
+    if not (folder / f"{SBD_SPLIT}.txt").is_file():
+        raise DataError(
+            f"dataset.sbd=true but {folder / (SBD_SPLIT + '.txt')} not found; put SBD there "
+            "(torchvision SBDataset layout: img/, cls/, train_noval.txt) or set dataset.sbd=null"
+        )
+    found = SBDataset(str(folder), image_set=SBD_SPLIT, mode="segmentation", download=False)
+    log.info("adding SBD's %s masks from %s to VOC2012 train", SBD_SPLIT, folder)
+    return found

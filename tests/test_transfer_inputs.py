@@ -1,0 +1,145 @@
+"""Bad input to sdrun-transfer: each is one line on stderr naming what and how to fix it,
+exit code 2, before any training (in this process: no start-up cost)."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from timm.models import register_model
+from torch import nn
+from transfer_helpers import TINY, one_line, torch_threads, transfer
+
+
+class Featureless(nn.Module):
+    """A classifier built without timm's builder: no feature_info, no features_only."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_chans, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.mean((2, 3)))
+
+
+if not timm.is_model("sdrun_test_featureless"):
+
+    @register_model
+    def sdrun_test_featureless(pretrained: bool = False, **kwargs) -> Featureless:
+        return Featureless(**kwargs)
+
+
+class RunsCode:
+    """Unpickling this calls open(path, "w"): a file that appears means code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def error(monkeypatch, capsys, tmp_path: Path, *args: str) -> str:
+    code = transfer(monkeypatch, *TINY, f"hydra.run.dir={tmp_path / 'run'}", *args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
+    return one_line(err)
+
+
+@pytest.fixture
+def bad(monkeypatch, capsys, tmp_path, voc_root):
+    return lambda *args: error(monkeypatch, capsys, tmp_path, f"dataset.root={voc_root}", *args)
+
+
+def test_a_folder_without_a_checkpoint(bad, tmp_path: Path):
+    folder = tmp_path / "not_a_run"
+    (folder / ".hydra").mkdir(parents=True)
+    line = bad(f"backbone={folder}")
+    assert f"no checkpoint at {folder / 'checkpoints' / 'last.pt'}" in line
+
+
+def test_a_path_that_does_not_exist(bad, tmp_path: Path):
+    assert "no such file or directory" in bad(f"backbone={tmp_path / 'nowhere'}")
+
+
+def test_a_backbone_is_required(bad):
+    assert "backbone is not set" in bad()
+
+
+def test_a_model_without_feature_maps(bad):
+    line = bad("backbone=scratch:sdrun_test_featureless")
+    assert "sdrun_test_featureless" in line and "feature maps" in line
+
+
+def test_an_unknown_model(bad):
+    assert "'resnet_nope' is not a timm model" in bad("backbone=scratch:resnet_nope")
+
+
+def test_missing_voc_folders(monkeypatch, capsys, tmp_path: Path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = error(
+        monkeypatch, capsys, tmp_path, "backbone=scratch:resnet20", f"dataset.root={empty}"
+    )
+    assert str(empty / "VOCdevkit" / "VOC2007") in line and "dataset.root" in line
+
+
+def test_a_malformed_annotation(monkeypatch, capsys, tmp_path: Path, voc_root: Path):
+    root = tmp_path / "voc"
+    shutil.copytree(voc_root, root)
+    base = root / "VOCdevkit" / "VOC2007"
+    first = (base / "ImageSets" / "Main" / "trainval.txt").read_text().split()[0]
+    xml = base / "Annotations" / f"{first}.xml"
+    xml.write_text(xml.read_text()[:50])  # cut short
+    line = error(monkeypatch, capsys, tmp_path, "backbone=scratch:resnet20", f"dataset.root={root}")
+    assert f"malformed annotation {xml}" in line
+
+
+def test_a_missing_image(monkeypatch, capsys, tmp_path: Path, voc_root: Path):
+    root = tmp_path / "voc"
+    shutil.copytree(voc_root, root)
+    base = root / "VOCdevkit" / "VOC2012"
+    first = (base / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[0]
+    (base / "JPEGImages" / f"{first}.jpg").unlink()
+    line = error(monkeypatch, capsys, tmp_path, "task=segmentation", "backbone=scratch:resnet20",
+                 f"dataset.root={root}")  # fmt: skip
+    assert f"{base / 'JPEGImages' / first}.jpg not found" in line
+
+
+def test_a_pickle_that_would_run_code_is_refused_unopened(bad, tmp_path: Path):
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"model": RunsCode(marker), "config": {}}))
+    line = bad(f"backbone={evil}")
+    assert "not a plain-tensor checkpoint" in line and str(evil) in line
+    assert not marker.exists()
+
+
+def test_a_bad_value(bad):
+    assert "dataset.image_size=0 must be > 0" in bad(
+        "backbone=scratch:resnet20", "dataset.image_size=0"
+    )
+
+
+def test_a_non_finite_loss_stops_with_one_line_and_keeps_the_last_checkpoint(
+    monkeypatch, capsys, tmp_path: Path, voc_root: Path
+):
+    monkeypatch.setenv("SDRUN_FAULT_NAN_STEP", "2")  # the first step of epoch 2
+    run = tmp_path / "run"
+    with torch_threads(1):  # a few steps of a tiny net: one thread is faster on a busy CPU
+        code = transfer(monkeypatch, *TINY, "task=segmentation", "backbone=scratch:resnet20",
+                        "dataset.image_size=32", f"dataset.root={voc_root}",
+                        f"hydra.run.dir={run}")  # fmt: skip
+    line = one_line(capsys.readouterr().err)
+    assert code == 2 and "diverged" in line and "epoch 2" in line
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_segmentation_needs_two_images_per_process(bad):
+    line = bad("task=segmentation", "backbone=scratch:resnet20", "dataset.batch_size=1")
+    assert "dataset.batch_size=1" in line and "trainer.sync_bn=true" in line

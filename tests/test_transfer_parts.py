@@ -1,0 +1,164 @@
+"""Backbones, data and loaders of sdrun-transfer, piece by piece (no training)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from transfer_helpers import torch_threads
+
+from sdrun.errors import ConfigError, DataError
+from sdrun.transfer import detection, segmentation
+from sdrun.transfer.backbone import create_features, freeze, open_backbone
+from sdrun.transfer.config import TransferConfig
+from sdrun.transfer.loader import TaskLoader
+from sdrun.transfer.miou import IGNORE
+from sdrun.transfer.tiny_voc import write_tiny_sbd
+from sdrun.transfer.transforms import SegmentationTrain
+from sdrun.transfer.voc_splits import open_detection, open_segmentation
+
+
+def test_timm_resnet101_and_152_as_backbones():
+    """On the meta device: the real architectures, no weights allocated."""
+    cfg = TransferConfig(backbone="timm:resnet101")
+    backbone = open_backbone("scratch:resnet101")
+    with torch.device("meta"):
+        features = freeze(create_features(backbone, None, None), 2, True)
+        detector = detection.build_detector(features, (0.5,) * 3, (0.25,) * 3, cfg, True)
+        dilated = create_features(open_backbone("scratch:resnet152"), None, 8)
+        segmenter = segmentation.build_segmenter(dilated, cfg, True)
+    assert detector.backbone.positions == [1, 2, 3, 4]  # strides 4..32, as torchvision's FPN
+    assert detector.rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,), (512,))
+    assert not any(p.requires_grad for p in features.layer1.parameters())  # frozen stage 1
+    assert all(p.requires_grad for p in features.layer2.parameters())
+    assert dilated.feature_info.reduction() == [2, 4, 8, 8, 8]  # output stride 8
+    assert segmenter.classifier[0].convs[1][0].dilation == (12, 12)  # DeepLabV3's at stride 8
+
+
+@pytest.mark.parametrize("name", ["resnet20", "densenet_bc100"])
+def test_cifar_nets_give_feature_maps_for_both_heads(name: str):
+    cfg = TransferConfig(backbone=f"scratch:{name}")
+    cfg.task.fpn_channels, cfg.dataset.image_size, cfg.dataset.max_size = 16, 32, 48
+    torch.manual_seed(0)
+    backbone = open_backbone(cfg.backbone)
+    with torch_threads(1), torch.no_grad():
+        detector = detection.build_detector(create_features(backbone, None, None), (0.5,) * 3,
+                                            (0.25,) * 3, cfg, False).eval()  # fmt: skip
+        out = detector([torch.rand(3, 32, 40)])
+        segmenter = segmentation.build_segmenter(create_features(backbone, None, 8), cfg, False)
+        masks = segmenter.eval()(torch.rand(1, 3, 32, 32))["out"]
+    assert detector.backbone.positions == [1, 2, 3]  # deepest map of strides 1, 2, 4
+    assert set(out[0]) == {"boxes", "scores", "labels"}
+    assert masks.shape == (1, 21, 32, 32)
+
+
+def test_detection_levels_need_one_map_per_stride():
+    assert detection.pick_levels([1, 1, 2, 4], chosen=False) == [1, 2, 3]
+    assert detection.pick_levels([2, 4, 8, 16, 32], chosen=False) == [1, 2, 3, 4]
+    with pytest.raises(ConfigError, match="task.out_indices"):
+        detection.pick_levels([4, 8, 8], chosen=True)
+
+
+def test_evaluation_shards_hold_every_image_exactly_once():
+    class Indices(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 8
+
+        def __getitem__(self, i: int) -> int:
+            return i
+
+    seen = []
+    for rank in range(3):  # 8 images over 3 processes: 3, 3 and 2, no padding repeats
+        loader = TaskLoader(Indices(), 2, train=False, collate=list, move=lambda b, d: b,
+                            device=torch.device("cpu"), rank=rank, world_size=3)  # fmt: skip
+        seen += [i for batch in loader.epoch(0) for i in batch]
+    assert sorted(seen) == list(range(8))
+
+
+def test_sbd_masks_join_voc_training_when_present(tmp_path: Path, voc_root: Path):
+    pytest.importorskip("scipy")  # SBD's masks are .mat files
+    root = tmp_path / "voc"
+    shutil.copytree(voc_root, root)
+    voc_train = (root / "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt").read_text().split()
+    assert open_segmentation(root, download=False, sbd=None).train_sets == "voc2012_train"
+    with pytest.raises(DataError, match="dataset.sbd=true but"):
+        open_segmentation(root, download=False, sbd=True)
+    write_tiny_sbd(root, [voc_train[0], "sbd_0000", "sbd_0001"])  # one is also in VOC's train
+    splits = open_segmentation(root, download=False, sbd=None)
+    assert splits.train_sets == "voc2012_train+sbd_train_noval"
+    assert len(splits.train) == len(voc_train) + 2  # VOC's own mask wins for the shared image
+    image, mask = splits.train[len(voc_train)]
+    assert mask.shape == image.shape[1:] and set(mask.unique().tolist()) <= set(range(21))
+    assert len(open_segmentation(root, download=False, sbd=False).train) == len(voc_train)
+    image, mask = open_segmentation(root, download=False, sbd=False).train[0]
+    assert IGNORE in mask.unique().tolist()  # VOC's masks do have 255 borders
+
+
+def test_detector_heads_decode_boxes_in_float32_under_bf16_autocast():
+    """bf16 keeps 8 bits of mantissa: a box corner near 1000 px would move by up to 4 px."""
+    cfg = TransferConfig(backbone="scratch:resnet20")
+    cfg.task.fpn_channels, cfg.task.rois_per_image, cfg.dataset.image_size = 16, 16, 64
+    torch.manual_seed(0)
+    features = create_features(open_backbone(cfg.backbone), None, None)
+    detector = detection.build_detector(features, (0.5,) * 3, (0.25,) * 3, cfg, False)
+    seen = []
+    predictor = detector.roi_heads.box_predictor
+    predictor.register_forward_hook(lambda module, args, out: seen.append(args[0].dtype))
+    target = {"boxes": torch.tensor([[5.0, 5.0, 30.0, 30.0]]), "labels": torch.tensor([1])}
+    with torch_threads(1), torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = detector([torch.rand(3, 64, 80)], [target])
+        with torch.no_grad():
+            out = detector.eval()([torch.rand(3, 64, 80)])
+    assert seen == [torch.float32, torch.float32]
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    assert out[0]["boxes"].dtype == torch.float32
+    assert features.conv1.weight.dtype == torch.float32  # weights untouched by autocast
+
+
+def test_difficult_objects_are_scored_but_never_trained_on(voc_root: Path):
+    splits = open_detection(voc_root, download=False)
+    train, test = splits.train, splits.test
+    difficult = sum(int(a.difficult.sum()) for a in train.annotations)
+    assert difficult > 0  # the tiny tree marks some objects difficult
+    boxes = sum(len(train[i][1]["boxes"]) for i in range(len(train)))
+    assert boxes == sum(len(a.labels) for a in train.annotations) - difficult
+    assert all(
+        train[i][1]["labels"].min() >= 1 for i in range(len(train)) if len(train[i][1]["labels"])
+    )
+    _, target = test[0]  # evaluation keeps them, flagged
+    assert set(target) == {"boxes", "labels", "difficult", "index"} and target["index"] == 0
+
+
+def test_segmentation_crops_pad_masks_with_255_and_add_no_labels():
+    image = torch.randint(0, 256, (3, 20, 30), dtype=torch.uint8)
+    mask = torch.zeros(20, 30, dtype=torch.uint8)
+    mask[5:15, 5:25] = 7
+    mask[4, 5:25] = IGNORE
+    torch.manual_seed(0)
+    out_image, out_mask = SegmentationTrain(48, (0.5, 2.0))(image, mask)
+    assert out_image.shape == (3, 48, 48) and out_mask.shape == (48, 48)
+    assert set(out_mask.unique().tolist()) <= {0, 7, IGNORE}  # nearest: no blended labels
+    small_image, small_mask = SegmentationTrain(48, (1.0, 1.0))(image, mask)
+    assert (small_mask == IGNORE).sum() >= 48 * 48 - 20 * 30  # the padding is ignored
+    assert (small_image[:, small_mask == IGNORE] == 0).float().mean() > 0.9
+
+
+def test_aux_head_adds_half_its_loss():
+    cfg = TransferConfig(backbone="scratch:resnet20")
+    cfg.task.name, cfg.task.aux_loss = "segmentation", True
+    torch.manual_seed(0)
+    model = segmentation.build_segmenter(
+        create_features(open_backbone(cfg.backbone), None, None), cfg, False
+    ).eval()  # no dropout: both forward passes agree
+    x, masks = torch.rand(2, 3, 32, 32), torch.randint(0, 21, (2, 32, 32))
+    with torch_threads(1):
+        out = model(x)
+        total, n = segmentation.loss(model, (x, masks))
+    assert set(out) == {"out", "aux"} and n == 2
+    ce = torch.nn.functional.cross_entropy
+    expected = ce(out["out"], masks, ignore_index=IGNORE) + 0.5 * ce(
+        out["aux"], masks, ignore_index=IGNORE
+    )
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
