@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -83,7 +84,9 @@ def load_weights(path: Path, key: str) -> dict[str, Any]:
             f"{key}: no checkpoint at {path}; point {key} at a run directory or a .pt file"
         )
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about some pickle protocols: one line only
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "Weights only load failed" not in str(err):
             raise _unreadable(path, key, err) from None

@@ -14,8 +14,9 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, NoReturn, Optional, TypeVar
 
 import hydra
 import yaml
@@ -92,28 +93,39 @@ def _undo_resume_files() -> None:
     _resume_backup = None
 
 
-def _exit_with(err: SdrunError) -> NoReturn:
-    print(f"sdrun: error: {err}", file=sys.stderr)
+def _exit_with(err: SdrunError, prog: str = "sdrun") -> NoReturn:
+    print(f"{prog}: error: {err}", file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)
 
 
-def _task(dict_cfg: DictConfig) -> float:
+T = TypeVar("T")
+
+
+def run_task(work: Callable[[], T], prog: str = "sdrun") -> T:
+    """Run a command's Hydra task body: a user error becomes one line on stderr and exit code 2
+    (a stop signal: its own code), and a refused resume leaves the run folder as it was."""
     try:
+        return work()
+    except RunStopped as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except TrainingDiverged as err:  # it trained with this config: that stays on record
+        _exit_with(err, prog)
+    except SdrunError as err:
+        _undo_resume_files()  # refused (a changed key, a bad file...): the run stays as it was
+        _exit_with(err, prog)
+
+
+def _task(dict_cfg: DictConfig) -> float:
+    def work() -> float:
         cfg: Config = OmegaConf.to_object(dict_cfg)
         validate(cfg)  # before any data or model is built: a typo costs a second
         from sdrun.runner import run
 
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-        summary = run(cfg, run_dir)
-    except RunStopped as err:
-        print(f"sdrun: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except TrainingDiverged as err:  # it trained with this config: that stays on record
-        _exit_with(err)
-    except SdrunError as err:
-        _undo_resume_files()  # refused (a changed key, a bad file...): the run stays as it was
-        _exit_with(err)
-    return float(summary["student/top1"])
+        summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        return float(summary["student/top1"])
+
+    return run_task(work)
 
 
 def resume_overrides(argv: list[str]) -> list[str]:

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Optional
 
@@ -57,3 +58,14 @@ class StopRequest:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def stopped(stop: StopRequest, run_dir: Path, where: str, command: str = "sdrun") -> RunStopped:
+    """The error a run stopped by a signal ends with: what stopped it, where, how to resume."""
+    # Under DDP a process the signal did not reach stops because another one got it.
+    signum = stop.signum or signal.SIGTERM
+    name = signal.Signals(signum).name
+    return RunStopped(
+        f"stopped by {name} {where}; checkpoint written; continue with: {command} resume={run_dir}",
+        signum,
+    )

@@ -262,3 +262,10 @@ def lost_work(beat: Optional[dict[str, Any]], saved_at: Optional[float]) -> tupl
     carried_wall = float(beat.get("carried_wall", 0.0))
     carried_process = float(beat.get("carried_process", 0.0))
     return carried_wall + wall, carried_process + wall * int(beat["processes"])
+
+
+def kept_checkpoint(epochs_done: int) -> str:
+    """What a stopped run keeps, for its message."""
+    if not epochs_done:
+        return "no epoch finished, so there is no checkpoint"
+    return f"the last good checkpoint (epoch {epochs_done}) is kept"

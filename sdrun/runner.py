@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from sdrun.engine import (
 )
 from sdrun.ensemble import cycle_snapshots, snapshot_ensemble
 from sdrun.errors import TrainingDiverged
-from sdrun.interrupt import RunStopped, StopRequest
+from sdrun.interrupt import StopRequest, stopped
 from sdrun.loggers import (
     METRICS,
     SUMMARY,
@@ -47,7 +46,7 @@ from sdrun.loggers import (
 from sdrun.metrics import accuracy, agreement, mean_kl
 from sdrun.models import build_model
 from sdrun.optim import build_optimizer
-from sdrun.run_state import Progress
+from sdrun.run_state import Progress, kept_checkpoint
 from sdrun.runtime import (
     Runtime,
     configure_numerics,
@@ -302,7 +301,7 @@ def _train(
             progress.add_time(time.perf_counter() - mark, parts.dist.world_size)
             if parts.dist.is_main:
                 _save(parts, progress, teacher, run_dir, tally)
-            raise _stopped(stop, run_dir, f"in epoch {epoch} after step {tally.batches}")
+            raise stopped(stop, run_dir, f"in epoch {epoch} after step {tally.batches}")
         tally = None
         record = _evaluate(parts, epoch, cycle, result, teacher)
         _update_progress(progress, record, result)
@@ -319,7 +318,7 @@ def _train(
             logger.log(record, step=epoch)
         _log_epoch(record, plan)
         if distributed.any_rank(stop(), parts.runtime.device) and epoch < plan.epochs:
-            raise _stopped(stop, run_dir, f"after epoch {epoch}")
+            raise stopped(stop, run_dir, f"after epoch {epoch}")
     return teacher
 
 
@@ -336,25 +335,10 @@ def _diverged(
     epoch: int, cycle: int, teacher: Optional[TeacherState], step: int, progress: Progress
 ) -> str:
     who = "with the teacher active" if teacher is not None else "without a teacher"
-    kept = (
-        f"the last good checkpoint (epoch {progress.epoch}) is kept"
-        if progress.epoch
-        else "no epoch finished, so there is no checkpoint"
-    )
     return (
         f"training diverged: the loss became NaN or infinite in epoch {epoch} (cycle {cycle}, "
-        f"{who}) by step {step}; {kept}; "
+        f"{who}) by step {step}; {kept_checkpoint(progress.epoch)}; "
         "lower optim.lr or add schedule.warmup_epochs and start a new run"
-    )
-
-
-def _stopped(stop: StopRequest, run_dir: Path, where: str) -> RunStopped:
-    # Under DDP a process the signal did not reach stops because another one got it.
-    signum = stop.signum or signal.SIGTERM
-    name = signal.Signals(signum).name
-    return RunStopped(
-        f"stopped by {name} {where}; checkpoint written; continue with: sdrun resume={run_dir}",
-        signum,
     )
 
 

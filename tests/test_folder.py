@@ -59,6 +59,16 @@ def all_batches(loader: FolderLoader, epoch: int) -> list[tuple[torch.Tensor, to
 # ----------------------------------------------------------------------------- batches
 
 
+def test_an_epoch_leaves_the_global_rng_alone(folder_root: Path):
+    """A resumed epoch starts its loader at another point of the global RNG stream than the
+    uninterrupted run did: drawing from it would change what the model draws (dropout)."""
+    data = loaders(folder_root)
+    before = torch.get_rng_state()
+    all_batches(data.train, 0)
+    all_batches(data.test, 0)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_batches_are_normalized_crops_with_int64_labels(folder_root: Path):
     data = loaders(folder_root, channels_last=True)
     assert data.num_classes == CLASSES

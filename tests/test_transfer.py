@@ -133,10 +133,11 @@ def test_report_gains_pair_by_seed(smoke: Path, tmp_path: Path):
         (gain,) = list(csv.DictReader(f))
     # per-seed differences 1, 3, 2: mean 2, std 1, SE 1/sqrt(3), t(0.975, 2) = 4.303
     assert (gain["sd"], gain["other"], gain["pairing"]) == ("sd (cifar100)", "cosine (cifar100)",
-                                                           "paired, 3 seeds")  # fmt: skip
+                                                           "paired n=3")  # fmt: skip
     assert float(gain["gain"]) == pytest.approx(2.0)
-    assert float(gain["se"]) == pytest.approx(3**-0.5, abs=1e-4)
-    assert float(gain["ci95_high"]) == pytest.approx(2.0 + 4.3027 / 3**0.5, abs=1e-3)
+    assert float(gain["gain_se"]) == pytest.approx(3**-0.5, abs=1e-4)
+    assert float(gain["gain_ci95_high"]) == pytest.approx(2.0 + 4.3027 / 3**0.5, abs=1e-3)
+    assert gain["ci95_includes_0"] == "true"  # [-0.48, 4.48] with 3 seeds
     assert "SD backbone's gain" in (tmp_path / "report" / "RESULTS.md").read_text()
 
 

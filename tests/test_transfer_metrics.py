@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from sdrun.report.runs import Run
-from sdrun.report.transfer import TransferRow, gain, paired_gain, t_quantile, unpaired_gain
+from sdrun.report.transfer import TransferRow, gain, newest_per_seed
 from sdrun.transfer.miou import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from sdrun.transfer.schedule import FinetunePlan
 from sdrun.transfer.voc import parse_annotation
@@ -123,41 +124,25 @@ def test_finetune_lr_warmup_step_and_poly():
     assert poly.lr_at(9) > 0  # never zero on the last step
 
 
-def test_t_quantiles_match_the_tables():
-    # t_{0.975, df} from any statistics table; df = 7.5 lies between df 7 and 8
-    for df, t in ((1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (30, 2.042), (1000, 1.962)):
-        assert t_quantile(0.975, df) == pytest.approx(t, abs=1e-3)
-    assert 2.306 < t_quantile(0.975, 7.5) < 2.365
+def test_gain_pairs_only_on_two_shared_seeds_and_counts_a_seed_once(tmp_path: Path):
+    """The main table's statistics (sdrun.report.stats); a seed run twice keeps its newest run."""
 
-
-def test_paired_gain_by_hand():
-    est = paired_gain({0: 70.0, 1: 72.0, 2: 71.0}, {0: 69.0, 1: 69.0, 2: 69.0, 3: 50.0})
-    # differences 1, 3, 2 over the 3 shared seeds: mean 2, std 1, SE 1/sqrt(3), df 2
-    assert (est.gain, est.pairs, est.n_sd, est.n_other) == (2.0, 3, 3, 3)
-    assert est.se == pytest.approx(3**-0.5)
-    assert est.high - est.gain == pytest.approx(4.3027 / 3**0.5, abs=1e-3)
-
-
-def test_unpaired_gain_is_welch():
-    est = unpaired_gain([1.0, 3.0], [0.0, 0.0, 3.0])
-    # means 2 and 1; variances 2 and 3: SE sqrt(2/2 + 3/3) = sqrt(2); Welch df
-    assert est.gain == pytest.approx(1.0) and est.pairs == 0 and (est.n_sd, est.n_other) == (2, 3)
-    assert est.se == pytest.approx(2**0.5)
-    assert est.df == pytest.approx(2**2 / (1**2 / 1 + 1**2 / 2))
-    one = unpaired_gain([1.0], [0.0, 2.0])  # one run on a side: a difference, no SE
-    assert one.gain == 0.0 and one.se is None and one.low is None
-
-
-def test_gain_pairs_only_on_two_shared_seeds_each_once():
     def row(method: str, runs: list[tuple[int, float]]) -> TransferRow:
-        made = [Run(Path(f"{method}{i}"), {"seed": s}, {"test/miou": v}, [])
-                for i, (s, v) in enumerate(runs)]  # fmt: skip
-        return TransferRow("segmentation", "resnet56", method, method, (), made)
+        made = []
+        for i, (seed, value) in enumerate(runs):
+            folder = tmp_path / f"{method}{i}"
+            folder.mkdir()
+            (folder / "summary.json").write_text("{}")
+            os.utime(folder / "summary.json", (1e9 + i, 1e9 + i))  # later runs are newer
+            made.append(Run(folder, {"seed": seed}, {"test/miou": value}, []))
+        return TransferRow("segmentation", "resnet56", method, method, (), newest_per_seed(made))
 
     sd = row("sd", [(0, 60.0), (1, 62.0)])
-    assert gain(sd, row("step", [(0, 59.0), (1, 60.0)])).pairs == 2
-    one_shared = gain(sd, row("step", [(1, 58.0), (2, 60.0), (3, 62.0)]))
-    assert one_shared.pairs == 0 and (one_shared.n_sd, one_shared.n_other) == (2, 3)
+    assert gain(sd, row("step", [(0, 59.0), (1, 60.0)])).pairing == "paired n=2"
+    one_shared = gain(sd, row("step1", [(1, 58.0), (2, 60.0), (3, 62.0)]))
+    assert one_shared.pairing == "unpaired" and (one_shared.n_a, one_shared.n_b) == (2, 3)
     assert one_shared.gain == pytest.approx(61.0 - 60.0)
-    twice = gain(sd, row("step", [(0, 59.0), (0, 61.0), (1, 60.0)]))  # seed 0 ran twice
-    assert twice.pairs == 0 and twice.n_other == 3
+    twice = row("step2", [(0, 59.0), (0, 61.0), (1, 60.0)])  # seed 0 ran twice: 61 is newer
+    assert [r.summary["test/miou"] for r in twice.runs] == [61.0, 60.0]
+    paired = gain(sd, twice)
+    assert paired.pairing == "paired n=2" and paired.gain == pytest.approx(0.5)

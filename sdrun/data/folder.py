@@ -278,6 +278,11 @@ class FolderLoader:
             pin_memory=self.device.type == "cuda",
             persistent_workers=num_workers > 0,
             drop_last=train,
+            # Its own generator: a DataLoader otherwise draws its workers' base seed from the
+            # global RNG at every epoch start, which a mid-epoch resume does at another point
+            # of the RNG stream (dropout and the like would then differ from the uninterrupted
+            # run). Augmentation is seeded per sample and does not use it.
+            generator=torch.Generator().manual_seed(seed),
         )
 
     def __len__(self) -> int:

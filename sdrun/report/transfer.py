@@ -8,27 +8,26 @@ group is a row: mAP50 (detection, VOC07 11-point) or mIoU (segmentation), mean +
 its seeds, with n.
 
 SD's gain over another backbone (same task, network and fine-tuning settings) is the
-difference of the metric: paired by seed when the rows share at least 2 seeds (each seed
-once per row), else unpaired over all their runs (Welch); with its standard error and a
-t-based 95 % interval. The gain math is small pure functions (`paired_gain`,
-`unpaired_gain`, `t_quantile`), tested directly.
+difference of the metric with the main table's statistics (`sdrun.report.stats.difference`):
+paired by seed when the rows share at least 2 seeds, else unpaired over all their runs
+(Welch); with its standard error and a t-based 95 % interval. A seed run twice counts once
+(its newest run), as in the main table.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from sdrun.report.runs import Run
+from sdrun.report.runs import SUMMARY, Run
+from sdrun.report.stats import MIN_PAIRS, Difference, difference
 
 METRICS = {"detection": "test/map50", "segmentation": "test/miou"}
 METRIC_NAMES = {"detection": "mAP50 (VOC07 11-pt)", "segmentation": "mIoU"}
 SD = "sd"
-MIN_PAIRS = 2
 # Config keys that say how a backbone was fine-tuned; paths and loader settings do not.
 RECIPE = ("task.", "dataset.", "schedule.", "optim.")
 NOT_RECIPE = {"dataset.root", "dataset.download", "dataset.num_workers", "dataset.eval_batch_size"}
@@ -88,19 +87,24 @@ class TransferRow:
         return METRICS[self.task]
 
     def by_seed(self) -> dict[Any, float]:
+        """The metric per seed; `runs` holds each seed once (build_rows keeps the newest)."""
         return {r.seed: float(r.summary[self.metric]) for r in self.runs}
 
     def values(self) -> list[float]:
         return [float(r.summary[self.metric]) for r in self.runs]
 
     @property
-    def unique_seeds(self) -> bool:
-        seeds = [r.seed for r in self.runs]
-        return len(seeds) == len(set(seeds))
-
-    @property
     def label(self) -> str:
         return f"{self.pretraining} [{self.variant}]" if self.variant else self.pretraining
+
+
+def newest_per_seed(runs: Sequence[Run]) -> list[Run]:
+    """One run per seed, the one whose summary was written last (a seed run again replaces
+    its earlier run, never counts twice)."""
+    newest: dict[Any, Run] = {}
+    for run in sorted(runs, key=lambda r: (r.path / SUMMARY).stat().st_mtime):
+        newest[run.seed] = run
+    return sorted(newest.values(), key=lambda r: str(r.seed))
 
 
 def build_rows(runs: Sequence[Run]) -> list[TransferRow]:
@@ -111,6 +115,8 @@ def build_rows(runs: Sequence[Run]) -> list[TransferRow]:
         key = (task, model, pretraining(run), recipe(run))
         method = str(run.summary.get("backbone/method", "?"))
         rows.setdefault(key, TransferRow(task, model, method, key[2], key[3])).runs.append(run)
+    for row in rows.values():
+        row.runs = newest_per_seed(row.runs)
     out = sorted(rows.values(), key=lambda r: (r.task, r.model, r.method != SD, r.pretraining))
     _name_variants(out)
     return out
@@ -128,93 +134,11 @@ def _name_variants(rows: list[TransferRow]) -> None:
             row.variant = ", ".join(f"{k}={d.get(k)}" for k in differ)
 
 
-# --- gain math: pure functions ------------------------------------------------------------
+def gain(sd: TransferRow, other: TransferRow) -> Difference:
+    return difference(sd.by_seed(), other.by_seed())
 
 
-@dataclass(frozen=True)
-class GainEstimate:
-    gain: float  # mean(SD) - mean(other), metric points
-    se: Optional[float]
-    df: Optional[float]
-    low: Optional[float]  # t-based 95 % interval
-    high: Optional[float]
-    pairs: int  # seeds paired on (0: unpaired)
-    n_sd: int
-    n_other: int
-
-    @property
-    def pairing(self) -> str:
-        return f"paired, {self.pairs} seeds" if self.pairs else "unpaired"
-
-
-def t_cdf(t: float, df: float) -> float:
-    """Student's t distribution function, by Simpson's rule on its density (df may be any
-    positive number: Welch's degrees of freedom are not whole)."""
-    if t < 0:
-        return 1.0 - t_cdf(-t, df)
-    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-
-    def density(x: float) -> float:
-        return math.exp(log_c - (df + 1) / 2 * math.log1p(x * x / df))
-
-    n = 2000  # even; the density is smooth, so the error is far below what a table shows
-    h = t / n
-    inner = sum((4 if i % 2 else 2) * density(i * h) for i in range(1, n))
-    return 0.5 + h / 3 * (density(0.0) + inner + density(t))
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The t with t_cdf(t, df) = p (0.5 < p < 1), by bisection."""
-    low, high = 0.0, 1.0
-    while t_cdf(high, df) < p:
-        high *= 2
-    for _ in range(60):
-        mid = (low + high) / 2
-        low, high = (mid, high) if t_cdf(mid, df) < p else (low, mid)
-    return (low + high) / 2
-
-
-def _interval(gain: float, se: Optional[float], df: Optional[float]):
-    if se is None or df is None or df <= 0:
-        return None, None
-    half = t_quantile(0.975, df) * se
-    return gain - half, gain + half
-
-
-def paired_gain(sd: Mapping[Any, float], other: Mapping[Any, float]) -> GainEstimate:
-    """Mean of the per-seed differences over the shared seeds, SE = std / sqrt(n), df n - 1."""
-    seeds = sorted(set(sd) & set(other), key=str)
-    diffs = [sd[s] - other[s] for s in seeds]
-    gain = statistics.fmean(diffs)
-    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) >= 2 else None
-    df = len(diffs) - 1 if se is not None else None
-    low, high = _interval(gain, se, df)
-    return GainEstimate(gain, se, df, low, high, len(seeds), len(seeds), len(seeds))
-
-
-def unpaired_gain(sd: Sequence[float], other: Sequence[float]) -> GainEstimate:
-    """Difference of the means of all runs; Welch's SE and degrees of freedom (an SE needs 2
-    runs on each side)."""
-    gain = statistics.fmean(sd) - statistics.fmean(other)
-    se = df = None
-    if len(sd) >= 2 and len(other) >= 2:
-        wa, wb = statistics.variance(sd) / len(sd), statistics.variance(other) / len(other)
-        se = math.sqrt(wa + wb)
-        if wa + wb > 0:
-            df = (wa + wb) ** 2 / (wa**2 / (len(sd) - 1) + wb**2 / (len(other) - 1))
-    low, high = _interval(gain, se, df)
-    return GainEstimate(gain, se, df, low, high, 0, len(sd), len(other))
-
-
-def gain(sd: TransferRow, other: TransferRow) -> GainEstimate:
-    """Paired when both rows have each seed once and share >= MIN_PAIRS seeds, else unpaired."""
-    a, b = sd.by_seed(), other.by_seed()
-    if sd.unique_seeds and other.unique_seeds and len(set(a) & set(b)) >= MIN_PAIRS:
-        return paired_gain(a, b)
-    return unpaired_gain(sd.values(), other.values())
-
-
-def sd_gains(rows: Sequence[TransferRow]) -> list[tuple[TransferRow, TransferRow, GainEstimate]]:
+def sd_gains(rows: Sequence[TransferRow]) -> list[tuple[TransferRow, TransferRow, Difference]]:
     """SD's gain over every other backbone fine-tuned the same way on the same network."""
     out = []
     for sd in (r for r in rows if r.method == SD):
@@ -228,8 +152,8 @@ def sd_gains(rows: Sequence[TransferRow]) -> list[tuple[TransferRow, TransferRow
 # --- writing --------------------------------------------------------------------------------
 
 ROW_COLUMNS = ["task", "model", "pretraining", "variant", "metric", "n", "mean", "std", "seeds"]
-GAIN_COLUMNS = ["task", "model", "sd", "other", "gain", "se", "ci95_low", "ci95_high",
-                "pairing", "n_sd", "n_other"]  # fmt: skip
+GAIN_COLUMNS = ["task", "model", "sd", "other", "gain", "gain_se", "gain_ci95_low",
+                "gain_ci95_high", "ci95_includes_0", "pairing", "n_sd", "n_other"]  # fmt: skip
 
 
 def row_record(row: TransferRow) -> dict[str, Any]:
@@ -243,11 +167,13 @@ def row_record(row: TransferRow) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def gain_record(sd: TransferRow, other: TransferRow, est: GainEstimate) -> dict[str, Any]:
+def gain_record(sd: TransferRow, other: TransferRow, est: Difference) -> dict[str, Any]:
+    low, high = est.ci95 or (None, None)
     return {
         "task": sd.task, "model": sd.model, "sd": sd.label, "other": other.label,
-        "gain": est.gain, "se": est.se, "ci95_low": est.low, "ci95_high": est.high,
-        "pairing": est.pairing, "n_sd": est.n_sd, "n_other": est.n_other,
+        "gain": est.gain, "gain_se": est.se, "gain_ci95_low": low, "gain_ci95_high": high,
+        "ci95_includes_0": None if est.includes_zero is None else str(est.includes_zero).lower(),
+        "pairing": est.pairing, "n_sd": est.n_a, "n_other": est.n_b,
     }  # fmt: skip
 
 
@@ -289,8 +215,8 @@ def markdown(rows: Sequence[TransferRow], incomplete: Sequence[tuple[Run, str]])
         ]  # fmt: skip
         lines = [
             [sd.task, sd.model, sd.label, other.label, _num(e.gain), _num(e.se),
-             "-" if e.low is None else f"[{_num(e.low)}, {_num(e.high)}]", e.pairing,
-             str(e.n_sd), str(e.n_other)]
+             "-" if e.ci95 is None else f"[{_num(e.ci95[0])}, {_num(e.ci95[1])}]", e.pairing,
+             str(e.n_a), str(e.n_b)]
             for sd, other, e in gains
         ]  # fmt: skip
         md += _table(["task", "backbone", "SD", "other", "gain", "SE", "95 % CI", "pairing",

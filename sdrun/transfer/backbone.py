@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import difflib
 import logging
-import pickle
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import timm
-import torch
 from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
 
 import sdrun.models  # noqa: F401  (registers the CIFAR nets in timm)
-from sdrun.checkpoint import CHECKPOINT_DIR, LAST, run_dir_of
+from sdrun.checkpoint import CHECKPOINT_DIR, LAST, load_weights, run_dir_of
 from sdrun.config import flatten
 from sdrun.data.cifar import SPECS as CIFAR_SPECS
 from sdrun.data.folder import IMAGENET_MEAN, IMAGENET_STD
@@ -104,7 +101,7 @@ def _open_run(spec: str) -> Backbone:
             f"backbone={spec}: no checkpoint at {checkpoint}; point it at a run directory that "
             "finished at least one epoch, or at its checkpoints/*.pt"
         )
-    payload = load_plain_checkpoint(checkpoint, "backbone")
+    payload = load_weights(checkpoint, "backbone")  # tensors and plain values only
     config = payload.get("config")
     state = payload.get("model")
     if not isinstance(config, dict) or not isinstance(state, dict):
@@ -127,27 +124,6 @@ def _open_run(spec: str) -> Backbone:
         seed=flat.get("seed"),
         state=state,
     )
-
-
-def load_plain_checkpoint(path: Path, what: str) -> dict[str, Any]:
-    """torch.load with weights_only=True: tensors and plain containers only, never code."""
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols: one line only
-            warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"{what}: {path} is not a plain-tensor checkpoint (unpickling it would run code, "
-            "which sdrun never does); use a checkpoint written by sdrun"
-        ) from None
-    except Exception as err:  # a damaged file raises many types
-        raise CheckpointError(
-            f"{what}: {path} is not a readable checkpoint ({type(err).__name__}); it may be "
-            "truncated: use another checkpoint"
-        ) from None
-    if not isinstance(payload, dict):
-        raise CheckpointError(f"{what}: {path} does not hold a checkpoint dictionary")
-    return payload
 
 
 def _method(checkpoint: Path, config: dict[str, Any]) -> str:

@@ -15,9 +15,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sdrun import distributed
-from sdrun.cli import CONFIG_DIR, _exit_with, distributed_overrides, resume_overrides
-from sdrun.errors import SdrunError
-from sdrun.interrupt import RunStopped
+from sdrun.cli import (
+    CONFIG_DIR,
+    PATH_KEYS,
+    distributed_overrides,
+    quote_paths,
+    resume_overrides,
+    run_task,
+)
 from sdrun.transfer.config import TransferConfig, register_configs, validate
 
 
@@ -41,28 +46,28 @@ OmegaConf.register_new_resolver("sdrun_backbone", backbone_tag, replace=True)
 
 
 def _task(dict_cfg: DictConfig) -> Optional[float]:
-    try:
+    def work() -> Optional[float]:
         cfg: TransferConfig = OmegaConf.to_object(dict_cfg)
         validate(cfg)  # before any data or model is built
         from sdrun.transfer.parts import TASKS
         from sdrun.transfer.runner import run
 
         summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except RunStopped as err:
-        print(f"sdrun-transfer: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except SdrunError as err:
-        _exit_with(err)
-    value = summary.get(TASKS[cfg.task.name].METRIC)
-    return None if value is None else float(value)  # what Hydra sweepers optimise
+        value = summary.get(TASKS[cfg.task.name].METRIC)
+        return None if value is None else float(value)  # what Hydra sweepers optimise
+
+    return run_task(work, prog="sdrun-transfer")
 
 
 def main() -> None:
     register_configs()
-    argv = distributed_overrides(resume_overrides(sys.argv[1:]))
+    # `backbone=` takes a run folder too: pasted as it is, quoted or not (see quote_paths).
+    argv = distributed_overrides(
+        resume_overrides(quote_paths(sys.argv[1:], PATH_KEYS + ("backbone",)))
+    )
     sys.argv = [sys.argv[0], *argv]
     try:
-        hydra.main(config_path=str(CONFIG_DIR), config_name="transfer", version_base="1.3")(_task)()
+        hydra.main(config_path=CONFIG_DIR, config_name="transfer", version_base="1.3")(_task)()
     finally:
         distributed.shutdown()
 

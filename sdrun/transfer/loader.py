@@ -65,9 +65,11 @@ class TaskLoader:
     def num_samples(self) -> int:
         return self._samples
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """The epoch's batches from batch `start` on (a resumed epoch: the sampler starts past
+        the earlier batches' images, so they are never decoded)."""
         if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
+            self.sampler.set_epoch(epoch, start * self.loader.batch_size)
         return self._batches_of()
 
     def _batches_of(self) -> Iterator[Batch]:

@@ -59,7 +59,7 @@ def config_dict(cfg: TransferConfig) -> dict[str, Any]:
 
 def open_data(cfg: TransferConfig, dist: distributed.Dist) -> Splits:
     d = cfg.dataset
-    common = dict(download=d.download, is_main=dist.is_main, limit_train=d.limit_train,
+    common = dict(download=d.download, limit_train=d.limit_train,
                   limit_test=d.limit_test)  # fmt: skip
     root = Path(d.root).expanduser()
     if cfg.task.name == "detection":

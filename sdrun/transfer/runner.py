@@ -10,7 +10,6 @@ non-finite loss, wandb, torchrun DDP, through the same modules (`checkpoint`, `r
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import os
 import signal
@@ -22,7 +21,7 @@ from sdrun import checkpoint as ckpt
 from sdrun import distributed, run_state
 from sdrun.engine import EpochTally, LoopOptions, NonFiniteLoss, StepState
 from sdrun.errors import TrainingDiverged
-from sdrun.interrupt import RunStopped, StopRequest
+from sdrun.interrupt import StopRequest, stopped
 from sdrun.loggers import (
     METRICS,
     SUMMARY,
@@ -32,13 +31,14 @@ from sdrun.loggers import (
     build_logger,
     write_summary,
 )
-from sdrun.run_state import Progress
-from sdrun.runtime import configure_determinism, resolve_runtime, seed_everything
+from sdrun.run_state import Progress, kept_checkpoint
+from sdrun.runtime import Runtime, configure_numerics, resolve_runtime, seed_everything
 from sdrun.transfer import loop
 from sdrun.transfer.config import TransferConfig, validate
 from sdrun.transfer.parts import Parts, build, config_dict
 
 log = logging.getLogger(__name__)
+COMMAND = "sdrun-transfer"
 
 # What a resume must not change (prefixes of config keys); paths and runtime keys may change.
 DEFINING = (
@@ -51,13 +51,18 @@ DEFINING = (
 def run(cfg: TransferConfig, run_dir: Path) -> dict[str, Any]:
     """Fine-tune `cfg` in `run_dir`; returns the summary (also written to summary.json)."""
     validate(cfg)
-    config = config_dict(cfg)
     runtime = resolve_runtime(cfg.trainer)
+    # Deterministic mode and TF32 are process-wide: set for this run, given back after it.
+    with configure_numerics(cfg.trainer.deterministic, runtime.device, runtime.amp_dtype):
+        return _run(cfg, run_dir, runtime)
+
+
+def _run(cfg: TransferConfig, run_dir: Path, runtime: Runtime) -> dict[str, Any]:
+    config = config_dict(cfg)
     dist = distributed.init(runtime.device.type)
     runtime = dataclasses.replace(runtime, device=distributed.local_device(runtime.device, dist))
     resume = run_state.load_for_resume(cfg.resume, config, DEFINING)
     ckpt.guard_run_dir(run_dir, resuming=resume is not None)
-    configure_determinism(cfg.trainer.deterministic, runtime.device)
     seed_everything(cfg.seed)
     parts = build(cfg, runtime, dist)
     progress = Progress()
@@ -103,7 +108,7 @@ def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_di
             nan_at_step=_fault_step("SDRUN_FAULT_NAN_STEP"),
             reduce=distributed.sum_,
         )
-        batches = itertools.islice(parts.train_loader.epoch(epoch), tally.batches, None)
+        batches = parts.train_loader.epoch(epoch, start=tally.batches)  # skipped: never read
         try:
             result = loop.train_one_epoch(
                 parts.train_model, parts.task.loss, batches, len(parts.train_loader),
@@ -112,13 +117,13 @@ def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_di
         except NonFiniteLoss as err:
             raise TrainingDiverged(
                 f"training diverged: the loss became NaN or infinite in epoch {epoch} by step "
-                f"{err.step}; the last good checkpoint (epoch {progress.epoch}) is kept; lower "
-                "optim.lr or raise schedule.warmup_iters and start a new run"
+                f"{err.step}; {kept_checkpoint(progress.epoch)}; lower optim.lr or raise "
+                "schedule.warmup_iters and start a new run"
             ) from None
         if result is None:  # a signal: keep the partial epoch and stop
             if parts.dist.is_main:
                 _save(parts, progress, run_dir, tally)
-            raise _stopped(stop, run_dir, f"in epoch {epoch} after step {tally.batches}")
+            raise stopped(stop, run_dir, f"in epoch {epoch} after step {tally.batches}", COMMAND)
         tally = None
         record, per_class = _record(parts, epoch, result)
         progress.epoch = epoch
@@ -133,7 +138,7 @@ def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_di
             logger.log(record, step=epoch)
         _log_epoch(parts, record)
         if distributed.any_rank(stop(), device) and epoch < plan.epochs:
-            raise _stopped(stop, run_dir, f"after epoch {epoch}")
+            raise stopped(stop, run_dir, f"after epoch {epoch}", COMMAND)
 
 
 def _record(parts: Parts, epoch: int, result: loop.EpochResult) -> tuple[dict, Optional[dict]]:
@@ -178,15 +183,6 @@ def _with_fault_signal(stop: StopRequest, state: StepState):
         return stop()
 
     return check
-
-
-def _stopped(stop: StopRequest, run_dir: Path, where: str) -> RunStopped:
-    name = signal.Signals(stop.signum).name
-    return RunStopped(
-        f"stopped by {name} {where}; checkpoint written; continue with: "
-        f"sdrun-transfer resume={run_dir}",
-        stop.signum,
-    )
 
 
 def _save(parts: Parts, progress: Progress, run_dir: Path,

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import torch
 from torch.utils.data import Dataset
 from torchvision.datasets import SBDataset, VOCDetection, VOCSegmentation
 
+from sdrun.distributed import first_on_each_node
 from sdrun.errors import DataError
 from sdrun.transfer.voc import DetectionSet, SegmentationSet, parse_annotation
 
@@ -39,8 +39,9 @@ SBD_FOLDER = "SBD"  # torchvision SBDataset's layout: img/, cls/, train_noval.tx
 SBD_SPLIT = "train_noval"  # SBD train without any VOC2012 val image
 
 
-def _voc_split(cls: type, root: Path, year: str, split: str, download: bool, is_main: bool):
-    """torchvision's listing of one VOC split; downloads it (rank 0) only if it is missing."""
+def _voc_split(cls: type, root: Path, year: str, split: str, download: bool):
+    """torchvision's listing of one VOC split; downloads it (one process per node) only if it
+    is missing."""
     folder = root / "VOCdevkit" / f"VOC{year}"
     split_file = folder / "ImageSets" / SPLIT_FOLDERS[cls] / f"{split}.txt"
 
@@ -57,7 +58,7 @@ def _voc_split(cls: type, root: Path, year: str, split: str, download: bool, is_
                 "dataset.download=false"
             ) from None
 
-    _main_first(fetch, is_main)
+    first_on_each_node(fetch)  # one download per node, the others wait
     if not folder.is_dir():
         raise DataError(
             f"{folder} not found: set dataset.root to the folder holding VOCdevkit/, or "
@@ -69,23 +70,6 @@ def _voc_split(cls: type, root: Path, year: str, split: str, download: bool, is_
             "from the VOC archive (or remove it and set dataset.download=true)"
         )
     return cls(str(root), year=year, image_set=split, download=False)
-
-
-def _main_first(fetch: Callable[[], None], is_main: bool) -> None:
-    """`fetch` on rank 0 while the other processes wait; its DataError stops every process
-    with the same line (rather than leaving the others waiting for rank 0 forever)."""
-    error: Optional[str] = None
-    if is_main:
-        try:
-            fetch()
-        except DataError as err:
-            error = str(err)
-    if torch.distributed.is_initialized():
-        box = [error]
-        torch.distributed.broadcast_object_list(box, src=0)  # also the barrier
-        error = box[0]
-    if error is not None:
-        raise DataError(error)
 
 
 def _check_files(paths: list[str], what: str) -> None:
@@ -110,16 +94,16 @@ class Splits:
     train_sets: str  # what the training split is made of, e.g. "voc2007_trainval+voc2012_trainval"
 
 
-def open_detection(root: Path, *, download: bool, is_main: bool = True,
+def open_detection(root: Path, *, download: bool,
                    limit_train: Optional[int] = None, limit_test: Optional[int] = None,
                    train_transform: Optional[Callable] = None) -> Splits:  # fmt: skip
     images, annotations = [], []
     for year, split in DETECTION_TRAIN:
-        found = _voc_split(VOCDetection, root, year, split, download, is_main)
+        found = _voc_split(VOCDetection, root, year, split, download)
         images += found.images
         annotations += found.annotations
     images, annotations = _first(images, limit_train), _first(annotations, limit_train)
-    test = _voc_split(VOCDetection, root, *DETECTION_TEST, download, is_main)
+    test = _voc_split(VOCDetection, root, *DETECTION_TEST, download)
     test_images = _first(test.images, limit_test)
     test_annotations = _first(test.annotations, limit_test)
     for paths, what in ((images, "training"), (annotations, "training"),
@@ -131,13 +115,13 @@ def open_detection(root: Path, *, download: bool, is_main: bool = True,
     return Splits(train, test_set, names)
 
 
-def open_segmentation(root: Path, *, download: bool, sbd: Optional[bool], is_main: bool = True,
+def open_segmentation(root: Path, *, download: bool, sbd: Optional[bool],
                       limit_train: Optional[int] = None, limit_test: Optional[int] = None,
                       train_transform: Optional[Callable] = None) -> Splits:  # fmt: skip
-    train = _voc_split(VOCSegmentation, root, *SEGMENTATION_TRAIN, download, is_main)
+    train = _voc_split(VOCSegmentation, root, *SEGMENTATION_TRAIN, download)
     images, masks = list(train.images), list(train.masks)
     names = f"voc{SEGMENTATION_TRAIN[0]}_{SEGMENTATION_TRAIN[1]}"
-    extra = _sbd(root, sbd, download, is_main)
+    extra = _sbd(root, sbd, download)
     if extra is not None:
         known = {Path(p).stem for p in images}
         pairs = [(i, m) for i, m in zip(extra.images, extra.masks) if Path(i).stem not in known]
@@ -145,7 +129,7 @@ def open_segmentation(root: Path, *, download: bool, sbd: Optional[bool], is_mai
         masks += [m for _, m in pairs]
         names += f"+sbd_{SBD_SPLIT}"
     images, masks = _first(images, limit_train), _first(masks, limit_train)
-    test = _voc_split(VOCSegmentation, root, *SEGMENTATION_TEST, download, is_main)
+    test = _voc_split(VOCSegmentation, root, *SEGMENTATION_TEST, download)
     test_images, test_masks = _first(test.images, limit_test), _first(test.masks, limit_test)
     for paths, what in ((images, "training"), (masks, "training"),
                         (test_images, "test"), (test_masks, "test")):  # fmt: skip
@@ -157,7 +141,7 @@ def open_segmentation(root: Path, *, download: bool, sbd: Optional[bool], is_mai
     )
 
 
-def _sbd(root: Path, wanted: Optional[bool], download: bool, is_main: bool) -> Optional[SBDataset]:
+def _sbd(root: Path, wanted: Optional[bool], download: bool) -> Optional[SBDataset]:
     """SBD's training masks: used when asked (dataset.sbd=true) or, with null, when present."""
     folder = root / SBD_FOLDER
     present = (folder / f"{SBD_SPLIT}.txt").is_file()
@@ -185,7 +169,7 @@ def _sbd(root: Path, wanted: Optional[bool], download: bool, is_main: bool) -> O
                 "set dataset.sbd=false"
             ) from None
 
-    _main_first(fetch, is_main)
+    first_on_each_node(fetch)  # one download per node, the others wait
     if not (folder / f"{SBD_SPLIT}.txt").is_file():
         raise DataError(
             f"dataset.sbd=true but {folder / (SBD_SPLIT + '.txt')} not found; put SBD there "
