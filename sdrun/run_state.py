@@ -30,6 +30,7 @@ RUN_DEFINING = (
     "dataset.batch_size",
     "dataset.limit_train",
     "dataset.limit_test",
+    "dataset.val_split",
     "dataset.image_size",
     "dataset.eval_resize",
     "model",
@@ -47,6 +48,10 @@ class Progress:
     epoch: int = 0  # epochs completed
     best_top1: float = -1.0
     best_epoch: int = 0
+    # The epoch selected on the validation split, and the test top-1 at that epoch.
+    val_best_top1: float = -1.0
+    val_best_epoch: int = 0
+    top1_at_val_best: Optional[float] = None
     train_seconds: float = 0.0
     wall_seconds: float = 0.0  # training, evaluation and checkpoints, over every session
     wandb_id: Optional[str] = None
@@ -97,7 +102,7 @@ def load_for_resume(resume: Optional[str], config: dict[str, Any]) -> Optional[d
 
 
 def check_same_run(now: dict[str, Any], saved: dict[str, Any], path: Path) -> None:
-    now, before = flatten(now), flatten(saved)
+    now, before = _cycles_as_length(flatten(now)), _cycles_as_length(flatten(saved))
     for key in sorted(set(now) | set(before)):
         if not key.startswith(RUN_DEFINING) or key == "distill.teacher_checkpoint":
             continue
@@ -106,6 +111,16 @@ def check_same_run(now: dict[str, Any], saved: dict[str, Any], path: Path) -> No
                 f"resume: {key}={now.get(key)!r} but {path} was trained with {before.get(key)!r}; "
                 f"drop that override to resume, or start a new run without resume="
             )
+
+
+def _cycles_as_length(flat: dict[str, Any]) -> dict[str, Any]:
+    """`schedule.cycles=4` and `schedule.cycle_length=50` of 200 epochs are the same run: compare
+    the cycle length they give (a checkpoint from before `schedule.cycles` has no such key)."""
+    cycles = flat.pop("schedule.cycles", None)
+    epochs, length = flat.get("schedule.epochs"), flat.get("schedule.cycle_length")
+    if length is None and isinstance(epochs, int) and isinstance(cycles, int) and cycles > 0:
+        flat["schedule.cycle_length"] = epochs // cycles
+    return flat
 
 
 def restore(
