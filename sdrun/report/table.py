@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdrun.report.runs import SUMMARY, Run
+from sdrun.report.search import val_selected_err
 
 # Keys that make up a method; rows are compared (SD gain) only if all other keys agree.
-METHOD_KEYS = ("schedule.name", "schedule.cycle_length", "distill.", "teacher")
+METHOD_KEYS = ("schedule.name", "schedule.cycle_length", "schedule.cycles", "distill.", "teacher")
 METHOD_ORDER = ("sd", "cyclic", "cosine", "step")
 
 # Published CIFAR-100 top-1 accuracies (DESIGN.md): (dataset, model, method) -> (low, high,
@@ -195,6 +196,7 @@ def row_record(row: Row) -> dict[str, Any]:
         "top1_err_mean": _mean(err),
         "top1_err_std": _std(err),
         "best_epoch_err_mean_test_selected": _mean(row.errors("student/best_top1")),
+        "val_selected_err_mean": val_selected_err(row.runs),
         "teacher_err_mean": _mean(row.errors("teacher/top1")),
         "ensemble_err_mean": _mean(row.errors("ensemble/top1")),
         "wall_h_mean": _hours(row.per_run(Run.wall_s)),

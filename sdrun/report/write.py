@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from sdrun.report.plots import plot_methods, plot_run, plot_sweep
 from sdrun.report.runs import Run, load_runs
+from sdrun.report.search import SEARCH_COLUMNS, find_searches, search_markdown, trial_record
 from sdrun.report.table import (
     GAIN_COLUMNS,
     RESULT_COLUMNS,
@@ -31,8 +32,9 @@ from sdrun.report.table import (
 
 MAX_NAME = 120  # characters of a plot's file name
 TABLE_HEADER = [
-    "model", "method", "seeds", "top-1 err", "best-epoch err (test-selected)", "teacher err",
-    "ensemble err", "wall h", "GPU h", "wall h with teachers", "published err",
+    "model", "method", "seeds", "top-1 err", "best-epoch err (test-selected)",
+    "val-selected epoch err", "teacher err", "ensemble err", "wall h", "GPU h",
+    "wall h with teachers", "published err",
 ]  # fmt: skip
 
 
@@ -118,8 +120,12 @@ def write(report: Report) -> None:
     draw_plots(report)
     write_csv(out / "results.csv", [row_record(r) for r in report.rows], RESULT_COLUMNS)
     write_csv(out / "gains.csv", [gain_record(g) for g in report.gains], GAIN_COLUMNS)
+    searches = find_searches(report.runs)
+    if searches:
+        trials = [trial_record(s, run) for s in searches for run in s.trials]
+        write_csv(out / "searches.csv", trials, SEARCH_COLUMNS)
     md = [*_md_intro(report), *_md_tables(report), *_md_gains(report), *_md_sweeps(report)]
-    md += [*_md_runs(report), *_md_problems(report)]
+    md += [*search_markdown(searches, report.link), *_md_runs(report), *_md_problems(report)]
     (out / "RESULTS.md").write_text("\n".join(md) + "\n")
 
 
@@ -180,6 +186,9 @@ def _md_intro(report: Report) -> list[str]:
         "Top-1 **error** (%) on the test set at the **final epoch**, mean ± std over seeds "
         "(std from 2 seeds on). *Best epoch* is the lowest error of any epoch, **selected on "
         "the test set**: optimistic, shown only to compare with papers that report it. "
+        "*Val-selected epoch*: the test error at the epoch with the best accuracy on the "
+        "validation split (runs with `dataset.val_split`): a selection that never saw the "
+        "test set. "
         "*Teacher*: the final snapshot teacher. *Ensemble*: the average softmax of the "
         "cycle-end snapshots. Hours are per run; *with teachers* adds the runs that trained "
         "the teacher chain (born-again): the real cost of a multi-generation result.",
@@ -200,7 +209,8 @@ def _md_row(row: Row) -> list[str]:
     rec = row_record(row)
     return [
         row.model, row.label, str(len(row.runs)), _mean_std(row.errors()),
-        _num(rec["best_epoch_err_mean_test_selected"]), _num(rec["teacher_err_mean"]),
+        _num(rec["best_epoch_err_mean_test_selected"]), _num(rec["val_selected_err_mean"]),
+        _num(rec["teacher_err_mean"]),
         _num(rec["ensemble_err_mean"]), _sig(rec["wall_h_mean"]), _sig(rec["gpu_h_mean"]),
         _sig(rec["wall_h_with_teachers_mean"]), _published(row),
     ]  # fmt: skip
