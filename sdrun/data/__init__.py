@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Optional, Protocol
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from sdrun.config import DATASETS, DatasetConfig
 from sdrun.data.base import ImageSet
 from sdrun.data.cifar import load_cifar, write_cifar
 from sdrun.data.fake import make_fake
 from sdrun.data.folder import FolderLoader, open_folders
+from sdrun.data.holdout import check_holdout, split_folder, split_image_set
 from sdrun.data.loader import DeviceLoader, hflip, normalize, random_crop
 from sdrun.errors import ConfigError
 
@@ -65,6 +67,7 @@ class DataBundle:
     train: Batches
     test: Batches
     num_classes: int
+    val: Optional[Batches] = None  # the held-out training images (dataset.val_split > 0)
 
 
 def build_loaders(
@@ -76,9 +79,10 @@ def build_loaders(
     rank: int = 0,
     world_size: int = 1,
 ) -> DataBundle:
-    """Train and test loaders for `cfg` on `device` (this rank's shard of each).
+    """Train, test (and validation) loaders for `cfg` on `device` (this rank's shard of each).
 
     `dataset.batch_size` is the global batch: each of `world_size` ranks trains on its share.
+    The validation split is evaluated exactly like the test set (same loader settings).
     """
     if cfg.batch_size % world_size:
         raise ConfigError(
@@ -88,6 +92,11 @@ def build_loaders(
     if cfg.name == "imagenet":
         return _folder_loaders(cfg, seed, device, channels_last, rank, world_size)
     data = build_data(cfg, seed=seed)
+    held: Optional[tuple[Tensor, Tensor]] = None
+    if cfg.val_split:
+        check_holdout(cfg.val_split, len(data.train_y), cfg.batch_size, world_size)
+        data, val_x, val_y = split_image_set(data, cfg.val_split)
+        held = (val_x, val_y)
     common = dict(
         mean=data.mean,
         std=data.std,
@@ -98,8 +107,12 @@ def build_loaders(
     )
     batch = cfg.batch_size // world_size
     train = DeviceLoader(data.train_x, data.train_y, batch, train=True, seed=seed, **common)
-    test = DeviceLoader(data.test_x, data.test_y, cfg.eval_batch_size, train=False, **common)
-    return DataBundle(train, test, data.num_classes)
+
+    def eval_loader(images: Tensor, labels: Tensor) -> DeviceLoader:
+        return DeviceLoader(images, labels, cfg.eval_batch_size, train=False, **common)
+
+    val = None if held is None else eval_loader(*held)
+    return DataBundle(train, eval_loader(data.test_x, data.test_y), data.num_classes, val)
 
 
 def _folder_loaders(
@@ -126,6 +139,14 @@ def _folder_loaders(
         rank=rank,
         world_size=world_size,
     )
-    train = FolderLoader(splits.train, cfg.batch_size // world_size, train=True, **common)
-    test = FolderLoader(splits.val, cfg.eval_batch_size, train=False, **common)
-    return DataBundle(train, test, splits.num_classes)
+    train_set, held = splits.train, None
+    if cfg.val_split:
+        check_holdout(cfg.val_split, len(train_set), cfg.batch_size, world_size)
+        train_set, held = split_folder(splits.train, splits.val, cfg.val_split)
+
+    def eval_loader(dataset: Dataset) -> FolderLoader:
+        return FolderLoader(dataset, cfg.eval_batch_size, train=False, **common)
+
+    train = FolderLoader(train_set, cfg.batch_size // world_size, train=True, **common)
+    val = None if held is None else eval_loader(held)
+    return DataBundle(train, eval_loader(splits.val), splits.num_classes, val)
