@@ -20,10 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sdrun import distributed
+from sdrun import distributed, sweep
 from sdrun.checkpoint import guard_run_dir
 from sdrun.config import Config, register_configs, validate
-from sdrun.errors import SdrunError
+from sdrun.errors import ConfigError, SdrunError, TrainingDiverged
 from sdrun.interrupt import RunStopped
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -66,9 +66,14 @@ def _task(dict_cfg: DictConfig) -> float:
     except RunStopped as err:
         print(f"sdrun: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except TrainingDiverged as err:
+        if sweep.in_search():  # a failed trial, not a failed search: Optuna records it
+            log.error("trial failed: %s", err)  # in the trial's own sdrun.log
+            raise sweep.TrialFailed(str(err)) from None
+        _exit_with(err)
     except SdrunError as err:
         _exit_with(err)
-    return float(summary["student/top1"])
+    return sweep.objective(summary)
 
 
 def resume_overrides(argv: list[str]) -> list[str]:
@@ -128,6 +133,9 @@ def _cuda() -> bool:
 def main() -> None:
     register_configs()
     argv = distributed_overrides(resume_overrides(sys.argv[1:]))
+    problem = sweep.missing_search_plugin(argv)
+    if problem:
+        _exit_with(ConfigError(problem))
     sys.argv = [sys.argv[0], *argv]
     try:
         hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")(_task)()
