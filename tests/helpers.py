@@ -70,3 +70,8 @@ def wandb_env(folder: Path) -> dict[str, str]:
     """wandb's caches, settings and logs under `folder`, not in the home directory."""
     return {name: str(folder / name.lower()) for name in
             ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR")}  # fmt: skip
+
+
+def search_trials(sweep_dir: Path) -> list[Path]:
+    """The run folders under a sweep or search directory (whatever their names)."""
+    return sorted(p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml"))

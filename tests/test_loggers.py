@@ -10,7 +10,8 @@ import pytest
 import wandb
 from wandb_records import by_type, history_rows
 
-from sdrun.config import LoggerConfig
+from sdrun.config import Config, LoggerConfig
+from sdrun.identity import SweepInfo, method_of, run_identity
 from sdrun.loggers import MetricsFile, NullLogger, WandbLogger, build_logger, read_metrics
 
 
@@ -100,8 +101,9 @@ def test_wandb_failing_mid_run_is_one_warning_and_logging_goes_on(tmp_path: Path
 
 
 # ----------------------------------------------------------------------------- a real run
-# `val_run` (conftest.py): a 2-cycle run with wandb offline, group `val-tests`, log_every=1,
-# cycle checkpoints as artifacts. Its .wandb file is read back with wandb's own protobufs.
+# `val_run` (conftest.py): the complete trial of a tiny Optuna search, 2 cycles of 1 epoch,
+# wandb offline, log_every=1, cycle checkpoints as artifacts. Its .wandb file is read back with
+# wandb's own protobufs.
 
 
 def run_file(run_dir: Path) -> Path:
@@ -109,13 +111,29 @@ def run_file(run_dir: Path) -> Path:
     return path
 
 
-def test_wandb_run_is_named_grouped_typed_and_tagged_from_the_config(val_run: Path):
+def test_wandb_run_is_named_grouped_typed_and_tagged_from_the_config(val_run: Path, search):
     (run,) = by_type(run_file(val_run), "run")
-    assert run.display_name == "resnet20 sd seed0"  # what ran, not when
-    assert (run.run_group, run.job_type) == ("val-tests", "sd")
+    name = run.display_name  # what ran (model, method, the searched values, seed), not when
+    assert name.startswith("resnet20 sd temperature=") and name.endswith(" cycles=2 lr=0.05 seed0")
+    assert (run.run_group, run.job_type) == (str(search), "sd")  # the sweep directory
     assert {"cifar100", "resnet20", "sd"} <= set(run.tags)
     (exit_record,) = by_type(run_file(val_run), "exit")
     assert exit_record.exit_code == 0
+
+
+def test_logger_keys_set_group_job_type_and_name_instead():
+    cfg = Config()
+    assert run_identity(cfg).group is None  # a single run outside any sweep
+    sweep_info = SweepInfo("outputs/multirun/x", ["distill.temperature", "seed", "dataset"])
+    auto = run_identity(cfg, sweep_info)
+    assert auto.name == "resnet56 sd temperature=2 dataset=cifar100 seed0"
+    assert (auto.group, auto.job_type) == ("outputs/multirun/x", "sd")
+    cfg.logger = LoggerConfig(group="g", job_type="ablation", run_name="mine", tags=["x"])
+    chosen = run_identity(cfg, sweep_info)
+    assert (chosen.name, chosen.group, chosen.job_type) == ("mine", "g", "ablation")
+    assert chosen.tags == ["x", "cifar100", "resnet56", "sd"]
+    cfg.distill.name = "none"
+    assert run_identity(cfg).job_type == "ablation" and method_of("none", "sd") == "cyclic"
 
 
 def test_wandb_has_lr_and_loss_every_log_every_steps_on_a_step_axis(val_run: Path):
