@@ -117,9 +117,15 @@ def command(job: Job, how: str, extra: list[str]) -> list[str]:
         f"+experiment={job.preset}",
         *([] if own_seed else [f"seed={job.seed}"]),
         f"hydra.run.dir={job.run_dir}",
+        f"logger.group={wandb_group(job)}",  # the table's runs together in wandb
         *job.overrides,
         *extra,
     ]
+
+
+def wandb_group(job: Job) -> str:
+    """`<out folder name>/cifar100`: one wandb group per table (run_dir is OUT/DATASET/...)."""
+    return f"{job.run_dir.parents[3].name}/{DATASET}"
 
 
 def smoke_overrides(job: Job, data_root: Path) -> list[str]:

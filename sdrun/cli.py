@@ -24,10 +24,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sdrun import distributed
+from sdrun import distributed, sweep
 from sdrun.checkpoint import guard_run_dir
 from sdrun.config import Config, register_configs, validate
-from sdrun.errors import SdrunError, TrainingDiverged
+from sdrun.errors import ConfigError, SdrunError, TrainingDiverged
 from sdrun.interrupt import RunStopped
 
 CONFIG_PACKAGE = "sdrun.conf"
@@ -122,8 +122,15 @@ def _task(dict_cfg: DictConfig) -> float:
         validate(cfg)  # before any data or model is built: a typo costs a second
         from sdrun.runner import run
 
-        summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
-        return float(summary["student/top1"])
+        try:
+            summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        except TrainingDiverged as err:
+            if not sweep.in_search():
+                raise
+            # A failed trial, not a failed search: Optuna records it and goes on.
+            log.error("trial failed: %s", err)  # in the trial's own sdrun.log
+            raise sweep.TrialFailed(str(err)) from None
+        return sweep.objective(summary)
 
     return run_task(work)
 
@@ -265,6 +272,9 @@ def main() -> None:
     register_configs()
     OmegaConf.register_new_resolver("sdrun_job", job_dirname, replace=True)
     argv = distributed_overrides(resume_overrides(quote_paths(sys.argv[1:])))
+    problem = sweep.missing_search_plugin(argv)
+    if problem:
+        _exit_with(ConfigError(problem))
     sys.argv = [sys.argv[0], *argv]
     try:
         hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")(_task)()

@@ -8,12 +8,15 @@ express (ranges, combinations) live in `validate`, which raises `ConfigError` na
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from sdrun.errors import ConfigError
+from sdrun.schedule import cycle_length_of
 
 DATASETS = ("cifar100", "cifar10", "imagenet", "fake")
 SCHEDULES = ("sd", "cosine", "step")
@@ -36,6 +39,9 @@ class DatasetConfig:
     eval_batch_size: int = 1000
     limit_train: Optional[int] = None
     limit_test: Optional[int] = None
+    # Training images held out as a validation set (class-balanced, the same ones in every run:
+    # chosen by a fixed seed, not the run's); 0 trains on the whole training split.
+    val_split: int = 0
     # `fake`: random images and labels of this shape (`image_size` is also imagenet's crop).
     num_classes: int = 100
     image_size: int = 32
@@ -59,8 +65,11 @@ class ScheduleConfig:
     # The defaults are the CIFAR-100 recipe (conf/experiment/recipe/cifar100.yaml): 4 x 60 epochs.
     name: str = "sd"
     epochs: int = 240
-    # Epochs per cycle; null means one cycle of `epochs`.
+    # Epochs per cycle, or the number of cycles (`cycles`): give one, the other is derived; both
+    # null means one cycle of `epochs`. conf/schedule/sd.yaml defaults to 4 cycles unless
+    # cycle_length is given (the `sdrun_cycles` resolver).
     cycle_length: Optional[int] = 60
+    cycles: Optional[int] = None
     lr_min: float = 0.0
     warmup_epochs: int = 0
     # Only for `step`: LR x gamma at these fractions of `epochs` (epochs 150, 180, 210 of 240).
@@ -112,7 +121,17 @@ class LoggerConfig:
     mode: str = "offline"
     project: str = "sdrun"
     entity: Optional[str] = None
+    # Added to the automatic tags (dataset, model, method).
     tags: list[str] = field(default_factory=list)
+    # null: the Hydra sweep directory in a multirun (every job of a sweep or search in one
+    # group), no group for a single run.
+    group: Optional[str] = None
+    # null: the method (sd, cyclic, cosine, step, kd).
+    job_type: Optional[str] = None
+    # null: model, method, the swept values and the seed.
+    run_name: Optional[str] = None
+    # Upload each cycle-end checkpoint (checkpoints/cycle<k>.pt) as a wandb model artifact.
+    log_checkpoints: bool = False
 
 
 @dataclass
@@ -133,8 +152,16 @@ class Config:
 
 
 def register_configs() -> None:
-    """Register the schema so `conf/config.yaml` can list it first in its defaults."""
+    """Register the schema so `conf/config.yaml` can list it first in its defaults, and the
+    resolvers the config files use."""
     ConfigStore.instance().store(name="sdrun_schema", node=Config)
+    OmegaConf.register_new_resolver("sdrun_cycles", default_cycles, replace=True)
+
+
+def default_cycles(cycles: int, cycle_length: Optional[int]) -> Optional[int]:
+    """`schedule.cycles: ${sdrun_cycles:4,${.cycle_length}}` in a config file: 4 cycles unless
+    the cycle length is given, so either key can be set alone on the command line."""
+    return None if cycle_length is not None else cycles
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -158,6 +185,7 @@ def validate(cfg: Config) -> None:
         value = getattr(d, key)
         if value is not None:
             _positive(f"dataset.{key}", value)
+    _positive("dataset.val_split", d.val_split, allow_zero=True)
     if d.name == "fake":
         _positive("dataset.num_classes", d.num_classes)
         _positive("dataset.image_size", d.image_size)
@@ -177,17 +205,12 @@ def validate(cfg: Config) -> None:
     _positive("schedule.epochs", s.epochs)
     _positive("schedule.lr_min", s.lr_min, allow_zero=True)
     _positive("schedule.warmup_epochs", s.warmup_epochs, allow_zero=True)
-    cycle = s.epochs if s.cycle_length is None else s.cycle_length
-    _positive("schedule.cycle_length", cycle)
-    if s.epochs % cycle:
-        raise ConfigError(
-            f"schedule.cycle_length={cycle} does not divide schedule.epochs={s.epochs}; "
-            f"pick a cycle_length that divides it (e.g. {_divisor_hint(s.epochs, cycle)})"
-        )
+    cycle = cycle_length_of(s)
     if s.name in ("cosine", "step") and cycle != s.epochs:
+        key = "schedule.cycle_length" if s.cycle_length is not None else "schedule.cycles"
         raise ConfigError(
-            f"schedule.cycle_length={cycle} but schedule={s.name} has one cycle; "
-            f"use schedule=sd for cycles or set schedule.cycle_length=null"
+            f"{key}={getattr(s, key.split('.')[1])} but schedule={s.name} has one cycle; "
+            f"use schedule=sd for cycles or set {key}=null"
         )
     if s.warmup_epochs >= cycle:
         raise ConfigError(
@@ -240,11 +263,6 @@ def validate(cfg: Config) -> None:
     _choice("logger.mode", cfg.logger.mode, WANDB_MODES)
 
 
-def _divisor_hint(epochs: int, near: int) -> int:
-    divisors = [c for c in range(1, epochs + 1) if epochs % c == 0]
-    return min(divisors, key=lambda c: abs(c - near))
-
-
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """A nested config dict as dotted keys (`{"a": {"b": 1}}` -> `{"a.b": 1}`); lists become
     tuples so values can be compared and grouped."""
@@ -254,4 +272,19 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def cycles_as_length(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flattened config with the cycles given as `schedule.cycle_length` only (in place):
+    `schedule.cycles=4` and `schedule.cycle_length=60` of 240 epochs are the same run, to a
+    resume check and to a report's rows (a config saved before `schedule.cycles` has no such
+    key). A saved, unresolved `${sdrun_cycles:...}` is read as its default count."""
+    cycles = flat.pop("schedule.cycles", None)
+    if isinstance(cycles, str):  # Hydra saves config.yaml unresolved
+        found = re.fullmatch(r"\$\{sdrun_cycles:(\d+),.*\}", cycles)
+        cycles = int(found.group(1)) if found else None
+    epochs, length = flat.get("schedule.epochs"), flat.get("schedule.cycle_length")
+    if length is None and isinstance(epochs, int) and isinstance(cycles, int) and cycles > 0:
+        flat["schedule.cycle_length"] = epochs // cycles
     return flat

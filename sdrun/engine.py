@@ -2,14 +2,16 @@
 
 The hot loop never reads a value back from the device: loss sums, correct counts and the
 non-finite flag are accumulated as device tensors. They are read every `check_every` steps (to
-stop a diverged run early), every `log_every` steps when a progress bar is shown, and at the
-epoch's end. Under DDP those checks and the epoch's end are where the processes agree (one
-small all-reduce): on a non-finite loss anywhere every process stops at the same step, and a
-stop request is acted on at the same step everywhere.
+stop a diverged run early), every `log_every` steps when a progress bar is shown or a step
+logger listens (`on_log`: the LR and the loss of those steps), and at the epoch's end. Under DDP
+those checks and the epoch's end are where the processes agree (one small all-reduce): on a
+non-finite loss anywhere every process stops at the same step, and a stop request is acted on
+at the same step everywhere.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -82,6 +84,9 @@ class EpochTally:
         return cls(state["batches"], state["images"], state["seconds"], sums)
 
 
+StepLog = Callable[[int, dict[str, float]], None]
+
+
 @dataclass
 class LoopOptions:
     log_every: int = 50  # progress-bar refresh period (steps)
@@ -94,6 +99,9 @@ class LoopOptions:
     nan_at_step: Optional[int] = None  # fault injection for tests: this step's loss is NaN
     # Combines the epoch's sums over processes (a sum over ranks under torchrun).
     reduce: Callable[[Tensor], Tensor] = field(default=lambda sums: sums)
+    # Called every `log_every` steps with the global step and {"train/step", "train/lr",
+    # "train/loss"} (the mean loss of this process's last `log_every` steps).
+    on_log: Optional[StepLog] = None
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -128,6 +136,7 @@ def train_one_epoch(
     lr = plan.lr_at(max(state.step - 1, 0))
     start = time.perf_counter() - tally.seconds
     stopped = False
+    window = _Window.start(tally)
     for x, y in batches:
         lr = plan.lr_at(state.step)
         set_lr(state.optimizer, lr)
@@ -144,8 +153,12 @@ def train_one_epoch(
         if tally.batches % options.check_every == 0 and _agreed_check(tally, state.step, options):
             stopped = True
             break
-        if tally.batches % options.log_every == 0 and not bar.disable:
-            _show(bar, tally, lr, time.perf_counter() - start)
+        if tally.batches % options.log_every == 0 and (
+            options.on_log is not None or not bar.disable
+        ):
+            sums = tally.sums.tolist()  # this process's sums (its share under torchrun)
+            _show(bar, sums, lr, time.perf_counter() - start)
+            window.report(sums, state.step, lr, options.on_log)
         if not options.sync_stop and options.should_stop():
             stopped = True
             break
@@ -192,9 +205,39 @@ def _raise_if_nonfinite(count: float, step: int) -> None:
         raise NonFiniteLoss(step)
 
 
-def _show(bar: tqdm, tally: EpochTally, lr: float, elapsed: float) -> None:
-    loss = tally.sums[LOSS].item() / max(tally.images, 1)
-    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.4f}", img_s=f"{tally.images / elapsed:.0f}")
+def _show(bar: tqdm, sums: list[float], lr: float, elapsed: float) -> None:
+    if bar.disable:
+        return
+    images = max(sums[IMAGES], 1)
+    bar.set_postfix(
+        loss=f"{sums[LOSS] / images:.3f}", lr=f"{lr:.4f}", img_s=f"{images / elapsed:.0f}"
+    )
+
+
+@dataclass
+class _Window:
+    """The loss sum and image count at the last step log: the next log reports the mean loss
+    of the steps in between."""
+
+    loss: float
+    images: float
+
+    @classmethod
+    def start(cls, tally: EpochTally) -> _Window:
+        if tally.batches == 0:
+            return cls(0.0, 0.0)
+        return cls(math.nan, math.nan)  # a resumed epoch: its first window is unknown
+
+    def report(self, sums: list[float], step: int, lr: float, on_log: Optional[StepLog]) -> None:
+        images = sums[IMAGES] - self.images
+        loss = (sums[LOSS] - self.loss) / images if images > 0 else math.nan
+        self.loss, self.images = sums[LOSS], sums[IMAGES]
+        if on_log is None:
+            return
+        values = {"train/step": step, "train/lr": lr}
+        if math.isfinite(loss):
+            values["train/loss"] = loss
+        on_log(step, values)
 
 
 def _result(

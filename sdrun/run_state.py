@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from sdrun import checkpoint as ckpt
-from sdrun.config import flatten
+from sdrun.config import cycles_as_length, flatten
 from sdrun.engine import EpochTally, StepState
 from sdrun.errors import CheckpointError
 from sdrun.runtime import rng_state, set_rng_state
@@ -40,6 +40,7 @@ RUN_DEFINING = (
     "dataset.batch_size",
     "dataset.limit_train",
     "dataset.limit_test",
+    "dataset.val_split",
     "dataset.image_size",
     "dataset.eval_resize",
     "model",
@@ -57,6 +58,10 @@ class Progress:
     epoch: int = 0  # epochs completed
     best_top1: float = -1.0
     best_epoch: int = 0
+    # The epoch selected on the validation split, and the test top-1 at that epoch.
+    val_best_top1: float = -1.0
+    val_best_epoch: int = 0
+    top1_at_val_best: Optional[float] = None
     train_seconds: float = 0.0
     wall_seconds: float = 0.0  # training, evaluation and checkpoints, over every session
     # The same seconds x the processes of the session they were spent in; None: unknown (a
@@ -132,7 +137,7 @@ def check_same_run(
 ) -> None:
     """Refuse a resume whose config differs from the checkpoint's on a `defining` key (a
     prefix); sdrun-transfer passes its own keys."""
-    now, before = flatten(now), flatten(saved)
+    now, before = cycles_as_length(flatten(now)), cycles_as_length(flatten(saved))
     for key in sorted(set(now) | set(before)):
         if not key.startswith(defining) or key == "distill.teacher_checkpoint":
             continue

@@ -33,6 +33,7 @@ from sdrun.engine import (
 )
 from sdrun.ensemble import cycle_snapshots, snapshot_ensemble
 from sdrun.errors import TrainingDiverged
+from sdrun.identity import current_sweep, run_identity
 from sdrun.interrupt import StopRequest, stopped
 from sdrun.loggers import (
     METRICS,
@@ -46,6 +47,7 @@ from sdrun.loggers import (
 from sdrun.metrics import accuracy, agreement, mean_kl
 from sdrun.models import build_model
 from sdrun.optim import build_optimizer
+from sdrun.run_plots import final_plots
 from sdrun.run_state import Progress, kept_checkpoint
 from sdrun.runtime import (
     Runtime,
@@ -75,6 +77,7 @@ class TeacherState:
     logits: Tensor
     top1: float
     top5: float
+    val: Optional[dict[int, float]] = None  # top-1/top-5 on the validation split, if any
 
 
 @dataclass
@@ -90,6 +93,7 @@ class Parts:
     state: StepState
     dist: distributed.Dist
     session: Optional[run_state.Session] = None  # rank 0's heartbeat and lost-work count
+    val_loader: Optional[Batches] = None  # dataset.val_split > 0
 
 
 def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
@@ -118,17 +122,19 @@ def _run(cfg: Config, run_dir: Path, runtime: Runtime) -> dict[str, Any]:
     metrics = MetricsFile(run_dir / METRICS)
     if dist.is_main:
         metrics.truncate_after(progress.epoch)
-    logger = NullLogger()
+    logger: Logger = NullLogger()
     if dist.is_main:  # one wandb run, one set of files: rank 0's
-        logger = build_logger(
-            cfg.logger, run_dir, _config_dict(cfg), name=run_dir.name, run_id=progress.wandb_id
-        )
+        who = run_identity(cfg, current_sweep())
+        logger = build_logger(cfg.logger, run_dir, _config_dict(cfg), name=who.name,
+                              run_id=progress.wandb_id, group=who.group, job_type=who.job_type,
+                              tags=who.tags)  # fmt: skip
     progress.wandb_id = getattr(logger, "run_id", None)
     if dist.is_main:
         parts.session = run_state.start_session(
             run_dir, progress, dist.world_size, resuming=resume is not None
         )
     _log_start(parts, progress)
+    exit_code = 1
     try:
         with StopRequest() as stop:
             teacher = _train(parts, progress, teacher, tally, run_dir, metrics, logger, stop)
@@ -138,16 +144,27 @@ def _run(cfg: Config, run_dir: Path, runtime: Runtime) -> dict[str, Any]:
         if dist.is_main:
             write_summary(run_dir / SUMMARY, summary)
             logger.summary(summary)
+            if logger.active:  # drawing costs a second: only for a logger that takes it
+                logger.log_images(final_plots(run_dir, _config_dict(cfg), summary), progress.epoch)
+        exit_code = 0
     finally:
-        logger.finish()
-    log.info(
-        "done: student top-1 %.2f%% (best %.2f%% at epoch %d, chosen on the test set); %s",
-        summary["student/top1"],
-        summary["student/best_top1"],
-        summary["student/best_epoch"],
-        run_dir,
-    )
+        logger.finish(exit_code)
+    log.info("done: %s; %s", _final_line(summary), run_dir)
     return summary
+
+
+def _final_line(summary: dict[str, Any]) -> str:
+    line = (
+        f"student top-1 {summary['student/top1']:.2f}% (best {summary['student/best_top1']:.2f}% "
+        f"at epoch {summary['student/best_epoch']}, chosen on the test set)"
+    )
+    if summary.get("val/top1") is not None:
+        line += (
+            f"; validation top-1 {summary['val/top1']:.2f}% (best at epoch "
+            f"{summary['val/best_epoch']}, where the test top-1 was "
+            f"{summary['student/top1_at_val_best']:.2f}%)"
+        )
+    return line
 
 
 def _build(cfg: Config, runtime: Runtime, dist: distributed.Dist) -> Parts:
@@ -173,9 +190,8 @@ def _build(cfg: Config, runtime: Runtime, dist: distributed.Dist) -> Parts:
     train_model = distributed.wrap(model, dist, runtime.device, cfg.trainer.sync_bn)
     if cfg.trainer.compile:
         train_model = torch.compile(train_model, mode=cfg.trainer.compile_mode)
-    return Parts(
-        cfg, runtime, data.num_classes, model, train_model, data.train, data.test, plan, state, dist
-    )
+    return Parts(cfg, runtime, data.num_classes, model, train_model, data.train, data.test, plan,
+                 state, dist, data.val)  # fmt: skip
 
 
 def _initial_teacher(parts: Parts) -> Optional[TeacherState]:
@@ -210,13 +226,24 @@ def _input_shape(cfg: Config) -> tuple[int, int, int]:
 def _evaluate_teacher(parts: Parts, teacher: FrozenTeacher) -> TeacherState:
     logits, labels = _predict_test_set(parts, teacher)
     acc = accuracy(logits, labels)
-    return TeacherState(teacher, logits, acc[1], acc[5])
+    return TeacherState(teacher, logits, acc[1], acc[5], _val_accuracy(parts, teacher))
 
 
 def _predict_test_set(parts: Parts, model: nn.Module) -> tuple[Tensor, Tensor]:
     """Logits and labels of the whole test set: each rank predicts its shard, then they share."""
-    logits, labels = predict(model, parts.test_loader.epoch(0), parts.runtime)
+    return _predict(parts, model, parts.test_loader)
+
+
+def _predict(parts: Parts, model: nn.Module, loader: Batches) -> tuple[Tensor, Tensor]:
+    logits, labels = predict(model, loader.epoch(0), parts.runtime)
     return distributed.gather_rows(logits), distributed.gather_rows(labels)
+
+
+def _val_accuracy(parts: Parts, model: nn.Module) -> Optional[dict[int, float]]:
+    """Top-1 and top-5 on the validation split (None without one)."""
+    if parts.val_loader is None:
+        return None
+    return accuracy(*_predict(parts, model, parts.val_loader))
 
 
 def _take_snapshot(parts: Parts, previous: Optional[TeacherState]) -> TeacherState:
@@ -277,6 +304,7 @@ def _train(
             sync_stop=parts.dist.enabled,
             nan_at_step=_fault_nan_step(parts.dist.rank),
             reduce=distributed.sum_,
+            on_log=logger.log_step if parts.dist.is_main else None,
         )
         if parts.session is not None:  # the heartbeat rides on the per-step stop check
             options.should_stop = parts.session.watch(options.should_stop)
@@ -308,6 +336,8 @@ def _train(
         if plan.is_cycle_end(epoch):
             if parts.dist.is_main:
                 run_state.save_cycle_snapshot(run_dir, _config_dict(cfg), parts.model, epoch, cycle)
+                if cfg.logger.log_checkpoints:
+                    _log_cycle_checkpoint(logger, run_dir, epoch, cycle, record)
             if cfg.distill.name == "sd" and epoch < plan.epochs:
                 teacher = _take_snapshot(parts, teacher)
         progress.add_time(time.perf_counter() - mark, parts.dist.world_size)
@@ -320,6 +350,14 @@ def _train(
         if distributed.any_rank(stop(), parts.runtime.device) and epoch < plan.epochs:
             raise stopped(stop, run_dir, f"after epoch {epoch}")
     return teacher
+
+
+def _log_cycle_checkpoint(
+    logger: Logger, run_dir: Path, epoch: int, cycle: int, record: dict[str, Any]
+) -> None:
+    path = run_dir / ckpt.CHECKPOINT_DIR / f"cycle{cycle}.pt"
+    metadata = {k: record.get(k) for k in ("epoch", "cycle", "student/top1", "val/top1")}
+    logger.log_checkpoint(path, [f"cycle{cycle}", f"epoch{epoch}", "latest"], metadata)
 
 
 def _fault_nan_step(rank: int) -> Optional[int]:
@@ -369,7 +407,21 @@ def _evaluate(
     }
     if parts.state.scaler is not None:  # fp16: overflowing steps the loss scaler skipped
         record["train/skipped_steps"] = result.skipped_steps
+    if parts.val_loader is not None:
+        record.update(_val_record(parts, teacher))
     return record
+
+
+def _val_record(parts: Parts, teacher: Optional[TeacherState]) -> dict[str, Any]:
+    """The validation split's metrics (the teacher's are computed once per teacher)."""
+    val = _val_accuracy(parts, parts.model)
+    teacher_val = None if teacher is None else teacher.val
+    return {
+        "val/top1": val[1],
+        "val/top5": val[5],
+        "teacher/val_top1": None if teacher_val is None else teacher_val[1],
+        "teacher/val_top5": None if teacher_val is None else teacher_val[5],
+    }
 
 
 def _update_progress(progress: Progress, record: dict[str, Any], result: EpochResult) -> None:
@@ -379,6 +431,10 @@ def _update_progress(progress: Progress, record: dict[str, Any], result: EpochRe
     if record["student/top1"] > progress.best_top1:
         progress.best_top1 = record["student/top1"]
         progress.best_epoch = record["epoch"]
+    if record.get("val/top1") is not None and record["val/top1"] > progress.val_best_top1:
+        progress.val_best_top1 = record["val/top1"]  # the first epoch of the best, like the test's
+        progress.val_best_epoch = record["epoch"]
+        progress.top1_at_val_best = record["student/top1"]
 
 
 def _save(
@@ -446,6 +502,23 @@ def _summary(parts: Parts, progress: Progress, teacher: Optional[TeacherState]) 
         "sync_bn": bool(cfg.trainer.sync_bn and parts.dist.enabled),  # SyncBN needs torchrun
         "diverged": False,
         "params": sum(p.numel() for p in parts.model.parameters()),
+        "val_split": cfg.dataset.val_split,
+        **_val_summary(progress, teacher),
+    }
+
+
+def _val_summary(progress: Progress, teacher: Optional[TeacherState]) -> dict[str, Any]:
+    """Final validation metrics, and the epoch validation selects with its test top-1."""
+    last = progress.history
+    if last.get("val/top1") is None:
+        return {}
+    return {
+        "val/top1": last["val/top1"],
+        "val/top5": last["val/top5"],
+        "val/best_top1": progress.val_best_top1,
+        "val/best_epoch": progress.val_best_epoch,
+        "student/top1_at_val_best": progress.top1_at_val_best,
+        "teacher/val_top1": None if teacher is None or not teacher.val else teacher.val[1],
     }
 
 
@@ -472,12 +545,14 @@ def _config_dict(cfg: Config) -> dict[str, Any]:
 
 def _log_start(parts: Parts, progress: Progress) -> None:
     plan = parts.plan
+    val = "" if parts.val_loader is None else f"{parts.val_loader.num_samples} val / "
     log.info(
-        "%s on %s: %d train / %d test images per process, %d classes; "
+        "%s on %s: %d train / %s%d test images per process, %d classes; "
         "%d epochs in %d cycle(s) of %d, %d steps/epoch; device %s, amp %s",
         parts.cfg.model.name,
         parts.cfg.dataset.name,
         parts.train_loader.num_samples,
+        val,
         parts.test_loader.num_samples,
         parts.num_classes,
         plan.epochs,
@@ -491,8 +566,10 @@ def _log_start(parts: Parts, progress: Progress) -> None:
 
 def _log_epoch(record: dict[str, Any], plan: CyclePlan) -> None:
     teacher = "-" if record["teacher/top1"] is None else f"{record['teacher/top1']:.2f}"
+    val = "" if record.get("val/top1") is None else f" (val {record['val/top1']:.2f})"
     log.info(
-        "epoch %d/%d cycle %d/%d lr %.4f loss %.3f | student %.2f | teacher %s | %.0f img/s %.1fs",
+        "epoch %d/%d cycle %d/%d lr %.4f loss %.3f | student %.2f%s | teacher %s "
+        "| %.0f img/s %.1fs",
         record["epoch"],
         plan.epochs,
         record["cycle"],
@@ -500,6 +577,7 @@ def _log_epoch(record: dict[str, Any], plan: CyclePlan) -> None:
         record["lr"],
         record["train/loss"],
         record["student/top1"],
+        val,
         teacher,
         record["throughput/img_per_s"],
         record["time/epoch_s"],

@@ -1,6 +1,7 @@
 """The cycle plan: the learning rate of every iteration and where cycles start and end.
 
-Snapshot Distillation splits a run of E epochs into K = E / cycle_length cycles. Inside each
+Snapshot Distillation splits a run of E epochs into K cycles of E / K epochs (`schedule.cycles`,
+or `schedule.cycle_length`, whichever is given). Inside each
 cycle the LR follows a cosine from `peak` on the cycle's first iteration to exactly `lr_min`
 on its last one, then restarts at `peak`. timm's CosineLRScheduler evaluates the cosine at
 t / T, so a cycle's last iteration never reaches lr_min; the cycle-end snapshot is meant to
@@ -13,6 +14,9 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
+from typing import Optional
+
+from sdrun.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,50 @@ def step_lr(step: int, plan: CyclePlan) -> float:
     return plan.peak * plan.gamma ** bisect.bisect_right(boundaries, epoch)
 
 
+def resolve_cycle_length(epochs: int, cycle_length: Optional[int], cycles: Optional[int]) -> int:
+    """Epochs per cycle from `schedule.cycle_length` or `schedule.cycles` (either, or both if
+    they agree; neither: one cycle). Raises ConfigError naming the keys and the fix."""
+    if cycles is not None and cycles <= 0:
+        raise ConfigError(f"schedule.cycles={cycles} must be > 0; set schedule.cycles to 1 or more")
+    if cycle_length is not None and cycle_length <= 0:
+        raise ConfigError(
+            f"schedule.cycle_length={cycle_length} must be > 0; set it to 1 or more epochs"
+        )
+    if cycles is not None and epochs % cycles:
+        raise ConfigError(
+            f"schedule.cycles={cycles} does not divide schedule.epochs={epochs} into whole "
+            f"epochs; pick cycles that divide it (e.g. {_nearest_divisor(epochs, cycles)}) "
+            f"or set schedule.epochs to a multiple of {cycles}"
+        )
+    if cycle_length is not None and epochs % cycle_length:
+        raise ConfigError(
+            f"schedule.cycle_length={cycle_length} does not divide schedule.epochs={epochs}; "
+            f"pick a cycle_length that divides it (e.g. {_nearest_divisor(epochs, cycle_length)})"
+        )
+    if cycles is not None and cycle_length is not None and cycles * cycle_length != epochs:
+        raise ConfigError(
+            f"schedule.cycles={cycles} and schedule.cycle_length={cycle_length} disagree "
+            f"({cycles} x {cycle_length} != schedule.epochs={epochs}); give only one of them: "
+            "add schedule.cycle_length=null to keep cycles, or schedule.cycles=null"
+        )
+    if cycle_length is not None:
+        return cycle_length
+    return epochs // cycles if cycles is not None else epochs
+
+
+def cycle_length_of(schedule) -> int:
+    """Epochs per cycle of a ScheduleConfig (see resolve_cycle_length)."""
+    return resolve_cycle_length(schedule.epochs, schedule.cycle_length, schedule.cycles)
+
+
+def _nearest_divisor(epochs: int, near: int) -> int:
+    divisors = [c for c in range(1, epochs + 1) if epochs % c == 0]
+    return min(divisors, key=lambda c: abs(c - near))
+
+
 def plan_from_config(schedule, peak_lr: float, steps_per_epoch: int) -> CyclePlan:
     """Build the plan from a ScheduleConfig (cosine and step have one cycle)."""
-    cycle = schedule.epochs if schedule.cycle_length is None else schedule.cycle_length
+    cycle = cycle_length_of(schedule)
     if schedule.name in ("cosine", "step"):
         cycle = schedule.epochs
     return CyclePlan(

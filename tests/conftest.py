@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import sdrun_here, tiny, write_tiny_cifar
+from helpers import sdrun, sdrun_here, search_trials, tiny, wandb_env, write_tiny_cifar
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +32,34 @@ def voc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sdrun.transfer.tiny_voc import write_tiny_voc
 
     return write_tiny_voc(tmp_path_factory.mktemp("voc"))
+
+
+# One Optuna search (`hparams_search=sd_optuna`, its seeded TPE) of two tiny trials, which the
+# search, validation-split and wandb tests all read: 96 training images of which 32 held out,
+# batch 32 (2 steps per epoch), 2 epochs as `schedule.cycles=2` (a teacher in epoch 2), wandb
+# offline with a step log every step and the cycle checkpoints as artifacts. The TPE seed draws
+# lr 1e30 for trial 0 (it diverges) and 0.05 for trial 1 (it completes: `val_run`).
+SEARCH = ("hparams_search=sd_optuna", "hydra.sweeper.n_trials=2", "schedule.cycles=choice(2)",
+          "optim.lr=choice(1e30,0.05)", "dataset.download=false", "dataset.limit_train=96",
+          "dataset.val_split=32", "dataset.limit_test=64", "dataset.batch_size=32",
+          "dataset.eval_batch_size=64", "model=resnet20", "schedule.epochs=2",
+          "schedule.lr_min=0.001", "logger.mode=offline", "logger.log_checkpoints=true",
+          "trainer.log_every=1", "hydra.sweep.subdir=${hydra.job.num}")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def search(cifar100_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sweep directory of the search above."""
+    work = tmp_path_factory.mktemp("search")
+    args = [*SEARCH, f"dataset.root={cifar100_root}", f"hydra.sweep.dir={work / 'search'}"]
+    proc = sdrun("-m", *args, cwd=work, env=wandb_env(work))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Failed experiment" in proc.stdout + proc.stderr  # the diverged trial, not silent
+    return work / "search"
+
+
+@pytest.fixture(scope="session")
+def val_run(search: Path) -> Path:
+    """The search's complete trial: a run with a validation split, logged to wandb offline."""
+    (done,) = [t for t in search_trials(search) if (t / "summary.json").is_file()]
+    return done

@@ -48,8 +48,10 @@ def write_tiny_cifar(
     return Path(root)
 
 
-def sdrun(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"}
+def sdrun(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "sdrun", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
@@ -106,3 +108,14 @@ def tiny(root: Path, *extra: str) -> list[str]:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def wandb_env(folder: Path) -> dict[str, str]:
+    """wandb's caches, settings and logs under `folder`, not in the home directory."""
+    return {name: str(folder / name.lower()) for name in
+            ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR")}  # fmt: skip
+
+
+def search_trials(sweep_dir: Path) -> list[Path]:
+    """The run folders under a sweep or search directory (whatever their names)."""
+    return sorted(p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml"))

@@ -91,6 +91,8 @@ BAD = [
     (["schedule.cycle_length=null"], "distill=sd with schedule=sd and one cycle"),
     (["schedule=step", "schedule.milestones=[0.5,1.5]"], "schedule.milestones"),
     (["dataset.limit_train=0"], "dataset.limit_train"),
+    (["dataset.val_split=-1"], "dataset.val_split"),
+    (["schedule.cycles=3"], "schedule.cycles"),
 ]
 
 

@@ -1,12 +1,17 @@
 """metrics.jsonl bookkeeping and the wandb logger (real wandb, offline, no network)."""
 
+import importlib.util
+import json
 import logging
+import sys
 from pathlib import Path
 
 import pytest
 import wandb
+from wandb_records import by_type, history_rows
 
-from sdrun.config import LoggerConfig
+from sdrun.config import Config, LoggerConfig
+from sdrun.identity import SweepInfo, method_of, run_identity
 from sdrun.loggers import MetricsFile, NullLogger, WandbLogger, build_logger, read_metrics
 
 
@@ -32,12 +37,12 @@ def test_wandb_offline_gets_the_metrics_and_config(tmp_path: Path, monkeypatch):
     assert logger.run.config["seed"] == 3
     logger.finish()
     wandb.teardown()  # waits for wandb's service process to write out and exit
-    # wandb has no reader for its offline files: look for the logged key and values in the bytes
     (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
-    data = run_file.read_bytes()
-    assert b"student/top1" in data and b"12.625" in data
-    assert b"student/best_top1" in data and b"20.375" in data
-    assert b"teacher/top1" not in data  # None values are left out, not logged as null
+    (row,) = [r for r in history_rows(run_file) if "student/top1" in r]
+    assert (row["student/top1"], row["epoch"]) == ("12.625", "1")
+    assert "teacher/top1" not in row  # None values are left out, not logged as null
+    summaries = [i for s in by_type(run_file, "summary") for i in s.update]
+    assert any(i.key == "student/best_top1" and i.value_json == "20.375" for i in summaries)
 
 
 def test_wandb_failure_at_start_is_one_warning_and_logging_goes_on(tmp_path: Path, caplog):
@@ -51,6 +56,28 @@ def test_wandb_failure_at_start_is_one_warning_and_logging_goes_on(tmp_path: Pat
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     ours = [r for r in warnings if r.name == "sdrun.loggers"]
     assert len(ours) == 1 and "wandb" in ours[0].getMessage()
+
+
+def test_a_run_that_failed_mid_way_does_not_leak_into_the_next_logger(tmp_path: Path, caplog):
+    # In a Hydra multirun the jobs share one process: a wandb run left open by a failing job
+    # would be handed back by the next job's wandb.init and get its metrics.
+    first = WandbLogger(LoggerConfig(mode="offline"), tmp_path / "a", {}, name="a")
+    first_id = first.run.id
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("network down")
+
+    first.run.log = broken
+    with caplog.at_level(logging.WARNING):
+        first.log({"student/top1": 1.0}, step=1)  # disabled with one warning
+    assert first.run is None
+    second = WandbLogger(LoggerConfig(mode="offline"), tmp_path / "b", {}, name="b")
+    assert second.run is not None and second.run.id != first_id
+    second.log({"student/top1": 2.0}, step=1)
+    second.finish()
+    wandb.teardown()
+    (path,) = (tmp_path / "b" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert [r["student/top1"] for r in history_rows(path) if "student/top1" in r] == ["2"]
 
 
 @pytest.mark.parametrize("name,mode", [("none", "offline"), ("wandb", "disabled")])
@@ -71,3 +98,85 @@ def test_wandb_failing_mid_run_is_one_warning_and_logging_goes_on(tmp_path: Path
     assert logger.run is None
     ours = [r for r in caplog.records if r.name == "sdrun.loggers"]
     assert len(ours) == 1 and "wandb disabled" in ours[0].getMessage()
+
+
+# ----------------------------------------------------------------------------- a real run
+# `val_run` (conftest.py): the complete trial of a tiny Optuna search, 2 cycles of 1 epoch,
+# wandb offline, log_every=1, cycle checkpoints as artifacts. Its .wandb file is read back with
+# wandb's own protobufs.
+
+
+def run_file(run_dir: Path) -> Path:
+    (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    return path
+
+
+def test_wandb_run_is_named_grouped_typed_and_tagged_from_the_config(val_run: Path, search):
+    (run,) = by_type(run_file(val_run), "run")
+    name = run.display_name  # what ran (model, method, the searched values, seed), not when
+    assert name.startswith("resnet20 sd temperature=") and name.endswith(" cycles=2 lr=0.05 seed0")
+    assert (run.run_group, run.job_type) == (str(search), "sd")  # the sweep directory
+    assert {"cifar100", "resnet20", "sd"} <= set(run.tags)
+    (exit_record,) = by_type(run_file(val_run), "exit")
+    assert exit_record.exit_code == 0
+
+
+def test_logger_keys_set_group_job_type_and_name_instead():
+    cfg = Config()
+    assert run_identity(cfg).group is None  # a single run outside any sweep
+    sweep_info = SweepInfo("outputs/multirun/x", ["distill.temperature", "seed", "dataset"])
+    auto = run_identity(cfg, sweep_info)
+    assert auto.name == "resnet56 sd temperature=2 dataset=cifar100 seed0"
+    assert (auto.group, auto.job_type) == ("outputs/multirun/x", "sd")
+    cfg.logger = LoggerConfig(group="g", job_type="ablation", run_name="mine", tags=["x"])
+    chosen = run_identity(cfg, sweep_info)
+    assert (chosen.name, chosen.group, chosen.job_type) == ("mine", "g", "ablation")
+    assert chosen.tags == ["x", "cifar100", "resnet56", "sd"]
+    cfg.distill.name = "none"
+    assert run_identity(cfg).job_type == "ablation" and method_of("none", "sd") == "cyclic"
+
+
+def test_wandb_has_lr_and_loss_every_log_every_steps_on_a_step_axis(val_run: Path):
+    path = run_file(val_run)
+    axes = {m.name: m.step_metric for m in by_type(path, "metric") if m.name}
+    assert axes["train/lr"] == axes["train/loss"] == "train/step"
+    assert axes["student/top1"] == axes["val/top1"] == axes["lr"] == "epoch"
+    rows = history_rows(path)
+    steps = [r for r in rows if "train/step" in r]
+    assert [int(r["train/step"]) for r in steps] == [1, 2, 3, 4]  # 2 epochs of 2 steps
+    # SD's restart: each 1-epoch cycle starts at the peak LR and ends at lr_min
+    lrs = [float(r["train/lr"]) for r in steps]
+    assert lrs == pytest.approx([0.05, 0.001, 0.05, 0.001])
+    assert all(float(r["train/loss"]) > 0 for r in steps)
+    epochs = [r for r in rows if "student/top1" in r]
+    assert [int(r["epoch"]) for r in epochs] == [1, 2]
+    assert all("train/step" not in r and "train/epoch_loss" in r for r in epochs)
+    metrics = read_metrics(val_run / "metrics.jsonl")
+    assert [float(r["val/top1"]) for r in epochs] == [m["val/top1"] for m in metrics]
+
+
+def test_wandb_gets_the_final_plots_and_the_cycle_checkpoints(val_run: Path):
+    path = run_file(val_run)
+    (plot,) = [r for r in history_rows(path) if "plots/curves/_type" in r]
+    assert json.loads(plot["plots/curves/_type"]) == "image-file" and plot["epoch"] == "2"
+    assert (val_run / "curves.png").is_file()
+    artifacts = by_type(path, "artifact")
+    assert [a.type for a in artifacts] == ["model", "model"]
+    for cycle, artifact in enumerate(artifacts, start=1):
+        assert f"cycle{cycle}" in artifact.aliases
+        (entry,) = artifact.manifest.contents
+        assert Path(entry.local_path) == val_run / "checkpoints" / f"cycle{cycle}.pt"
+
+
+def test_reproduce_puts_a_table_in_one_wandb_group(tmp_path: Path):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "reproduce.py"
+    spec = importlib.util.spec_from_file_location("reproduce_for_group", script)
+    reproduce = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = reproduce  # dataclasses look their module up while it loads
+    spec.loader.exec_module(reproduce)
+    jobs = reproduce.plan(["resnet20"], ["sd", "born-again"], [0, 1], 2, tmp_path / "table")
+    groups = {
+        next(a for a in reproduce.command(job, "new", []) if a.startswith("logger.group="))
+        for job in jobs
+    }
+    assert groups == {"logger.group=table/cifar100"}

@@ -3,8 +3,10 @@
 import math
 
 import pytest
+from test_config import compose_cfg
 
-from sdrun.config import ScheduleConfig
+from sdrun.config import ScheduleConfig, validate
+from sdrun.errors import ConfigError
 from sdrun.schedule import CyclePlan, cosine, plan_from_config
 
 
@@ -80,3 +82,35 @@ def test_step_schedule_decays_at_its_milestones():
     by_epoch = [plan.lr_at(e * 2) for e in range(8)]
     assert by_epoch == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
     assert plan.num_cycles == 1
+
+
+# ----------------------------------------------------------------------------- cycles by count
+
+
+@pytest.mark.parametrize("overrides,length", [
+    ([], 50),  # schedule=sd: 4 cycles of the 200 epochs
+    (["schedule.cycles=8"], 25),
+    (["schedule.cycle_length=40"], 40),  # either key alone: the other gives way
+    (["schedule.epochs=240"], 60),
+    (["schedule.cycles=2", "schedule.cycle_length=100"], 100),  # both, agreeing
+    (["schedule=cosine"], 200),
+])  # fmt: skip
+def test_cycles_or_cycle_length_alone_sets_the_cycles(overrides: list[str], length: int):
+    cfg = compose_cfg(*overrides)
+    validate(cfg)
+    plan = plan_from_config(cfg.schedule, 0.1, steps_per_epoch=3)
+    assert plan.cycle_length == length and plan.num_cycles == cfg.schedule.epochs // length
+
+
+@pytest.mark.parametrize("overrides,keys", [
+    (["schedule.cycles=3"], ["schedule.cycles=3", "schedule.epochs=200"]),
+    (["schedule.cycles=2", "schedule.cycle_length=50"],
+     ["schedule.cycles=2", "schedule.cycle_length=50", "schedule.cycle_length=null"]),
+    (["schedule.cycles=0"], ["schedule.cycles=0"]),
+    (["schedule=cosine", "schedule.cycles=2"], ["schedule.cycles=2", "schedule=cosine"]),
+])  # fmt: skip
+def test_cycles_that_do_not_fit_are_one_line_naming_the_keys_and_the_fix(overrides, keys):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(*overrides))
+    message = str(err.value)
+    assert all(key in message for key in keys) and "\n" not in message

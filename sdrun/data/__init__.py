@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Optional, Protocol
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from sdrun.config import DATASETS, DatasetConfig
 from sdrun.data.base import ImageSet
 from sdrun.data.cifar import load_cifar, write_cifar
 from sdrun.data.fake import make_fake
 from sdrun.data.folder import FolderLoader, open_folders
+from sdrun.data.holdout import check_holdout, split_folder, split_image_set
 from sdrun.data.loader import DeviceLoader, hflip, normalize, random_crop
 from sdrun.errors import ConfigError
 
@@ -68,6 +70,7 @@ class DataBundle:
     train: Batches
     test: Batches
     num_classes: int
+    val: Optional[Batches] = None  # the held-out training images (dataset.val_split > 0)
 
 
 def build_loaders(
@@ -79,12 +82,12 @@ def build_loaders(
     rank: int = 0,
     world_size: int = 1,
 ) -> DataBundle:
-    """Train and test loaders for `cfg` on `device` (this rank's shard of each).
+    """Train, test (and validation) loaders for `cfg` on `device` (this rank's shard of each).
 
     Both batch sizes are global: each of `world_size` ranks takes its share. `batch_size`
     must divide (it defines the training); `eval_batch_size` is rounded down (it changes no
-    result, only memory and speed), at least 1. Every eval loader is built here, through
-    `_per_process`, so that all of them get the same split.
+    result, only memory and speed), at least 1. The test and validation loaders are built
+    alike (`eval_loader`), with the per-process eval batch of `_per_process`.
     """
     if cfg.batch_size % world_size:
         raise ConfigError(
@@ -95,6 +98,11 @@ def build_loaders(
     if cfg.name == "imagenet":
         return _folder_loaders(cfg, batches, seed, device, channels_last, rank, world_size)
     data = build_data(cfg, seed=seed)
+    held: Optional[tuple[Tensor, Tensor]] = None
+    if cfg.val_split:
+        check_holdout(cfg.val_split, len(data.train_y), cfg.batch_size, world_size)
+        data, val_x, val_y = split_image_set(data, cfg.val_split)
+        held = (val_x, val_y)
     common = dict(
         mean=data.mean,
         std=data.std,
@@ -104,8 +112,12 @@ def build_loaders(
         world_size=world_size,
     )
     train = DeviceLoader(data.train_x, data.train_y, batches.train, train=True, seed=seed, **common)
-    test = DeviceLoader(data.test_x, data.test_y, batches.eval, train=False, **common)
-    return DataBundle(train, test, data.num_classes)
+
+    def eval_loader(images: Tensor, labels: Tensor) -> DeviceLoader:
+        return DeviceLoader(images, labels, batches.eval, train=False, **common)
+
+    val = None if held is None else eval_loader(*held)
+    return DataBundle(train, eval_loader(data.test_x, data.test_y), data.num_classes, val)
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,14 @@ def _folder_loaders(
         rank=rank,
         world_size=world_size,
     )
-    train = FolderLoader(splits.train, batches.train, train=True, **common)
-    test = FolderLoader(splits.val, batches.eval, train=False, **common)
-    return DataBundle(train, test, splits.num_classes)
+    train_set, held = splits.train, None
+    if cfg.val_split:
+        check_holdout(cfg.val_split, len(train_set), cfg.batch_size, world_size)
+        train_set, held = split_folder(splits.train, splits.val, cfg.val_split)
+
+    def eval_loader(dataset: Dataset) -> FolderLoader:
+        return FolderLoader(dataset, batches.eval, train=False, **common)
+
+    train = FolderLoader(train_set, batches.train, train=True, **common)
+    val = None if held is None else eval_loader(held)
+    return DataBundle(train, eval_loader(splits.val), splits.num_classes, val)

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 TABLE_HEADER = [
     "model", "method", "ran on", "n", "top-1 err", "best-epoch err (test-selected)",
-    "teacher err", "ensemble err (vs student)", "wall h", "process h (lost)",
-    "process h with teachers", "published err",
+    "val-selected epoch err", "teacher err", "ensemble err (vs student)", "wall h",
+    "process h (lost)", "process h with teachers", "published err",
 ]  # fmt: skip
 INTRO = (
     "Top-1 **error** (%) on the test set at the **final epoch**. Everywhere in this report "
@@ -28,7 +28,9 @@ INTRO = (
     "A row is one computation: the settings its method reads, how it ran (*ran on*: device, "
     "processes, AMP, SyncBN) and, for a student of a teacher run, the teacher's recipe. "
     "*Best epoch* is the lowest error of any epoch, **selected on the test set**: optimistic, "
-    "shown only to compare with papers that report it. *Teacher*: the final teacher. "
+    "shown only to compare with papers that report it. *Val-selected epoch*: the test error at "
+    "the epoch with the best accuracy on the validation split (runs with `dataset.val_split`): "
+    "a selection that never saw the test set. *Teacher*: the final teacher. "
     "*Ensemble*: the average softmax of the cycle-end snapshots, with its top-1 gain over "
     "the final student of the same runs. *process h*: wall hours x processes, counted per "
     "session (GPU-hours on GPUs, one GPU per process), with the work lost to stops (kills "
@@ -96,6 +98,7 @@ def _row_line(row: Row) -> list[str]:
     return [
         row.model, row.label, ran_on(row), f"{n}{diverged}", mean_se(row.errors(), interval=True),
         _of(_num(rec["best_epoch_err_mean_test_selected"]), rec["best_epoch_err_n"], n),
+        _of(_num(rec["val_selected_err_mean"]), rec["val_selected_err_n"], n),
         _of(_num(rec["teacher_err_mean"]), rec["teacher_err_n"], n),
         _of(ensemble, rec["ensemble_n"], n),
         _of(_sig(rec["wall_h_mean"]), rec["wall_h_n"], n),

@@ -170,6 +170,7 @@ def row_record(row: Row) -> dict[str, Any]:
     ci = stats.mean_interval(err)
     best, teacher, ensemble = (row.errors(f"{k}/{t}") for k, t in (
         ("student", "best_top1"), ("teacher", "top1"), ("ensemble", "top1")))  # fmt: skip
+    val_selected = row.errors("student/top1_at_val_best")  # the epoch chosen on validation
     diffs, ens_gain, ens_gain_se = ensemble_gain(row)
     wall, cost = row.per_run(Run.wall_s), row.per_run(Run.process_s)
     lost, chain = row.per_run(Run.lost_process_s), row.per_run(Run.process_s_with_teachers)
@@ -190,6 +191,8 @@ def row_record(row: Row) -> dict[str, Any]:
         "top1_err_ci95_high": None if ci is None else ci[1],
         "best_epoch_err_mean_test_selected": stats.mean(best),
         "best_epoch_err_n": len(best),
+        "val_selected_err_mean": stats.mean(val_selected),
+        "val_selected_err_n": len(val_selected),
         "teacher_err_mean": stats.mean(teacher),
         "teacher_err_n": len(teacher),
         "ensemble_err_mean": stats.mean(ensemble),

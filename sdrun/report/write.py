@@ -14,6 +14,7 @@ from sdrun.report.gains import GAIN_COLUMNS, Gain, NotCompared, gain_record, sd_
 from sdrun.report.markdown import results_md
 from sdrun.report.plots import plot_methods, plot_run, plot_sweep
 from sdrun.report.runs import Run, load_runs
+from sdrun.report.search import SEARCH_COLUMNS, find_searches, search_markdown, trial_record
 from sdrun.report.sweeps import Sweep, build_sweep
 from sdrun.report.table import RESULT_COLUMNS, Row, build_rows, row_record
 from sdrun.report.transfer import split_runs, transfer_section
@@ -109,7 +110,12 @@ def write(report: Report) -> None:
     draw_plots(report)
     write_csv(out / "results.csv", [row_record(r) for r in report.rows], RESULT_COLUMNS)
     write_csv(out / "gains.csv", [gain_record(g) for g in report.gains], GAIN_COLUMNS)
-    md = [*results_md(report), *transfer_section(report.transfer_runs, out)]
+    searches = find_searches(report.runs)
+    if searches:
+        trials = [trial_record(s, run) for s in searches for run in s.trials]
+        write_csv(out / "searches.csv", trials, SEARCH_COLUMNS)
+    md = [*results_md(report), *search_markdown(searches, report.link)]
+    md += transfer_section(report.transfer_runs, out)
     (out / "RESULTS.md").write_text("\n".join(md) + "\n")
 
 

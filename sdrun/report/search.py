@@ -1,0 +1,181 @@
+"""Selection on the validation split in the report: the test error at the epoch validation
+selects (a table column), and hyperparameter searches (every trial and the best parameters).
+
+A search is a sweep directory whose `sweep.yaml` (written by `sdrun.sweep.SweepCallback`)
+names an objective; its trials are the runs below it, complete or not. The Optuna sweeper
+writes `optimization_results.yaml` when the search ends; until then the best trial is the
+best complete one so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from sdrun.report.runs import Run
+
+SWEEP_RECORD = "sweep.yaml"  # sdrun.sweep.RECORD (not imported: the report needs no Hydra)
+RESULTS = "optimization_results.yaml"
+FAILED = "trial failed: "  # what sdrun.cli logs into a trial's sdrun.log when it fails
+SEARCH_COLUMNS = ["search", "trial", "params", "val_top1", "val_best_epoch", "test_top1",
+                  "status"]  # fmt: skip
+
+
+@dataclass
+class Search:
+    path: Path
+    record: dict[str, Any]  # sweep.yaml
+    trials: list[Run] = field(default_factory=list)
+    results: Optional[dict[str, Any]] = None  # optimization_results.yaml, once it has ended
+
+    @property
+    def objective(self) -> str:
+        return str(self.record.get("objective", "val/top1"))
+
+    @property
+    def maximize(self) -> bool:
+        return "min" not in str(self.record.get("direction", "maximize")).lower()
+
+    @property
+    def params(self) -> list[str]:
+        """The searched keys: the space's entries that are not fixed values."""
+        space = self.record.get("space") or {}
+        return [k for k, v in space.items() if any(c in str(v) for c in "(,")]
+
+    def value(self, run: Run) -> Optional[float]:
+        value = run.summary.get(self.objective) if run.complete else None
+        return None if value is None else float(value)
+
+    def best(self) -> Optional[Run]:
+        scored = [r for r in self.trials if self.value(r) is not None]
+        if not scored:
+            return None
+        pick = max if self.maximize else min
+        return pick(scored, key=lambda r: self.value(r))
+
+
+def find_searches(runs: Sequence[Run]) -> list[Search]:
+    """The searches the runs belong to (the nearest folder above a run with a search record)."""
+    searches: dict[Path, Search] = {}
+    for run in runs:
+        found = _search_dir(run.path)
+        if found is None:
+            continue
+        if found not in searches:
+            searches[found] = Search(found, _read_yaml(found / SWEEP_RECORD) or {})
+            searches[found].results = _read_yaml(found / RESULTS)
+        searches[found].trials.append(run)
+    for search in searches.values():
+        search.trials.sort(key=_trial_order)
+    return sorted(searches.values(), key=lambda s: str(s.path))
+
+
+def _search_dir(path: Path) -> Optional[Path]:
+    for parent in path.parents:
+        record = _read_yaml(parent / SWEEP_RECORD)
+        if record is not None and record.get("objective"):
+            return parent
+    return None
+
+
+def _read_yaml(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def trial_number(run: Run) -> Optional[int]:
+    """Hydra's job number of a trial (from its .hydra/hydra.yaml)."""
+    hydra = _read_yaml(run.path / ".hydra" / "hydra.yaml") or {}
+    num = ((hydra.get("hydra") or {}).get("job") or {}).get("num")
+    return num if isinstance(num, int) else None
+
+
+def _trial_order(run: Run) -> tuple:
+    num = trial_number(run)
+    return (num is None, num or 0, str(run.path))
+
+
+def status(run: Run) -> str:
+    """complete, failed (with the reason a failed trial logged), or why the run is incomplete."""
+    if run.complete:
+        return "complete"
+    try:
+        log = (run.path / "sdrun.log").read_text(errors="replace")
+    except OSError:
+        log = ""
+    failed = [line.split(FAILED, 1)[1] for line in log.splitlines() if FAILED in line]
+    if failed:
+        return f"failed: {failed[-1].split(';')[0]}"
+    return "diverged" if run.summary.get("diverged") else str(run.problem)
+
+
+def trial_record(search: Search, run: Run) -> dict[str, Any]:
+    params = " ".join(f"{k}={_fmt(run.config.get(k))}" for k in search.params)
+    return {
+        "search": str(search.path),
+        "trial": trial_number(run),
+        "params": params,
+        "val_top1": search.value(run),
+        "val_best_epoch": run.summary.get("val/best_epoch"),
+        "test_top1": run.summary.get("student/top1"),
+        "status": status(run),
+    }
+
+
+def search_markdown(searches: Sequence[Search], link: Callable[[Path], str]) -> list[str]:
+    md: list[str] = []
+    for search in searches:
+        md += ["", f"## Search `{search.path}`", "", *_summary_lines(search), ""]
+        header = ["trial", *(k.rsplit(".", 1)[-1] for k in search.params),
+                  f"{search.objective} (objective)", "val-selected epoch",
+                  "test top-1 (not used to select)", "status", "run"]  # fmt: skip
+        best = search.best()
+        lines = []
+        for run in search.trials:
+            rec = trial_record(search, run)
+            mark = " (best)" if run is best else ""
+            lines.append([
+                f"{rec['trial'] if rec['trial'] is not None else '?'}{mark}",
+                *(_fmt(run.config.get(k)) for k in search.params),
+                _num(rec["val_top1"]), str(rec["val_best_epoch"] or "-"),
+                _num(rec["test_top1"]), rec["status"], f"`{link(run.path)}`",
+            ])  # fmt: skip
+        md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        md += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in lines]
+    return md
+
+
+def _summary_lines(search: Search) -> list[str]:
+    rec = search.record
+    space = ", ".join(f"`{k}`: {v}" for k, v in (rec.get("space") or {}).items())
+    done = sum(1 for r in search.trials if search.value(r) is not None)
+    lines = [
+        f"{rec.get('direction', 'maximize')} `{search.objective}` (the validation split, never "
+        f"the test set) over {len(search.trials)} trials ({done} complete, "
+        f"{rec.get('n_trials', '?')} planned). Space: {space or '?'}.",
+    ]
+    best = search.best()
+    if search.results and "best_params" in search.results:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in search.results["best_params"].items())
+        lines += ["", f"**Best parameters** (Optuna, search finished): {params}; "
+                  f"{search.objective} {_num(search.results.get('best_value'))}."]  # fmt: skip
+    elif best is not None:
+        params = ", ".join(f"{k}={_fmt(best.config.get(k))}" for k in search.params)
+        lines += ["", f"**Best so far** (search not finished): {params}; "
+                  f"{search.objective} {_num(search.value(best))}."]  # fmt: skip
+    return lines
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.2f}"

@@ -1,0 +1,141 @@
+"""Sweeps and searches (Hydra multiruns): what they vary, and what a search optimises.
+
+`SweepCallback` (listed in conf/config.yaml's hydra.callbacks) runs once before the first job
+of a multirun. It refuses a hyperparameter search (Hydra's Optuna sweeper) without a
+validation split, which would select on the test set, and writes `sweep.yaml` into the sweep
+directory: the swept keys (for the jobs' wandb names) and, for a search, its objective and
+space (for `sdrun-report`). A search's objective is the final `val/top1` (`objective`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+RECORD = "sweep.yaml"
+OBJECTIVE = "val/top1"
+EXIT_USER_ERROR = 2
+
+
+class TrialFailed(RuntimeError):
+    """A search trial that did not finish (it diverged). Raised to Hydra, not printed as a
+    user error: the Optuna sweeper records the trial as failed and goes on (up to
+    `hydra.sweeper.max_failure_rate`)."""
+
+
+def is_search(hydra_cfg: Any) -> bool:
+    """Whether a Hydra config (the `hydra` node) runs a hyperparameter search (Optuna)."""
+    target = str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="") or "")
+    return "optuna" in target.lower()
+
+
+def missing_search_plugin(argv: list[str]) -> Optional[str]:
+    """The error line when the command line asks for a search (`hparams_search=...`) and
+    Hydra's Optuna sweeper plugin is not installed (Hydra's own error does not say so)."""
+    asked = any(
+        a.split("=", 1)[0].lstrip("+~") == "hparams_search" and a.split("=", 1)[-1] != "null"
+        for a in argv
+    )
+    if not asked or importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:
+        return None
+    return (
+        "hparams_search needs Hydra's Optuna sweeper, which is not installed; "
+        "pip install -e '.[optuna]' (or pip install 'hydra-optuna-sweeper>=1.3,<1.4')"
+    )
+
+
+def in_search() -> bool:
+    """Whether this process runs a job of a hyperparameter search."""
+    if not HydraConfig.initialized():
+        return False
+    hydra_cfg = HydraConfig.get()
+    return hydra_cfg.mode == RunMode.MULTIRUN and is_search(hydra_cfg)
+
+
+def objective(summary: dict[str, Any]) -> float:
+    """What a job returns to the sweeper: the final validation top-1 when the run has a
+    validation split, else the final test top-1 (which only a plain sweep may see: a search
+    without a validation split is refused before its first trial)."""
+    value = summary.get(OBJECTIVE)
+    return float(summary["student/top1"] if value is None else value)
+
+
+def sweeper_params(hydra_cfg: Any) -> dict[str, Any]:
+    """`hydra.sweeper.params` as a plain dict (empty when the sweeper has none)."""
+    params = OmegaConf.select(hydra_cfg, "sweeper.params", default=None)
+    return {} if params is None else dict(OmegaConf.to_container(params, resolve=False))
+
+
+def swept_keys(overrides: list[str], params: Optional[dict[str, Any]]) -> list[str]:
+    """The keys a multirun varies: sweep overrides (`a=1,2`, `a=choice(1,2)`,
+    `a=interval(0,1)`) in `hydra.sweeper.params` or on the command line, which wins."""
+    given = [f"{key}={value}" for key, value in (params or {}).items()] + list(overrides)
+    swept: dict[str, bool] = {}  # the command line's value of a key wins, as in the sweepers
+    for override in OverridesParser.create().parse_overrides(given):
+        swept[override.get_key_element().lstrip("+~")] = override.is_sweep_override()
+    return [key for key, is_swept in swept.items() if is_swept]
+
+
+def search_space(overrides: list[str], params: Optional[dict[str, Any]]) -> dict[str, str]:
+    """What the Optuna sweeper searches: `hydra.sweeper.params`, with the command line's
+    overrides of those keys and its own sweep overrides on top (as the sweeper merges them)."""
+    space = {str(k): str(v) for k, v in (params or {}).items()}
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.get_key_element().lstrip("+~")
+        if key in space or override.is_sweep_override():
+            space[key] = str(override.input_line).split("=", 1)[1]  # as typed
+    return space
+
+
+def read_record(sweep_dir: Path) -> Optional[dict[str, Any]]:
+    """The sweep's `sweep.yaml`, or None when it is missing or unreadable."""
+    try:
+        record = yaml.safe_load((sweep_dir / RECORD).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+class SweepCallback(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        search = is_search(config.hydra)
+        if search and not OmegaConf.select(config, "dataset.val_split", default=0):
+            print(
+                "sdrun: error: a hyperparameter search selects on what it evaluates, and "
+                "without a validation split that is the test set; add dataset.val_split=N "
+                "(e.g. 5000 of CIFAR's 50000 training images)",
+                file=sys.stderr,
+            )
+            sys.exit(EXIT_USER_ERROR)
+        params = sweeper_params(config.hydra)
+        overrides = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        record: dict[str, Any] = {
+            "sweeper": str(config.hydra.sweeper.get("_target_", "")),
+            "swept": swept_keys(overrides, params),
+            "overrides": overrides,
+        }
+        if search:
+            record.update(
+                objective=OBJECTIVE,
+                direction=str(config.hydra.sweeper.get("direction", "")),
+                space=search_space(overrides, params),
+                n_trials=int(config.hydra.sweeper.get("n_trials", 0)),
+            )
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            (sweep_dir / RECORD).write_text(yaml.safe_dump(record, sort_keys=False))
+        except OSError as err:  # names and the report lose detail; the sweep itself is fine
+            log.warning("could not write %s (%s)", sweep_dir / RECORD, err)

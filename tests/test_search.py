@@ -1,0 +1,142 @@
+"""Hyperparameter search (hparams_search=sd_optuna): refused without a validation split, the
+space as the command line narrows it, and one real Optuna search of two tiny trials (one of
+which diverges; conftest.py `search`) read back from its folders, wandb runs and report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import search_trials
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from wandb_records import by_type
+
+from sdrun import sweep
+from sdrun.cli import CONFIG_DIR
+from sdrun.config import register_configs
+from sdrun.report import write_report
+from sdrun.sweep import (
+    SweepCallback,
+    missing_search_plugin,
+    objective,
+    search_space,
+    swept_keys,
+)
+
+PARAMS = {"distill.temperature": "tag(log, interval(0.5, 8.0))",
+          "distill.kd_weight": "interval(0.0, 4.0)", "schedule.cycles": "choice(2, 4, 8)",
+          "schedule.cycle_length": "null"}  # fmt: skip
+
+
+def compose_search(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(
+            config_name="config",
+            overrides=["hparams_search=sd_optuna", *overrides],
+            return_hydra_config=True,
+        )
+
+
+def test_the_preset_searches_temperature_kd_weight_and_cycles_with_seeded_tpe():
+    cfg = compose_search()
+    sweeper = cfg.hydra.sweeper
+    assert "optuna" in sweeper._target_ and sweeper.direction == "maximize"
+    assert sweeper.sampler._target_.endswith("TPESampler") and sweeper.sampler.seed == 0
+    assert OmegaConf.to_container(sweeper.params) == PARAMS
+    assert "sdrun.sweep.SweepCallback" in str(OmegaConf.to_container(cfg.hydra.callbacks))
+
+
+def test_a_search_without_a_validation_split_is_refused_in_one_line(tmp_path: Path, capsys):
+    cfg = compose_search(f"hydra.sweep.dir={tmp_path / 'search'}")
+    with pytest.raises(SystemExit) as stop:  # Hydra calls this before the sweeper starts
+        SweepCallback().on_multirun_start(config=cfg)
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("sdrun: error: ") and "dataset.val_split" in line
+    assert "test set" in line
+    assert not (tmp_path / "search").exists()  # nothing started
+
+
+def test_a_search_without_the_optuna_plugin_says_how_to_install_it(monkeypatch):
+    assert missing_search_plugin(["hparams_search=sd_optuna"]) is None  # installed here
+    real = sweep.importlib.util.find_spec
+    monkeypatch.setattr(sweep.importlib.util, "find_spec",
+                        lambda name: None if "optuna" in name else real(name))  # fmt: skip
+    line = missing_search_plugin(["-m", "hparams_search=sd_optuna", "seed=1"])
+    assert "pip install -e '.[optuna]'" in line and "\n" not in line
+    assert missing_search_plugin(["-m", "seed=0,1"]) is None  # no search asked for
+
+
+def test_the_command_line_narrows_fixes_or_extends_the_space():
+    args = ["schedule.cycles=choice(1,2)", "distill.kd_weight=1", "optim.lr=interval(0.01,0.1)",
+            "dataset.val_split=32"]  # fmt: skip
+    space = search_space(args, PARAMS)
+    assert space["schedule.cycles"] == "choice(1,2)" and space["distill.kd_weight"] == "1"
+    assert space["optim.lr"] == "interval(0.01,0.1)" and "dataset.val_split" not in space
+    assert swept_keys(args, PARAMS) == ["distill.temperature", "schedule.cycles", "optim.lr"]
+
+
+def test_the_objective_is_validation_accuracy_when_there_is_a_split():
+    assert objective({"student/top1": 70.0, "val/top1": 65.0}) == 65.0
+    assert objective({"student/top1": 70.0}) == 70.0  # plain sweeps (a search needs a split)
+
+
+def trials(search: Path) -> list[Path]:
+    return search_trials(search)
+
+
+def job_number(trial: Path) -> int:
+    return yaml.safe_load((trial / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["num"]
+
+
+def test_each_trial_is_a_run_folder_and_the_best_is_chosen_on_validation(search: Path):
+    record = yaml.safe_load((search / "sweep.yaml").read_text())
+    assert record["objective"] == "val/top1" and record["space"]["schedule.cycles"] == "choice(2)"
+    folders = trials(search)
+    assert len(folders) == 2
+    done = [f for f in folders if (f / "summary.json").is_file()]
+    (failed,) = set(folders) - set(done)
+    assert "training diverged" in (failed / "sdrun.log").read_text()
+    assert job_number(failed) == 0  # the first trial failed and the search went on
+    (complete,) = done
+    summary = json.loads((complete / "summary.json").read_text())
+    config = yaml.safe_load((complete / ".hydra" / "config.yaml").read_text())
+    assert config["optim"]["lr"] == 0.05 and config["schedule"]["cycles"] == 2
+    results = yaml.safe_load((search / "optimization_results.yaml").read_text())
+    assert results["best_value"] == summary["val/top1"]  # the objective: validation top-1
+    assert results["best_params"]["optim.lr"] == 0.05
+
+
+def test_the_trials_share_a_wandb_group_and_each_finishes_its_own_run(search: Path):
+    runs = []
+    for folder in trials(search):
+        (path,) = (folder / "wandb").glob("offline-run-*/run-*.wandb")
+        (run,) = by_type(path, "run")
+        (exit_record,) = by_type(path, "exit")
+        runs.append((run, exit_record.exit_code))
+    assert {run.run_group for run, _ in runs} == {str(search)}
+    assert len({run.run_id for run, _ in runs}) == 2  # no trial logs into another's run
+    assert sorted(code for _, code in runs) == [0, 1]  # the diverged one is marked failed
+    for run, _ in runs:
+        assert run.display_name.startswith("resnet20 sd temperature=")
+        assert "cycles=" in run.display_name and "lr=" in run.display_name
+        assert run.display_name.endswith(" seed0")
+
+
+def test_report_lists_every_trial_and_the_best_parameters(search: Path, tmp_path: Path):
+    write_report([search], tmp_path / "report")
+    text = (tmp_path / "report" / "RESULTS.md").read_text()
+    section = text.split(f"## Search `{search}`", 1)[1]
+    assert "**Best parameters** (Optuna, search finished)" in section
+    assert "optim.lr=0.05" in section
+    table = [
+        line for line in section.splitlines() if line.startswith("| 0") or line.startswith("| 1")
+    ]
+    assert len(table) == 2 and sum("(best)" in line for line in table) == 1
+    statuses = sorted(line.split(" | ")[-2] for line in table)
+    assert statuses[0] == "complete" and statuses[1].startswith("failed: training diverged")
+    assert (tmp_path / "report" / "searches.csv").read_text().count("\n") == 3  # header + 2
