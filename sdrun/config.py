@@ -275,16 +275,22 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def cycles_as_length(flat: dict[str, Any]) -> dict[str, Any]:
-    """A flattened config with the cycles given as `schedule.cycle_length` only (in place):
-    `schedule.cycles=4` and `schedule.cycle_length=60` of 240 epochs are the same run, to a
-    resume check and to a report's rows (a config saved before `schedule.cycles` has no such
-    key). A saved, unresolved `${sdrun_cycles:...}` is read as its default count."""
-    cycles = flat.pop("schedule.cycles", None)
-    if isinstance(cycles, str):  # Hydra saves config.yaml unresolved
+def effective_cycles(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flattened config with `schedule.cycles` and `schedule.cycle_length` both set to what the
+    run used (in place): `schedule.cycles=4` and `schedule.cycle_length=60` of 240 epochs are the
+    same run, to a resume check and to a report's rows. A saved, unresolved
+    `${sdrun_cycles:...}` (Hydra saves config.yaml unresolved) is read as its default count; a
+    config saved before `schedule.cycles` existed gets it from its cycle length."""
+    cycles = flat.get("schedule.cycles")
+    if isinstance(cycles, str):
         found = re.fullmatch(r"\$\{sdrun_cycles:(\d+),.*\}", cycles)
         cycles = int(found.group(1)) if found else None
     epochs, length = flat.get("schedule.epochs"), flat.get("schedule.cycle_length")
-    if length is None and isinstance(epochs, int) and isinstance(cycles, int) and cycles > 0:
-        flat["schedule.cycle_length"] = epochs // cycles
+    if not isinstance(epochs, int):
+        return flat
+    if isinstance(length, int) and length > 0:
+        cycles = epochs // length
+    elif isinstance(cycles, int) and cycles > 0:
+        length = epochs // cycles
+    flat["schedule.cycles"], flat["schedule.cycle_length"] = cycles, length
     return flat

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from sdrun import checkpoint as ckpt
-from sdrun.config import cycles_as_length, flatten
+from sdrun.config import effective_cycles, flatten
 from sdrun.engine import EpochTally, StepState
 from sdrun.errors import CheckpointError
 from sdrun.runtime import rng_state, set_rng_state
@@ -137,7 +137,7 @@ def check_same_run(
 ) -> None:
     """Refuse a resume whose config differs from the checkpoint's on a `defining` key (a
     prefix); sdrun-transfer passes its own keys."""
-    now, before = cycles_as_length(flatten(now)), cycles_as_length(flatten(saved))
+    now, before = effective_cycles(flatten(now)), effective_cycles(flatten(saved))
     for key in sorted(set(now) | set(before)):
         if not key.startswith(defining) or key == "distill.teacher_checkpoint":
             continue

@@ -191,7 +191,7 @@ def _build(cfg: Config, runtime: Runtime, dist: distributed.Dist) -> Parts:
     if cfg.trainer.compile:
         train_model = torch.compile(train_model, mode=cfg.trainer.compile_mode)
     return Parts(cfg, runtime, data.num_classes, model, train_model, data.train, data.test, plan,
-                 state, dist, data.val)  # fmt: skip
+                 state, dist, val_loader=data.val)  # fmt: skip
 
 
 def _initial_teacher(parts: Parts) -> Optional[TeacherState]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import sdrun, sdrun_here, search_trials, tiny, wandb_env, write_tiny_cifar
+from helpers import complete, sdrun, sdrun_here, search_trials, tiny, wandb_env, write_tiny_cifar
 
 
 @pytest.fixture(scope="session")
@@ -61,5 +61,5 @@ def search(cifar100_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @pytest.fixture(scope="session")
 def val_run(search: Path) -> Path:
     """The search's complete trial: a run with a validation split, logged to wandb offline."""
-    (done,) = [t for t in search_trials(search) if (t / "summary.json").is_file()]
+    (done,) = [t for t in search_trials(search) if complete(t)]
     return done

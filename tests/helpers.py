@@ -106,6 +106,12 @@ def tiny(root: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def complete(run_dir: Path) -> bool:
+    """Whether a run folder holds a finished run (a diverged run writes a summary too)."""
+    summary = run_dir / "summary.json"
+    return summary.is_file() and json.loads(summary.read_text()).get("complete") is True
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 

@@ -88,11 +88,11 @@ BAD = [
     (["schedule=cosine", "schedule.cycle_length=50"], "schedule.cycle_length"),
     (["schedule.warmup_epochs=60"], "schedule.warmup_epochs"),
     (["schedule=cosine"], "distill=sd with schedule=cosine"),
-    (["schedule.cycle_length=null"], "distill=sd with schedule=sd and one cycle"),
+    (["schedule.cycles=1"], "distill=sd with schedule=sd and one cycle"),
     (["schedule=step", "schedule.milestones=[0.5,1.5]"], "schedule.milestones"),
     (["dataset.limit_train=0"], "dataset.limit_train"),
     (["dataset.val_split=-1"], "dataset.val_split"),
-    (["schedule.cycles=3"], "schedule.cycles"),
+    (["schedule.cycles=7"], "schedule.cycles"),
 ]
 
 

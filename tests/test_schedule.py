@@ -88,12 +88,12 @@ def test_step_schedule_decays_at_its_milestones():
 
 
 @pytest.mark.parametrize("overrides,length", [
-    ([], 50),  # schedule=sd: 4 cycles of the 200 epochs
-    (["schedule.cycles=8"], 25),
+    ([], 60),  # schedule=sd: 4 cycles of the 240 epochs
+    (["schedule.cycles=8"], 30),
     (["schedule.cycle_length=40"], 40),  # either key alone: the other gives way
-    (["schedule.epochs=240"], 60),
-    (["schedule.cycles=2", "schedule.cycle_length=100"], 100),  # both, agreeing
-    (["schedule=cosine"], 200),
+    (["schedule.epochs=200"], 50),
+    (["schedule.cycles=2", "schedule.cycle_length=120"], 120),  # both, agreeing
+    (["schedule=cosine", "distill=none"], 240),
 ])  # fmt: skip
 def test_cycles_or_cycle_length_alone_sets_the_cycles(overrides: list[str], length: int):
     cfg = compose_cfg(*overrides)
@@ -103,9 +103,9 @@ def test_cycles_or_cycle_length_alone_sets_the_cycles(overrides: list[str], leng
 
 
 @pytest.mark.parametrize("overrides,keys", [
-    (["schedule.cycles=3"], ["schedule.cycles=3", "schedule.epochs=200"]),
-    (["schedule.cycles=2", "schedule.cycle_length=50"],
-     ["schedule.cycles=2", "schedule.cycle_length=50", "schedule.cycle_length=null"]),
+    (["schedule.cycles=7"], ["schedule.cycles=7", "schedule.epochs=240"]),
+    (["schedule.cycles=2", "schedule.cycle_length=60"],
+     ["schedule.cycles=2", "schedule.cycle_length=60", "schedule.cycle_length=null"]),
     (["schedule.cycles=0"], ["schedule.cycles=0"]),
     (["schedule=cosine", "schedule.cycles=2"], ["schedule.cycles=2", "schedule=cosine"]),
 ])  # fmt: skip

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import search_trials
-from hydra import compose, initialize_config_dir
+from helpers import complete, search_trials
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from wandb_records import by_type
 
 from sdrun import sweep
-from sdrun.cli import CONFIG_DIR
+from sdrun.cli import CONFIG_PACKAGE
 from sdrun.config import register_configs
 from sdrun.report import write_report
 from sdrun.sweep import (
@@ -33,7 +33,7 @@ PARAMS = {"distill.temperature": "tag(log, interval(0.5, 8.0))",
 
 def compose_search(*overrides: str):
     register_configs()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
         return compose(
             config_name="config",
             overrides=["hparams_search=sd_optuna", *overrides],
@@ -98,13 +98,14 @@ def test_each_trial_is_a_run_folder_and_the_best_is_chosen_on_validation(search:
     assert record["objective"] == "val/top1" and record["space"]["schedule.cycles"] == "choice(2)"
     folders = trials(search)
     assert len(folders) == 2
-    done = [f for f in folders if (f / "summary.json").is_file()]
+    done = [f for f in folders if complete(f)]
     (failed,) = set(folders) - set(done)
+    assert json.loads((failed / "summary.json").read_text())["diverged"] is True
     assert "training diverged" in (failed / "sdrun.log").read_text()
     assert job_number(failed) == 0  # the first trial failed and the search went on
-    (complete,) = done
-    summary = json.loads((complete / "summary.json").read_text())
-    config = yaml.safe_load((complete / ".hydra" / "config.yaml").read_text())
+    (finished,) = done
+    summary = json.loads((finished / "summary.json").read_text())
+    config = yaml.safe_load((finished / ".hydra" / "config.yaml").read_text())
     assert config["optim"]["lr"] == 0.05 and config["schedule"]["cycles"] == 2
     results = yaml.safe_load((search / "optimization_results.yaml").read_text())
     assert results["best_value"] == summary["val/top1"]  # the objective: validation top-1

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import yaml
 
 from sdrun.checkpoint import LAST, run_dir_of
-from sdrun.config import cycles_as_length, flatten
+from sdrun.config import effective_cycles, flatten
 from sdrun.report import costs
 from sdrun.report.identity import runtime_of, settings_read
 
@@ -145,7 +145,7 @@ def find_dirs(paths: Iterable[Path]) -> tuple[list[Path], list[Path], list[Path]
 def load_run(path: Path) -> Run:
     """Read a run directory; a run that cannot be averaged gets a `problem` saying why."""
     try:
-        config = cycles_as_length(flatten(yaml.safe_load((path / CONFIG).read_text()) or {}))
+        config = effective_cycles(flatten(yaml.safe_load((path / CONFIG).read_text()) or {}))
     except (OSError, yaml.YAMLError) as err:
         return Run(path, {}, {}, [], problem=f"unreadable {CONFIG}: {err}")
     metrics, cut = read_metrics(path / METRICS)
