@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import complete, sdrun, sdrun_here, search_trials, tiny, wandb_env, write_tiny_cifar
+from helpers import complete, sdrun_here, search_trials, tiny, wandb_env, write_tiny_cifar
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +52,7 @@ def search(cifar100_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     """The sweep directory of the search above."""
     work = tmp_path_factory.mktemp("search")
     args = [*SEARCH, f"dataset.root={cifar100_root}", f"hydra.sweep.dir={work / 'search'}"]
-    proc = sdrun("-m", *args, cwd=work, env=wandb_env(work))
+    proc = sdrun_here("-m", *args, cwd=work, env=wandb_env(work))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Failed experiment" in proc.stdout + proc.stderr  # the diverged trial, not silent
     return work / "search"

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from folder_helpers import image_numbers, write_image_folder
-from helpers import sdrun
+from helpers import sdrun_here
 
 from sdrun.config import DatasetConfig
 from sdrun.data import DataBundle, FolderLoader, build_loaders
@@ -291,7 +291,7 @@ def test_open_folders_counts_classes_from_the_folders(folder_root: Path):
 
 def test_cli_trains_on_an_image_folder(folder_root: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    proc = sdrun(
+    proc = sdrun_here(
         "dataset=imagenet", f"dataset.root={folder_root}", "dataset.image_size=32",
         "dataset.eval_resize=36", "dataset.num_workers=0", "dataset.batch_size=8",
         "dataset.eval_batch_size=8", "model=resnet20", "schedule.epochs=2",
@@ -308,7 +308,7 @@ def test_cli_trains_on_an_image_folder(folder_root: Path, tmp_path: Path):
 
 def test_cli_missing_folder_fails_with_one_line(tmp_path: Path):
     missing = tmp_path / "nowhere"
-    proc = sdrun(
+    proc = sdrun_here(
         "dataset=imagenet", f"dataset.root={missing}", "model=resnet20", "logger=none",
         f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
     )  # fmt: skip

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import sdrun
+from helpers import sdrun_here
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
@@ -21,7 +21,7 @@ TINY_FAKE = [
 
 
 def launcher_config(name: str, *overrides: str, cwd: Path) -> dict:
-    proc = sdrun(
+    proc = sdrun_here(
         f"hydra/launcher={name}", *overrides, "--cfg", "hydra", "-p", "hydra.launcher", cwd=cwd
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -41,7 +41,7 @@ def test_slurm_config_extends_the_plugin_and_takes_overrides(tmp_path: Path):
 
 def test_local_sweep_runs_each_job_to_a_summary(tmp_path: Path):
     sweep = tmp_path / "sweep"
-    proc = sdrun(
+    proc = sdrun_here(  # the driver here; submitit starts each job in a process of its own
         "-m", "hydra/launcher=local", "distill.temperature=1,2", *TINY_FAKE,
         f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )  # fmt: skip

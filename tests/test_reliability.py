@@ -1,4 +1,5 @@
-"""Runs survive kills, signals, damaged checkpoints, divergence and disk faults."""
+"""Runs survive kills, signals, damaged checkpoints, divergence and disk faults. Kills and signals
+hit real `python -m sdrun` processes; the runs around them go in this process (`sdrun_here`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import read_jsonl, sdrun, tiny
+from helpers import read_jsonl, sdrun_here, tiny
 
 from sdrun.checkpoint import LAST, PREV, save_atomic, save_last
 from sdrun.engine import StepState, _backward_step
@@ -56,7 +57,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
 def reference(cifar100_root: Path, tmp_path_factory) -> Path:
     """The uninterrupted run every interrupted one must match bit for bit."""
     work = tmp_path_factory.mktemp("reference")
-    proc = sdrun(*tiny(cifar100_root, *EXTRA, f"hydra.run.dir={work / 'run'}"), cwd=work)
+    proc = sdrun_here(*tiny(cifar100_root, *EXTRA, f"hydra.run.dir={work / 'run'}"), cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work / "run"
 
@@ -100,7 +101,7 @@ def test_sigterm_writes_a_mid_epoch_checkpoint_and_resume_matches(
     stopped = final_weights(run_dir)
     assert stopped["epoch"] < 6
 
-    proc = sdrun(f"resume={run_dir}", cwd=tmp_path)
+    proc = sdrun_here(f"resume={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
     assert_same_weights(final_weights(reference), final_weights(run_dir))
@@ -114,7 +115,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(reference: Pat
     assert torch.load(run_dir / "checkpoints" / PREV, weights_only=False)["epoch"] == 5
     last.write_bytes(last.read_bytes()[:1000])  # a copy cut short
 
-    proc = sdrun(f"resume={run_dir}", cwd=tmp_path)
+    proc = sdrun_here(f"resume={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (run_dir / "sdrun.log").read_text()
     assert "prev.pt" in log and "epoch 5" in log
@@ -126,11 +127,10 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     cifar100_root: Path, tmp_path: Path
 ):
     run_dir = tmp_path / "run"
-    env = {**os.environ, "SDRUN_FAULT_NAN_STEP": "15"}  # epoch 3 (6 steps/epoch): cycle 2
-    proc = subprocess.run(
-        [sys.executable, "-m", "sdrun", *tiny(cifar100_root, *EXTRA, f"hydra.run.dir={run_dir}")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    env = {"SDRUN_FAULT_NAN_STEP": "15"}  # epoch 3 (6 steps/epoch): cycle 2
+    proc = sdrun_here(
+        *tiny(cifar100_root, *EXTRA, f"hydra.run.dir={run_dir}"), cwd=tmp_path, env=env
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
@@ -146,7 +146,7 @@ def test_an_unwritable_checkpoint_folder_stops_the_run_with_one_line(
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "checkpoints").write_text("a file where the checkpoint folder should be")
-    proc = sdrun(*tiny(cifar100_root, f"hydra.run.dir={run_dir}"), cwd=tmp_path)
+    proc = sdrun_here(*tiny(cifar100_root, f"hydra.run.dir={run_dir}"), cwd=tmp_path)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "could not write" in lines[0], proc.stderr

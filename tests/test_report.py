@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import sdrun_here
 
 from sdrun.report import main
 
@@ -32,14 +30,12 @@ def tiny(root: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def sweep(cifar100_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The temperature x cycle-length sweep preset on a 2 x 2 grid, two seeds per cell: eight
-    real runs in one process (one start-up), 4 settings of SD with 2 seeds each."""
+    real runs of one multirun in this process, 4 settings of SD with 2 seeds each."""
     work = tmp_path_factory.mktemp("report")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "sdrun", "-m", "+experiment=sweep/temperature_x_cycle",
-         *tiny(cifar100_root), "distill.temperature=1,4", "schedule.cycle_length=1,2",
-         f"seed={','.join(map(str, SEEDS))}", f"hydra.sweep.dir={work / 'sweep'}"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=600,
+    proc = sdrun_here(
+        "-m", "+experiment=sweep/temperature_x_cycle", *tiny(cifar100_root),
+        "distill.temperature=1,4", "schedule.cycle_length=1,2",
+        f"seed={','.join(map(str, SEEDS))}", f"hydra.sweep.dir={work / 'sweep'}", cwd=work,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work / "sweep"

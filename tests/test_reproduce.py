@@ -3,8 +3,10 @@ picking up where an interrupted reproduce stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import Result
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "reproduce.py"
 METHODS = ["sd", "cyclic", "cosine", "step", "born-again-g2"]
@@ -29,6 +32,19 @@ def load_script():
 reproduce = load_script()
 
 
+def run_here(*args: str, cwd: Path) -> Result:
+    """The script's main() in this process (each run it starts is still its own process)."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = reproduce.main(list(args))
+    finally:
+        os.chdir(saved)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
 def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"}
     return subprocess.run(
@@ -41,7 +57,7 @@ def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The smoke reproduce of ResNet-20: 4 methods and a 2-generation chain, 1 seed."""
     out = tmp_path_factory.mktemp("smoke")
-    proc = run_script("--smoke", "--models", "resnet20", "--jobs", "2", "--out", str(out), cwd=out)
+    proc = run_here("--smoke", "--models", "resnet20", "--jobs", "2", "--out", str(out), cwd=out)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return out
 
@@ -107,7 +123,7 @@ def test_a_second_reproduce_skips_finished_runs_and_resumes_a_killed_one(smoke: 
     killed = run_dir(smoke, "born-again-g2")
     (killed / "summary.json").unlink()  # as if killed after its last checkpoint
     finished = {m: (run_dir(smoke, m) / "summary.json").stat().st_mtime_ns for m in METHODS[:4]}
-    proc = run_script("--smoke", "--models", "resnet20", "--out", str(smoke), cwd=smoke)
+    proc = run_here("--smoke", "--models", "resnet20", "--out", str(smoke), cwd=smoke)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert proc.stdout.count("done, skipped") == 4
     assert f"resume -> {killed}" in proc.stdout
