@@ -69,12 +69,12 @@ class ImageNumber(nn.Module):
 
 def gather_val_images(rank: int, root: Path, global_eval_batch: int, out: Path) -> None:
     """Evaluate the image folder's val split as the runner does: each rank predicts its shard
-    (`runner._predict_test_set`), then the rows are gathered from every rank."""
+    (`evaluation.predict_test_set`), then the rows are gathered from every rank."""
     from types import SimpleNamespace
 
     from sdrun.config import DatasetConfig
     from sdrun.data import build_loaders
-    from sdrun.runner import _predict_test_set
+    from sdrun.evaluation import predict_test_set
     from sdrun.runtime import Runtime
 
     world_size = torch.distributed.get_world_size()
@@ -86,7 +86,7 @@ def gather_val_images(rank: int, root: Path, global_eval_batch: int, out: Path) 
     parts = SimpleNamespace(
         test_loader=data.test, runtime=Runtime(torch.device("cpu"), None, False)
     )
-    numbers, labels = _predict_test_set(parts, ImageNumber())
+    numbers, labels = predict_test_set(parts, ImageNumber())
     if rank == 0:
         out.write_text(json.dumps({"numbers": numbers[:, 0].long().tolist(),
                                    "labels": labels.tolist(),
@@ -127,7 +127,7 @@ def download_train_stop_resume(
     signalled mid-epoch, then `stopped` resumed. Each rank writes what the parent checks."""
     import torchvision.datasets as tvd
 
-    from sdrun import runner
+    from sdrun import parts, runner
     from sdrun.errors import DataError
     from sdrun.interrupt import RunStopped
 
@@ -148,7 +148,7 @@ def download_train_stop_resume(
     report["reference"] = summary
 
     stopped = out / "stopped"
-    build = runner.build_loaders
+    build = parts.build_loaders
 
     def signalling(*args: Any, **kwargs: Any) -> Any:
         data = build(*args, **kwargs)
@@ -156,13 +156,13 @@ def download_train_stop_resume(
         return data
 
     if rank == 0:  # rank 1 never sees the signal: it must learn of it from rank 0
-        runner.build_loaders = signalling
+        parts.build_loaders = signalling
     try:
         runner.run(cfg, stopped)
     except RunStopped as err:
         report["stopped"] = str(err)
     finally:
-        runner.build_loaders = build
+        parts.build_loaders = build
     torch.distributed.barrier()  # rank 0 has written the checkpoint
     if rank == 0:
         checkpoint = stopped / "checkpoints" / "last.pt"

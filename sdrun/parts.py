@@ -1,0 +1,75 @@
+"""The parts of one run, built from its config: data loaders, model, cycle plan, optimizer,
+and the wrapped (DDP, compiled) model the training loop calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from sdrun import distributed, run_state
+from sdrun.config import Config
+from sdrun.data import Batches, build_loaders
+from sdrun.engine import StepState
+from sdrun.models import build_model
+from sdrun.optim import build_optimizer
+from sdrun.runtime import Runtime
+from sdrun.schedule import CyclePlan, plan_from_config
+
+
+@dataclass
+class Parts:
+    cfg: Config
+    runtime: Runtime
+    num_classes: int
+    model: nn.Module  # the plain module: its state_dict is what gets saved
+    train_model: nn.Module  # what the loop calls (compiled when asked)
+    train_loader: Batches
+    test_loader: Batches
+    plan: CyclePlan
+    state: StepState
+    dist: distributed.Dist
+    session: Optional[run_state.Session] = None  # rank 0's heartbeat and lost-work count
+    val_loader: Optional[Batches] = None  # dataset.val_split > 0
+
+
+def build_parts(cfg: Config, runtime: Runtime, dist: distributed.Dist) -> Parts:
+    data = build_loaders(
+        cfg.dataset,
+        seed=cfg.seed,
+        device=runtime.device,
+        channels_last=runtime.channels_last,
+        rank=dist.rank,
+        world_size=dist.world_size,
+    )
+    model = build_model(
+        cfg.model.name,
+        data.num_classes,
+        pretrained=cfg.model.pretrained,
+        kwargs=dict(cfg.model.kwargs),
+    )
+    model.to(runtime.device, memory_format=runtime.memory_format)
+    plan = plan_from_config(cfg.schedule, cfg.optim.lr, len(data.train))
+    state = StepState(
+        build_optimizer(model, cfg.optim, runtime.device), runtime.grad_scaler(), step=0
+    )
+    train_model = distributed.wrap(model, dist, runtime.device, cfg.trainer.sync_bn)
+    if cfg.trainer.compile:
+        train_model = torch.compile(train_model, mode=cfg.trainer.compile_mode)
+    return Parts(cfg, runtime, data.num_classes, model, train_model, data.train, data.test, plan,
+                 state, dist, val_loader=data.val)  # fmt: skip
+
+
+def config_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain containers (what checkpoints and loggers store)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def input_shape(cfg: Config) -> tuple[int, int, int]:
+    """One training image's (C, H, W), for the teacher's probe batch: CIFAR is 32 x 32, fake
+    images and image-folder crops are `dataset.image_size` square; all RGB."""
+    size = 32 if cfg.dataset.name in ("cifar10", "cifar100") else cfg.dataset.image_size
+    return (3, size, size)
