@@ -154,8 +154,12 @@ def restore(
     state: StepState,
     progress: Progress,
     device: torch.device,
+    counted_here: bool = True,
 ) -> Optional[EpochTally]:
-    """Put model, optimizer, step, scaler, progress and RNGs back; returns a partial epoch."""
+    """Put model, optimizer, step, scaler, progress and RNGs back; returns a partial epoch.
+
+    A partial epoch's sums are over all processes (summed at the stop): only the process with
+    `counted_here` (rank 0) takes them back, the others start that epoch's sums from zero."""
     model.load_state_dict(payload["model"])
     state.optimizer.load_state_dict(payload["optimizer"])
     state.step = payload["scheduler"]["step"]
@@ -167,9 +171,12 @@ def restore(
         progress.process_seconds = None  # an older checkpoint: the count so far is unknown
     set_rng_state(payload["rng"])
     log.info("resumed after epoch %d, step %d", progress.epoch, state.step)
-    if payload.get("epoch_tally"):
-        return EpochTally.from_state(payload["epoch_tally"], device)
-    return None
+    if not payload.get("epoch_tally"):
+        return None
+    tally = EpochTally.from_state(payload["epoch_tally"], device)
+    if not counted_here:
+        tally.sums = None  # the loop starts them at zero
+    return tally
 
 
 HEARTBEAT = "heartbeat.json"  # in the run's checkpoints/ folder
@@ -191,14 +198,14 @@ class Session:
     last_save: Optional[float] = None  # time.time() of this session's last checkpoint
     _next_beat: float = 0.0  # time.monotonic() of the next periodic write
 
-    def beat(self, force: bool = False) -> None:
+    def beat(self, force: bool = False, alive: Optional[float] = None) -> None:
         now = time.monotonic()
         if not force and now < self._next_beat:
             return
         self._next_beat = now + self.period
         state = {
             "started": self.started,
-            "alive": time.time(),
+            "alive": time.time() if alive is None else alive,
             "processes": self.processes,
             "carried_wall": self.carried_wall,
             "carried_process": self.carried_process,
@@ -215,7 +222,9 @@ class Session:
         """A checkpoint now holds all work so far, lost work of earlier sessions included."""
         self.last_save = at
         self.carried_wall = self.carried_process = 0.0
-        self.beat(force=True)
+        # stamped with the checkpoint's time, not after writing it: a stop that follows its
+        # own checkpoint has lost nothing
+        self.beat(force=True, alive=at)
 
     def unsaved(self) -> tuple[float, float]:
         """(wall s, process s) this session did after its last checkpoint (or its start)."""

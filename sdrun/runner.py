@@ -5,7 +5,6 @@ and writing what it reports (summary.py).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -25,18 +24,12 @@ from sdrun.evaluation import ensemble, epoch_record
 from sdrun.identity import current_sweep, run_identity
 from sdrun.interrupt import StopRequest, stopped
 from sdrun.loggers import (
-    METRICS,
-    SUMMARY,
     Logger,
-    MetricsFile,
-    NullLogger,
-    build_logger,
-    write_summary,
 )
 from sdrun.parts import Parts, build_parts, config_dict
+from sdrun.run_folder import Outputs, opened, outputs, write_result
 from sdrun.run_plots import final_plots
 from sdrun.run_state import Progress
-from sdrun.runtime import Runtime, configure_numerics, resolve_runtime, seed_everything
 from sdrun.schedule import CyclePlan
 from sdrun.summary import (
     diverged_message,
@@ -59,56 +52,28 @@ log = logging.getLogger(__name__)
 def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` in `run_dir`; returns the summary (also written to summary.json)."""
     validate(cfg)
-    runtime = resolve_runtime(cfg.trainer)
-    # torch's numerics switches are process-wide: set for this run and given back after it (on
-    # return or error), so the next job of a multirun does not inherit them.
-    with configure_numerics(cfg.trainer.deterministic, runtime.device, runtime.amp_dtype):
-        return _run(cfg, run_dir, runtime)
-
-
-def _run(cfg: Config, run_dir: Path, runtime: Runtime) -> dict[str, Any]:
-    dist = distributed.init(runtime.device.type)
-    runtime = dataclasses.replace(runtime, device=distributed.local_device(runtime.device, dist))
-    resume = run_state.load_for_resume(cfg.resume, config_dict(cfg))
-    ckpt.guard_run_dir(run_dir, resuming=resume is not None)
-    seed_everything(cfg.seed)
-    parts = build_parts(cfg, runtime, dist)
-    progress = Progress()
-    tally: Optional[EpochTally] = None
-    if resume is None:
-        teacher = initial_teacher(parts)
-    else:
-        teacher, tally = _restore(parts, progress, resume)
-    metrics = MetricsFile(run_dir / METRICS)
-    if dist.is_main:
-        metrics.truncate_after(progress.epoch)
-    logger: Logger = NullLogger()
-    if dist.is_main:  # one wandb run, one set of files: rank 0's
-        who = run_identity(cfg, current_sweep())
-        logger = build_logger(cfg.logger, run_dir, config_dict(cfg), name=who.name,
-                              run_id=progress.wandb_id, group=who.group, job_type=who.job_type,
-                              tags=who.tags)  # fmt: skip
-    progress.wandb_id = getattr(logger, "run_id", None)
-    if dist.is_main:
-        parts.session = run_state.start_session(
-            run_dir, progress, dist.world_size, resuming=resume is not None
-        )
-    _log_start(parts, progress)
-    exit_code = 1
-    try:
-        with StopRequest() as stop:
-            teacher = _train(parts, progress, teacher, tally, run_dir, metrics, logger, stop)
-        distributed.check_identical(parts.model.state_dict(), "the final student weights")
-        result = summary(parts, progress, teacher)
-        result.update(ensemble(parts, run_dir))
-        if dist.is_main:
-            write_summary(run_dir / SUMMARY, result)
-            logger.summary(result)
-            if logger.active:  # drawing costs a second: only for a logger that takes it
-                logger.log_images(final_plots(run_dir, config_dict(cfg), result), progress.epoch)
-        exit_code = 0
-    finally:
-        logger.finish(exit_code)
+    config = config_dict(cfg)
+    with opened(cfg.trainer, cfg.seed, cfg.resume, run_dir, config) as start:
+        parts = build_parts(cfg, start.runtime, start.dist)
+        progress = Progress()
+        tally: Optional[EpochTally] = None
+        if start.resume is None:
+            teacher = initial_teacher(parts)
+        else:
+            teacher, tally = _restore(parts, progress, start.resume)
+        identity = run_identity(cfg, current_sweep()) if start.dist.is_main else None
+        with outputs(cfg.logger, run_dir, config, start.dist, progress,
+                     resuming=start.resume is not None, identity=identity) as outs:  # fmt: skip
+            parts.session = outs.heartbeat
+            _log_start(parts, progress)
+            with StopRequest() as stop:
+                teacher = _train(parts, progress, teacher, tally, run_dir, outs, stop)
+            distributed.check_identical(parts.model.state_dict(), "the final student weights")
+            result = summary(parts, progress, teacher)
+            result.update(ensemble(parts, run_dir))
+            write_result(run_dir, result, outs, start.dist)
+            if start.dist.is_main and outs.logger.active:  # drawing costs a second
+                outs.logger.log_images(final_plots(run_dir, config, result), progress.epoch)
     log.info("done: %s; %s", final_line(result), run_dir)
     return result
 
@@ -125,8 +90,7 @@ def _train(
     teacher: Optional[TeacherState],
     tally: Optional[EpochTally],
     run_dir: Path,
-    metrics: MetricsFile,
-    logger: Logger,
+    outs: Outputs,
     stop: StopRequest,
 ) -> Optional[TeacherState]:
     cfg, plan = parts.cfg, parts.plan
@@ -145,7 +109,7 @@ def _train(
             sync_stop=parts.dist.enabled,
             nan_at_step=_fault_nan_step(parts.dist.rank),
             reduce=distributed.sum_,
-            on_log=logger.log_step if parts.dist.is_main else None,
+            on_log=outs.logger.log_step if parts.dist.is_main else None,
         )
         if parts.session is not None:  # the heartbeat rides on the per-step stop check
             options.should_stop = parts.session.watch(options.should_stop)
@@ -179,15 +143,15 @@ def _train(
             if parts.dist.is_main:
                 run_state.save_cycle_snapshot(run_dir, config_dict(cfg), parts.model, epoch, cycle)
                 if cfg.logger.log_checkpoints:
-                    _log_cycle_checkpoint(logger, run_dir, epoch, cycle, record)
+                    _log_cycle_checkpoint(outs.logger, run_dir, epoch, cycle, record)
             if cfg.distill.name == "sd" and epoch < plan.epochs:
                 teacher = take_snapshot(parts, teacher)  # the teacher swap
         progress.add_time(time.perf_counter() - mark, parts.dist.world_size)
         mark = time.perf_counter()
         if parts.dist.is_main:
             _save(parts, progress, teacher, run_dir)
-            metrics.append(record)
-            logger.log(record, step=epoch)
+            outs.metrics.append(record)
+            outs.logger.log(record, step=epoch)
         _log_epoch(record, plan)
         if distributed.any_rank(stop(), parts.runtime.device) and epoch < plan.epochs:
             raise stopped(stop, run_dir, f"after epoch {epoch}")
@@ -228,9 +192,8 @@ def _save(
 def _restore(
     parts: Parts, progress: Progress, payload: dict[str, Any]
 ) -> tuple[Optional[TeacherState], Optional[EpochTally]]:
-    tally = run_state.restore(payload, parts.model, parts.state, progress, parts.runtime.device)
-    if tally is not None and not parts.dist.is_main:
-        tally.sums = None  # the saved partial sums are over all processes: counted on rank 0 only
+    tally = run_state.restore(payload, parts.model, parts.state, progress, parts.runtime.device,
+                              counted_here=parts.dist.is_main)  # fmt: skip
     return restored_teacher(parts, payload), tally
 
 

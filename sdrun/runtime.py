@@ -49,6 +49,11 @@ class Runtime:
             torch.cuda.synchronize(self.device)
 
 
+def amp_name(dtype: Optional[torch.dtype]) -> str:
+    """How summaries and logs name an AMP dtype: bf16, fp16 or off."""
+    return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+
+
 def resolve_runtime(cfg: TrainerConfig) -> Runtime:
     """Pick the device and AMP dtype; fail before training if the request cannot be met."""
     cuda = torch.cuda.is_available()

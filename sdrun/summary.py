@@ -6,15 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-
 from sdrun.engine import EpochResult
 from sdrun.loggers import SUMMARY, write_summary
 from sdrun.parts import Parts
 from sdrun.run_state import Progress, kept_checkpoint
+from sdrun.runtime import amp_name
 from sdrun.teaching import TeacherState
-
-AMP_NAMES = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def update_progress(progress: Progress, record: dict[str, Any], result: EpochResult) -> None:
@@ -58,7 +55,7 @@ def summary(parts: Parts, progress: Progress, teacher: Optional[TeacherState]) -
         "device": parts.runtime.device_name,
         "device_type": parts.runtime.device.type,
         "processes": parts.dist.world_size,
-        "amp": AMP_NAMES.get(parts.runtime.amp_dtype, str(parts.runtime.amp_dtype)),
+        "amp": amp_name(parts.runtime.amp_dtype),
         "sync_bn": bool(cfg.trainer.sync_bn and parts.dist.enabled),  # SyncBN needs torchrun
         "diverged": False,
         "params": sum(p.numel() for p in parts.model.parameters()),

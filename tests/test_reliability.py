@@ -3,6 +3,7 @@ hit real `python -m sdrun` processes; the runs around them go in this process (`
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -105,6 +106,8 @@ def test_sigterm_writes_a_mid_epoch_checkpoint_and_resume_matches(
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
     assert_same_weights(final_weights(reference), final_weights(run_dir))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["time/lost_wall_s"] == 0.0  # the stop checkpointed all it had done
 
 
 def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(reference: Path, tmp_path: Path):

@@ -162,6 +162,12 @@ def test_sigterm_mid_epoch_then_resume_ends_like_the_uninterrupted_run(
     expected = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(final[k], v) for k, v in expected.items())
     assert summary(run)["test/map50"] == summary(reference)["test/map50"]
+    # sdrun's cost accounting, through the same run-folder code: a heartbeat, process-seconds
+    # over both sessions, and the stop lost no work (it saved the partial epoch)
+    assert (run / "checkpoints" / "heartbeat.json").is_file()
+    cost = summary(run)
+    assert cost["time/process_s"] >= cost["time/train_s"] > 0
+    assert (cost["time/lost_wall_s"], cost["time/lost_process_s"]) == (0.0, 0.0)
 
 
 def test_transfer_benchmark_measures_both_tasks_on_cpu():

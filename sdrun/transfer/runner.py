@@ -9,30 +9,21 @@ non-finite loss, wandb, torchrun DDP, through the same modules (`checkpoint`, `r
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
-from sdrun import checkpoint as ckpt
 from sdrun import distributed, run_state
 from sdrun.engine import EpochTally, LoopOptions, NonFiniteLoss, StepState
 from sdrun.errors import TrainingDiverged
 from sdrun.interrupt import StopRequest, stopped
-from sdrun.loggers import (
-    METRICS,
-    SUMMARY,
-    Logger,
-    MetricsFile,
-    NullLogger,
-    build_logger,
-    write_summary,
-)
+from sdrun.run_folder import Outputs, opened, outputs, write_result
 from sdrun.run_state import Progress, kept_checkpoint
-from sdrun.runtime import Runtime, configure_numerics, resolve_runtime, seed_everything
+from sdrun.runtime import amp_name
 from sdrun.transfer import loop
 from sdrun.transfer.config import TransferConfig, validate
 from sdrun.transfer.parts import Parts, build, config_dict
@@ -51,51 +42,30 @@ DEFINING = (
 def run(cfg: TransferConfig, run_dir: Path) -> dict[str, Any]:
     """Fine-tune `cfg` in `run_dir`; returns the summary (also written to summary.json)."""
     validate(cfg)
-    runtime = resolve_runtime(cfg.trainer)
-    # Deterministic mode and TF32 are process-wide: set for this run, given back after it.
-    with configure_numerics(cfg.trainer.deterministic, runtime.device, runtime.amp_dtype):
-        return _run(cfg, run_dir, runtime)
-
-
-def _run(cfg: TransferConfig, run_dir: Path, runtime: Runtime) -> dict[str, Any]:
     config = config_dict(cfg)
-    dist = distributed.init(runtime.device.type)
-    runtime = dataclasses.replace(runtime, device=distributed.local_device(runtime.device, dist))
-    resume = run_state.load_for_resume(cfg.resume, config, DEFINING)
-    ckpt.guard_run_dir(run_dir, resuming=resume is not None)
-    seed_everything(cfg.seed)
-    parts = build(cfg, runtime, dist)
-    progress = Progress()
-    tally = None
-    if resume is not None:
-        tally = run_state.restore(resume, parts.model, parts.state, progress, runtime.device)
-        if tally is not None and tally.sums is not None and not dist.is_main:
-            tally.sums.zero_()  # a stop stores the sums over every process: count them once
-    metrics = MetricsFile(run_dir / METRICS)
-    logger: Logger = NullLogger()
-    if dist.is_main:
-        metrics.truncate_after(progress.epoch)
-        logger = build_logger(cfg.logger, run_dir, config, name=run_dir.name,
-                              run_id=progress.wandb_id)  # fmt: skip
-    progress.wandb_id = getattr(logger, "run_id", None)
-    _log_start(parts)
-    try:
-        with StopRequest() as stop:
-            _train(parts, progress, tally, run_dir, metrics, logger, stop)
-        summary = _summary(parts, progress)
-        if dist.is_main:
-            write_summary(run_dir / SUMMARY, summary)
-            logger.summary(summary)
-    finally:
-        logger.finish()
+    with opened(cfg.trainer, cfg.seed, cfg.resume, run_dir, config, DEFINING) as start:
+        parts = build(cfg, start.runtime, start.dist)
+        progress = Progress()
+        tally = None
+        if start.resume is not None:
+            tally = run_state.restore(start.resume, parts.model, parts.state, progress,
+                                      start.runtime.device,
+                                      counted_here=start.dist.is_main)  # fmt: skip
+        with outputs(cfg.logger, run_dir, config, start.dist, progress,
+                     resuming=start.resume is not None) as outs:  # fmt: skip
+            _log_start(parts)
+            with StopRequest() as stop:
+                _train(parts, progress, tally, run_dir, outs, stop)
+            result = _summary(parts, progress)
+            write_result(run_dir, result, outs, start.dist)
     metric = parts.task.METRIC
-    log.info("done: %s %.2f (%s backbone %s); %s", metric, summary[metric],
+    log.info("done: %s %.2f (%s backbone %s); %s", metric, result[metric],
              parts.backbone.method, parts.backbone.model, run_dir)  # fmt: skip
-    return summary
+    return result
 
 
 def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_dir: Path,
-           metrics: MetricsFile, logger: Logger, stop: StopRequest) -> None:  # fmt: skip
+           outs: Outputs, stop: StopRequest) -> None:  # fmt: skip
     cfg, plan, device = parts.cfg, parts.plan, parts.runtime.device
     mark = time.perf_counter()
     for epoch in range(progress.epoch + 1, plan.epochs + 1):
@@ -104,7 +74,7 @@ def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_di
             log_every=cfg.trainer.log_every,
             check_every=cfg.trainer.log_every,
             desc=f"{cfg.task.name} epoch {epoch}/{plan.epochs}",
-            should_stop=_with_fault_signal(stop, parts.state),
+            should_stop=_watched(outs, _with_fault_signal(stop, parts.state)),
             nan_at_step=_fault_step("SDRUN_FAULT_NAN_STEP"),
             reduce=distributed.sum_,
         )
@@ -121,8 +91,9 @@ def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_di
                 "schedule.warmup_iters and start a new run"
             ) from None
         if result is None:  # a signal: keep the partial epoch and stop
+            progress.add_time(time.perf_counter() - mark, parts.dist.world_size)
             if parts.dist.is_main:
-                _save(parts, progress, run_dir, tally)
+                _save(parts, progress, run_dir, outs, tally)
             raise stopped(stop, run_dir, f"in epoch {epoch} after step {tally.batches}", COMMAND)
         tally = None
         record, per_class = _record(parts, epoch, result)
@@ -130,12 +101,12 @@ def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_di
         progress.train_seconds += result.seconds
         if per_class is not None:
             progress.history = {**record, "per_class": per_class}
-        progress.wall_seconds += time.perf_counter() - mark
+        progress.add_time(time.perf_counter() - mark, parts.dist.world_size)
         mark = time.perf_counter()
         if parts.dist.is_main:
-            _save(parts, progress, run_dir)
-            metrics.append(record)
-            logger.log(record, step=epoch)
+            _save(parts, progress, run_dir, outs)
+            outs.metrics.append(record)
+            outs.logger.log(record, step=epoch)
         _log_epoch(parts, record)
         if distributed.any_rank(stop(), device) and epoch < plan.epochs:
             raise stopped(stop, run_dir, f"after epoch {epoch}", COMMAND)
@@ -185,10 +156,17 @@ def _with_fault_signal(stop: StopRequest, state: StepState):
     return check
 
 
-def _save(parts: Parts, progress: Progress, run_dir: Path,
+def _save(parts: Parts, progress: Progress, run_dir: Path, outs: Outputs,
           tally: Optional[EpochTally] = None) -> None:  # fmt: skip
     run_state.save_last(run_dir, config_dict(parts.cfg), parts.model, None, parts.state,
                         parts.plan, progress, tally)  # fmt: skip
+    if outs.heartbeat is not None:
+        outs.heartbeat.saved(progress.saved_at)
+
+
+def _watched(outs: Outputs, should_stop: Callable[[], bool]) -> Callable[[], bool]:
+    """The heartbeat (lost-work accounting) rides on the per-step stop check, on rank 0."""
+    return should_stop if outs.heartbeat is None else outs.heartbeat.watch(should_stop)
 
 
 def _summary(parts: Parts, progress: Progress) -> dict[str, Any]:
@@ -211,8 +189,13 @@ def _summary(parts: Parts, progress: Progress) -> dict[str, Any]:
         "epochs": parts.plan.epochs,
         "time/train_s": progress.train_seconds,
         "time/wall_s": progress.wall_seconds,
+        "time/process_s": progress.process_seconds,  # wall x processes, session by session
+        "time/lost_wall_s": progress.lost_wall_seconds,  # work lost to stops (run_state.py)
+        "time/lost_process_s": progress.lost_process_seconds,
         "device": parts.runtime.device_name,
+        "device_type": parts.runtime.device.type,
         "processes": parts.dist.world_size,
+        "amp": amp_name(parts.runtime.amp_dtype),
         "params": sum(p.numel() for p in parts.model.parameters()),
     }
 

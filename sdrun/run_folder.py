@@ -1,0 +1,98 @@
+"""What every training command (sdrun, sdrun-transfer) does around its own loop, in its run
+folder: the run's numerics set and given back, the processes joined, the resume checkpoint
+loaded and checked, the folder guarded, the seed set (`opened`); then metrics.jsonl, the
+logger and the heartbeat opened, and the logger finished however the run ends (`outputs`);
+and summary.json at the end (`write_result`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from sdrun import checkpoint as ckpt
+from sdrun import distributed, run_state
+from sdrun.config import LoggerConfig, TrainerConfig
+from sdrun.identity import RunIdentity
+from sdrun.loggers import METRICS, SUMMARY, Logger, MetricsFile, NullLogger, build_logger
+from sdrun.loggers import write_summary as write_summary_file
+from sdrun.run_state import RUN_DEFINING, Progress
+from sdrun.runtime import Runtime, configure_numerics, resolve_runtime, seed_everything
+
+
+@dataclass
+class Opened:
+    runtime: Runtime  # on this process's device
+    dist: distributed.Dist
+    resume: Optional[dict[str, Any]]  # the checkpoint to continue from, checked; None: new run
+
+
+@contextmanager
+def opened(
+    trainer: TrainerConfig,
+    seed: int,
+    resume: Optional[str],
+    run_dir: Path,
+    config: dict[str, Any],
+    defining: tuple[str, ...] = RUN_DEFINING,
+) -> Iterator[Opened]:
+    """Everything before a run builds its parts. torch's numerics switches are process-wide:
+    they are set for the block and given back after it (on return or error), so the next job
+    of a multirun does not inherit them."""
+    runtime = resolve_runtime(trainer)
+    with configure_numerics(trainer.deterministic, runtime.device, runtime.amp_dtype):
+        dist = distributed.init(runtime.device.type)
+        device = distributed.local_device(runtime.device, dist)
+        runtime = dataclasses.replace(runtime, device=device)
+        payload = run_state.load_for_resume(resume, config, defining)
+        ckpt.guard_run_dir(run_dir, resuming=payload is not None)
+        seed_everything(seed)
+        yield Opened(runtime, dist, payload)
+
+
+@dataclass
+class Outputs:
+    metrics: MetricsFile
+    logger: Logger
+    heartbeat: Optional[run_state.Session]  # rank 0's: lost-work accounting (run_state.py)
+
+
+@contextmanager
+def outputs(
+    cfg: LoggerConfig,
+    run_dir: Path,
+    config: dict[str, Any],
+    dist: distributed.Dist,
+    progress: Progress,
+    *,
+    resuming: bool,
+    identity: Optional[RunIdentity] = None,
+) -> Iterator[Outputs]:
+    """metrics.jsonl (epochs after the resumed checkpoint's dropped: they are trained again),
+    the logger and the heartbeat, on rank 0 only (one set of files, one wandb run); the
+    logger is finished, with the run's exit code, however the block ends."""
+    metrics, logger, heartbeat = MetricsFile(run_dir / METRICS), NullLogger(), None
+    if dist.is_main:
+        metrics.truncate_after(progress.epoch)
+        who = identity or RunIdentity(name=run_dir.name, group=cfg.group, job_type="", tags=[])
+        logger = build_logger(cfg, run_dir, config, name=who.name, run_id=progress.wandb_id,
+                              group=who.group, job_type=who.job_type or None,
+                              tags=who.tags or None)  # fmt: skip
+        heartbeat = run_state.start_session(run_dir, progress, dist.world_size, resuming=resuming)
+    progress.wandb_id = getattr(logger, "run_id", None)
+    exit_code = 1
+    try:
+        yield Outputs(metrics, logger, heartbeat)
+        exit_code = 0
+    finally:
+        logger.finish(exit_code)
+
+
+def write_result(run_dir: Path, result: dict[str, Any], outs: Outputs, dist: distributed.Dist):
+    """summary.json and the logger's summary (rank 0)."""
+    if dist.is_main:
+        write_summary_file(run_dir / SUMMARY, result)
+        outs.logger.summary(result)
