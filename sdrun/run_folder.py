@@ -20,7 +20,13 @@ from sdrun.identity import RunIdentity
 from sdrun.loggers import METRICS, SUMMARY, Logger, MetricsFile, NullLogger, build_logger
 from sdrun.loggers import write_summary as write_summary_file
 from sdrun.run_state import RUN_DEFINING, Progress
-from sdrun.runtime import Runtime, configure_numerics, resolve_runtime, seed_everything
+from sdrun.runtime import (
+    Runtime,
+    amp_name,
+    configure_numerics,
+    resolve_runtime,
+    seed_everything,
+)
 
 
 @dataclass
@@ -59,6 +65,11 @@ class Outputs:
     logger: Logger
     heartbeat: Optional[run_state.Session]  # rank 0's: lost-work accounting (run_state.py)
 
+    def epoch(self, record: dict[str, Any]) -> None:
+        """A finished epoch's line, in metrics.jsonl and the logger (rank 0 calls this)."""
+        self.metrics.append(record)
+        self.logger.log(record, step=record["epoch"])
+
 
 @contextmanager
 def outputs(
@@ -89,6 +100,22 @@ def outputs(
         exit_code = 0
     finally:
         logger.finish(exit_code)
+
+
+def how_it_ran(progress: Progress, runtime: Runtime, dist: distributed.Dist) -> dict[str, Any]:
+    """summary.json's time, cost and runtime keys, the same for every command (the report's
+    row identity and cost columns read them)."""
+    return {
+        "time/train_s": progress.train_seconds,
+        "time/wall_s": progress.wall_seconds,
+        "time/process_s": progress.process_seconds,  # wall x processes, session by session
+        "time/lost_wall_s": progress.lost_wall_seconds,  # work lost to stops (run_state.py)
+        "time/lost_process_s": progress.lost_process_seconds,
+        "device": runtime.device_name,
+        "device_type": runtime.device.type,
+        "processes": dist.world_size,
+        "amp": amp_name(runtime.amp_dtype),
+    }
 
 
 def write_result(run_dir: Path, result: dict[str, Any], outs: Outputs, dist: distributed.Dist):

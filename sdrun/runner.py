@@ -150,8 +150,7 @@ def _train(
         mark = time.perf_counter()
         if parts.dist.is_main:
             _save(parts, progress, teacher, run_dir)
-            outs.metrics.append(record)
-            outs.logger.log(record, step=epoch)
+            outs.epoch(record)
         _log_epoch(record, plan)
         if distributed.any_rank(stop(), parts.runtime.device) and epoch < plan.epochs:
             raise stopped(stop, run_dir, f"after epoch {epoch}")

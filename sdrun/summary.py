@@ -9,8 +9,8 @@ from typing import Any, Optional
 from sdrun.engine import EpochResult
 from sdrun.loggers import SUMMARY, write_summary
 from sdrun.parts import Parts
+from sdrun.run_folder import how_it_ran
 from sdrun.run_state import Progress, kept_checkpoint
-from sdrun.runtime import amp_name
 from sdrun.teaching import TeacherState
 
 
@@ -47,15 +47,7 @@ def summary(parts: Parts, progress: Progress, teacher: Optional[TeacherState]) -
         "student/best_epoch": progress.best_epoch,
         "teacher/top1": None if teacher is None else teacher.top1,
         "teacher/top5": None if teacher is None else teacher.top5,
-        "time/train_s": progress.train_seconds,
-        "time/wall_s": progress.wall_seconds,
-        "time/process_s": progress.process_seconds,  # wall x processes, session by session
-        "time/lost_wall_s": progress.lost_wall_seconds,  # work lost to stops (run_state.py)
-        "time/lost_process_s": progress.lost_process_seconds,
-        "device": parts.runtime.device_name,
-        "device_type": parts.runtime.device.type,
-        "processes": parts.dist.world_size,
-        "amp": amp_name(parts.runtime.amp_dtype),
+        **how_it_ran(progress, parts.runtime, parts.dist),
         "sync_bn": bool(cfg.trainer.sync_bn and parts.dist.enabled),  # SyncBN needs torchrun
         "diverged": False,
         "params": sum(p.numel() for p in parts.model.parameters()),

@@ -21,9 +21,8 @@ from sdrun import distributed, run_state
 from sdrun.engine import EpochTally, LoopOptions, NonFiniteLoss, StepState
 from sdrun.errors import TrainingDiverged
 from sdrun.interrupt import StopRequest, stopped
-from sdrun.run_folder import Outputs, opened, outputs, write_result
+from sdrun.run_folder import Outputs, how_it_ran, opened, outputs, write_result
 from sdrun.run_state import Progress, kept_checkpoint
-from sdrun.runtime import amp_name
 from sdrun.transfer import loop
 from sdrun.transfer.config import TransferConfig, validate
 from sdrun.transfer.parts import Parts, build, config_dict
@@ -105,8 +104,7 @@ def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_di
         mark = time.perf_counter()
         if parts.dist.is_main:
             _save(parts, progress, run_dir, outs)
-            outs.metrics.append(record)
-            outs.logger.log(record, step=epoch)
+            outs.epoch(record)
         _log_epoch(parts, record)
         if distributed.any_rank(stop(), device) and epoch < plan.epochs:
             raise stopped(stop, run_dir, f"after epoch {epoch}", COMMAND)
@@ -187,15 +185,7 @@ def _summary(parts: Parts, progress: Progress) -> dict[str, Any]:
         "data/test_images": parts.test_images,
         "seed": cfg.seed,
         "epochs": parts.plan.epochs,
-        "time/train_s": progress.train_seconds,
-        "time/wall_s": progress.wall_seconds,
-        "time/process_s": progress.process_seconds,  # wall x processes, session by session
-        "time/lost_wall_s": progress.lost_wall_seconds,  # work lost to stops (run_state.py)
-        "time/lost_process_s": progress.lost_process_seconds,
-        "device": parts.runtime.device_name,
-        "device_type": parts.runtime.device.type,
-        "processes": parts.dist.world_size,
-        "amp": amp_name(parts.runtime.amp_dtype),
+        **how_it_ran(progress, parts.runtime, parts.dist),
         "params": sum(p.numel() for p in parts.model.parameters()),
     }
 
