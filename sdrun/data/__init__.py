@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 
 from sdrun.config import DATASETS, DatasetConfig
 from sdrun.data.base import ImageSet
-from sdrun.data.cifar import load_cifar, write_cifar
+from sdrun.data.cifar import load_cifar
+from sdrun.data.cifar_writer import write_cifar
 from sdrun.data.fake import make_fake
 from sdrun.data.folder import FolderLoader, open_folders
 from sdrun.data.holdout import check_holdout, split_folder, split_image_set

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from sdrun.data.folder import EpochKeys, SeededSamples, one_line, sampler_seed
+from sdrun.data.folder import one_line
+from sdrun.data.sampling import EpochKeys, SeededSamples, sampler_seed
 from sdrun.errors import ConfigError, DataError
 
 Batch = Any
