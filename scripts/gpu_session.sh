@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Run THERE (the lent GPU machine), from the repo root, as one device call:
-#     run(command="bash scripts/gpu_session.sh", carry=[".whl"], timeout_s=600)
-# after `bash scripts/gpu_wheels.sh` here. Every GPU measurement and check in one go, within
-# GPU_SESSION_BUDGET seconds (default 510; a device command may run 600): each step runs under
+# Run on the GPU machine, from the repo root (a copy of the checkout with .whl/ from
+# `bash scripts/gpu_wheels.sh`): bash scripts/gpu_session.sh. Every GPU measurement and check
+# in one go, within GPU_SESSION_BUDGET seconds (default 510, to fit a 10-minute slot): each step runs under
 # `timeout`, a failed or timed-out step is logged and the next one runs, a step with too little
 # time left is skipped (summary.txt says so). Steps, most important first:
 #   gpu     python3 -m pytest -q -x tests/test_gpu.py                       -> pytest_gpu.log

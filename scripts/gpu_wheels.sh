@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Run HERE (a machine with pip's index), from anywhere: puts into .whl/ (git-ignored) the wheels
-# that the lent GPU machine lacks, so that `bash scripts/gpu_session.sh` can run there with no
-# network (the device call carries [".whl"]). See docs/PERFORMANCE.md, "Measuring on a GPU".
+# Run on a machine with pip's index, from anywhere: puts into .whl/ (git-ignored) the wheels a
+# GPU machine without network may lack, so that `bash scripts/gpu_session.sh` can run there
+# (copy the checkout with .whl/). See docs/PERFORMANCE.md, "Measuring on a GPU".
 #
-# The GPU image already has torch, torchvision, timm, numpy, matplotlib, pyyaml, tqdm, pytest,
-# packaging, cloudpickle, typing-extensions (/work/.library/device/KINDS.md). Missing there:
+# Assumed present on the GPU machine: torch, torchvision, timm, numpy, matplotlib, pyyaml, tqdm,
+# pytest, packaging, cloudpickle, typing-extensions. Collected here:
 # hydra-core, omegaconf, antlr4-python3-runtime (sdist only: built here as a pure-Python wheel),
 # and, for tests/test_launcher.py, hydra-submitit-launcher and submitit. wandb is left out on
 # purpose (about 20 MB plus a dozen dependencies); the GPU runs use logger=none and

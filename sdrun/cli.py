@@ -57,15 +57,19 @@ log = logging.getLogger("sdrun")
 HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
 # The copy of a resumed run's .hydra/ files made before Hydra wrote this session's over them.
 _resume_backup: Optional[Path] = None
+# The run dir, when this command created it (it did not exist before Hydra made it).
+_created_run_dir: Optional[Path] = None
+HYDRA_ONLY = {".hydra", "sdrun.log"}  # what Hydra writes into a run dir before the task runs
 
 
 class RunDirGuard(Callback):
     """Checks the run dir before Hydra writes `.hydra/` into it (the task would be too late)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global _resume_backup
+        global _resume_backup, _created_run_dir
         _resume_backup = None
         run_dir = Path(config.hydra.run.dir)
+        _created_run_dir = None if run_dir.exists() else run_dir
         try:
             guard_run_dir(run_dir, resuming=config.resume is not None)
         except SdrunError as err:
@@ -79,6 +83,10 @@ class RunDirGuard(Callback):
                     shutil.copy2(hydra_dir / name, backup / name)
             _resume_backup = backup
 
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _created_run_dir
+        _created_run_dir = None
+
 
 def _undo_resume_files() -> None:
     """A refused resume leaves the run's .hydra/ as it was: Hydra has already written this
@@ -91,6 +99,18 @@ def _undo_resume_files() -> None:
             shutil.copy2(_resume_backup / name, _resume_backup.parent / name)
     shutil.rmtree(_resume_backup, ignore_errors=True)
     _resume_backup = None
+
+
+def _drop_unused_run_dir() -> None:
+    """A run refused before it wrote anything (a bad config, missing data) leaves no folder
+    behind, which sdrun-report would otherwise list as an incomplete run. Only a folder this
+    command created and that holds nothing but Hydra's own files is removed."""
+    global _created_run_dir
+    run_dir, _created_run_dir = _created_run_dir, None
+    if run_dir is None or not run_dir.is_dir():
+        return
+    if {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _exit_with(err: SdrunError, prog: str = "sdrun") -> NoReturn:
@@ -113,6 +133,7 @@ def run_task(work: Callable[[], T], prog: str = "sdrun") -> T:
         _exit_with(err, prog)
     except SdrunError as err:
         _undo_resume_files()  # refused (a changed key, a bad file...): the run stays as it was
+        _drop_unused_run_dir()
         _exit_with(err, prog)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import read_jsonl, sdrun, sdrun_here, tiny
+from helpers import CONF, read_jsonl, sdrun, sdrun_here, tiny
 
 REQUIRED_KEYS = {
     "epoch", "cycle", "lr", "train/loss", "train/ce", "train/kd", "student/top1", "student/top5",
@@ -145,7 +145,16 @@ def test_bad_input_fails_before_training_with_one_line(cifar100_root, tmp_path, 
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("sdrun: error: ") and key in lines[0]
-    assert not (run_dir / "metrics.jsonl").exists()
+    assert not run_dir.exists()  # nothing ran: no folder for sdrun-report to list
+
+
+def test_a_refused_run_keeps_a_folder_it_did_not_create(tmp_path: Path):
+    run_dir = tmp_path / "mine"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    proc = sdrun_here("schedule.cycle_length=7", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert (run_dir / "notes.txt").read_text() == "mine"
 
 
 def test_misspelled_key_is_rejected_by_the_schema(tmp_path: Path):
@@ -163,3 +172,39 @@ def test_a_real_process_exits_2_with_one_line_on_stderr(cifar100_root: Path, tmp
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("sdrun: error: distill.temperature=0.0")
     assert not (run_dir / "metrics.jsonl").exists()
+
+
+def _help_groups(text: str) -> dict[str, str]:
+    section = text.split("== Groups ==")[1].split("== Config ==")[0]
+    return dict(line.split(": ", 1) for line in section.strip().splitlines())
+
+
+def _options(group: Path) -> list[str]:
+    return sorted(p.stem for p in group.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("primary", ["config.yaml", "transfer.yaml"])
+def test_help_lists_each_commands_own_groups_and_their_options(primary: str):
+    """The group lists in --help are written by hand (Hydra's would mix the two commands'
+    groups): every option in conf/ is listed for the command that takes it, and no other."""
+    primary_cfg = yaml.safe_load((CONF / primary).read_text())
+    groups = _help_groups(primary_cfg["hydra"]["help"]["template"])
+    if primary == "transfer.yaml":
+        expected = {"task": CONF / "task", "trainer": CONF / "trainer", "logger": CONF / "logger"}
+    else:
+        skip = {"task", "experiment", "hydra", "__pycache__"}
+        expected = {p.name: p for p in CONF.iterdir() if p.is_dir() and p.name not in skip}
+        expected["hydra/launcher"] = CONF / "hydra" / "launcher"
+        presets = groups.pop("experiment")
+        subs = [p.name for p in (CONF / "experiment").iterdir() if p.is_dir()]
+        assert subs and all(f"{sub}/" in presets for sub in subs)
+    assert set(groups) == set(expected)
+    for name, folder in expected.items():
+        listed = groups[name].split(" (")[0].split(", ")
+        assert listed == _options(folder), name
+
+
+def test_sdrun_help_shows_the_hand_written_groups(tmp_path: Path):
+    result = sdrun_here("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "hparams_search: sd_optuna" in result.stdout and "\ntask:" not in result.stdout
