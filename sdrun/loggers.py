@@ -57,8 +57,9 @@ class MetricsFile:
                 f.flush()
         except OSError as err:
             raise SdrunError(
-                f"could not write {self.path} ({err.strerror or err}); the epoch's checkpoint is "
-                "saved: free disk space or fix permissions, then resume from the run directory"
+                f"could not write {self.path} ({err.strerror or err}); the checkpoint of the "
+                "epoch before is kept: free disk space or fix permissions, then resume from the "
+                "run directory"
             ) from None
 
 

@@ -7,7 +7,7 @@ and summary.json at the end (`write_result`)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +65,13 @@ class Outputs:
     logger: Logger
     heartbeat: Optional[run_state.Session]  # rank 0's: lost-work accounting (run_state.py)
 
-    def epoch(self, record: dict[str, Any]) -> None:
-        """A finished epoch's line, in metrics.jsonl and the logger (rank 0 calls this)."""
+    def epoch_done(self, record: dict[str, Any], save: Callable[[], None]) -> None:
+        """A finished epoch (rank 0): its metrics.jsonl line, then its checkpoint (`save`),
+        then the logger. In this order a kill at any point loses nothing: a line whose
+        checkpoint never landed is dropped on resume (`truncate_after`) and the epoch trained
+        again; the other way round, a kill between the two would lose the line for good."""
         self.metrics.append(record)
+        save()
         self.logger.log(record, step=record["epoch"])
 
 

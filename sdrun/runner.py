@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -149,8 +150,7 @@ def _train(
         progress.add_time(time.perf_counter() - mark, parts.dist.world_size)
         mark = time.perf_counter()
         if parts.dist.is_main:
-            _save(parts, progress, teacher, run_dir)
-            outs.epoch(record)
+            outs.epoch_done(record, partial(_save, parts, progress, teacher, run_dir))
         _log_epoch(record, plan)
         if distributed.any_rank(stop(), parts.runtime.device) and epoch < plan.epochs:
             raise stopped(stop, run_dir, f"after epoch {epoch}")

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import read_jsonl, sdrun_here, tiny
+from helpers import read_jsonl, sdrun_here, tiny, tiny_config, train
 
 from sdrun.checkpoint import LAST, PREV, save_atomic, save_last
 from sdrun.engine import StepState, _backward_step
 from sdrun.errors import CheckpointError
+from sdrun.loggers import MetricsFile
 
 # 3 cycles of 2 epochs, 6 steps per epoch: long enough to be killed at many places.
 EXTRA = ["schedule.epochs=6", "schedule.cycle_length=2", "dataset.limit_train=192",
@@ -187,3 +188,29 @@ def test_fp16_scaler_skips_are_counted_not_failures():
     skipped = _backward_step(model(torch.randn(4, 3)).sum() * float("inf"), state)
     assert ok.item() == 0 and skipped.item() == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL at one exact point: nothing after it runs."""
+
+
+def test_a_kill_as_an_epoch_is_recorded_loses_no_metrics_line(
+    cifar100_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Killed just before epoch 2's metrics line is written: the resumed run still has one
+    line per epoch (the line goes first and the checkpoint after it, so a line is never
+    lost: at worst the epoch is trained again and its line replaced)."""
+    run_dir = tmp_path / "run"
+    append = MetricsFile.append
+
+    def killed_at_epoch_2(self: MetricsFile, record: dict) -> None:
+        if record["epoch"] == 2:
+            raise Killed
+        append(self, record)
+
+    monkeypatch.setattr(MetricsFile, "append", killed_at_epoch_2)
+    with pytest.raises(Killed):
+        train(tiny_config(cifar100_root), run_dir)
+    monkeypatch.undo()
+    train(tiny_config(cifar100_root, resume=str(run_dir)), run_dir)
+    assert [r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2]

@@ -11,50 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from omegaconf import OmegaConf
+from helpers import tiny_config, train
 
 from sdrun import run_state
 from sdrun.checkpoint import LAST, PREV
-from sdrun.config import (
-    Config,
-    DatasetConfig,
-    DistillConfig,
-    LoggerConfig,
-    ModelConfig,
-    OptimConfig,
-    ScheduleConfig,
-    TrainerConfig,
-)
 from sdrun.errors import TrainingDiverged
 from sdrun.report import build_report, row_record
-from sdrun.runner import run
-
-
-def tiny_config(root: Path, **changes) -> Config:
-    """ResNet-20, 2 epochs of one 32-image step, cosine without a teacher: the cheapest run
-    with a checkpoint between two epochs."""
-    cfg = Config(
-        dataset=DatasetConfig(root=str(root), download=False, batch_size=32,
-                              eval_batch_size=32, limit_train=32, limit_test=32),
-        model=ModelConfig(name="resnet20"),
-        schedule=ScheduleConfig(name="cosine", epochs=2, cycle_length=None, lr_min=0.001),
-        distill=DistillConfig(name="none", kd_weight=0.0),
-        optim=OptimConfig(lr=0.05),
-        trainer=TrainerConfig(device="cpu"),
-        logger=LoggerConfig(name="none"),
-    )  # fmt: skip
-    for key, value in changes.items():
-        setattr(cfg, key, value)
-    return cfg
-
-
-def train(cfg: Config, run_dir: Path) -> dict:
-    """One sdrun run in this process, with the `.hydra/config.yaml` Hydra would write."""
-    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    return run(cfg, run_dir)
 
 
 def summary(run_dir: Path) -> dict:

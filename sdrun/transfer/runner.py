@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -103,8 +104,7 @@ def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_di
         progress.add_time(time.perf_counter() - mark, parts.dist.world_size)
         mark = time.perf_counter()
         if parts.dist.is_main:
-            _save(parts, progress, run_dir, outs)
-            outs.epoch(record)
+            outs.epoch_done(record, partial(_save, parts, progress, run_dir, outs))
         _log_epoch(parts, record)
         if distributed.any_rank(stop(), device) and epoch < plan.epochs:
             raise stopped(stop, run_dir, f"after epoch {epoch}", COMMAND)
