@@ -35,9 +35,12 @@ def start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Pop
 
 
 def wait_for_lines(path: Path, n: int, proc: subprocess.Popen, limit: float = 240) -> None:
+    """Until metrics.jsonl has `n` lines and a checkpoint exists (an epoch's line is written
+    just before its checkpoint: a kill in between leaves the first run nothing to resume)."""
     deadline = time.monotonic() + limit
+    checkpoint = path.parent / "checkpoints" / LAST
     while time.monotonic() < deadline:
-        if path.exists() and len(path.read_text().splitlines()) >= n:
+        if path.exists() and len(path.read_text().splitlines()) >= n and checkpoint.exists():
             return
         if proc.poll() is not None:
             pytest.fail(f"run ended early: {proc.stderr.read()[-2000:]}")
