@@ -57,8 +57,9 @@ log = logging.getLogger("sdrun")
 HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
 # The copy of a resumed run's .hydra/ files made before Hydra wrote this session's over them.
 _resume_backup: Optional[Path] = None
-# The run dir, when this command created it (it did not exist before Hydra made it).
-_created_run_dir: Optional[Path] = None
+# The run dir and the outermost of its folders this command created (none existed before
+# Hydra made them), or None.
+_created_run_dir: Optional[tuple[Path, Path]] = None
 HYDRA_ONLY = {".hydra", "sdrun.log"}  # what Hydra writes into a run dir before the task runs
 
 
@@ -69,7 +70,7 @@ class RunDirGuard(Callback):
         global _resume_backup, _created_run_dir
         _resume_backup = None
         run_dir = Path(config.hydra.run.dir)
-        _created_run_dir = None if run_dir.exists() else run_dir
+        _created_run_dir = None if run_dir.exists() else (run_dir, _first_missing(run_dir))
         try:
             guard_run_dir(run_dir, resuming=config.resume is not None)
         except SdrunError as err:
@@ -101,16 +102,34 @@ def _undo_resume_files() -> None:
     _resume_backup = None
 
 
+def _first_missing(path: Path) -> Path:
+    """The outermost folder of `path` that does not exist yet."""
+    top = path.absolute()
+    while not top.parent.exists():
+        top = top.parent
+    return top
+
+
 def _drop_unused_run_dir() -> None:
     """A run refused before it wrote anything (a bad config, missing data) leaves no folder
-    behind, which sdrun-report would otherwise list as an incomplete run. Only a folder this
-    command created and that holds nothing but Hydra's own files is removed."""
+    behind, which sdrun-report would otherwise list as an incomplete run. Only folders this
+    command created are removed: the run dir if it holds nothing but Hydra's own files, then
+    its parents that it created and that are empty."""
     global _created_run_dir
-    run_dir, _created_run_dir = _created_run_dir, None
-    if run_dir is None or not run_dir.is_dir():
+    created, _created_run_dir = _created_run_dir, None
+    if created is None or not created[0].is_dir():
         return
-    if {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir, top = created
+    if not {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for folder in run_dir.absolute().parents:
+        if not folder.is_relative_to(top):
+            break
+        try:
+            folder.rmdir()  # only when empty: another run may have appeared beside it
+        except OSError:
+            break
 
 
 def _exit_with(err: SdrunError, prog: str = "sdrun") -> NoReturn:

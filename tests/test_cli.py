@@ -139,13 +139,14 @@ BAD_INPUTS = [
 def test_bad_input_fails_before_training_with_one_line(cifar100_root, tmp_path, overrides, key):
     if key == "trainer.device" and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / "outputs" / "group" / "run"
     proc = sdrun_here(*tiny(cifar100_root, *overrides, f"hydra.run.dir={run_dir}"), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("sdrun: error: ") and key in lines[0]
-    assert not run_dir.exists()  # nothing ran: no folder for sdrun-report to list
+    # nothing ran: no folder for sdrun-report to list, nor the empty ones made for it
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_a_refused_run_keeps_a_folder_it_did_not_create(tmp_path: Path):
@@ -155,6 +156,13 @@ def test_a_refused_run_keeps_a_folder_it_did_not_create(tmp_path: Path):
     proc = sdrun_here("schedule.cycle_length=7", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 2
     assert (run_dir / "notes.txt").read_text() == "mine"
+    # a new run folder beside another run's: the group folder stays
+    other = tmp_path / "group" / "other"
+    other.mkdir(parents=True)
+    proc = sdrun_here("schedule.cycle_length=7", f"hydra.run.dir={tmp_path / 'group' / 'new'}",
+                      cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2
+    assert [p.name for p in (tmp_path / "group").iterdir()] == ["other"]
 
 
 def test_misspelled_key_is_rejected_by_the_schema(tmp_path: Path):
