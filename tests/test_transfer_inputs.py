@@ -144,3 +144,14 @@ def test_a_non_finite_loss_stops_with_one_line_and_keeps_the_last_checkpoint(
 def test_segmentation_needs_two_images_per_process(bad):
     line = bad("task=segmentation", "backbone=scratch:resnet20", "dataset.batch_size=1")
     assert "dataset.batch_size=1" in line and "trainer.sync_bn=true" in line
+
+
+def test_timm_weights_that_cannot_be_fetched(bad, monkeypatch, tmp_path: Path):
+    """Offline with an empty Hugging Face cache (as on a cluster node without network)."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    line = bad("backbone=timm:resnet18")
+    assert "could not fetch timm's pretrained weights for 'resnet18'" in line
+    assert "backbone=scratch:resnet18" in line

@@ -146,10 +146,18 @@ def create_features(
     try:
         features = _create(backbone, kwargs, output_stride, pretrained)
     except (TypeError, AttributeError, AssertionError, RuntimeError, IndexError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ConfigError(
             f"backbone={backbone.spec}: {backbone.model!r} gives no feature maps through timm "
-            f"features_only ({first}); use a CNN backbone (e.g. a ResNet) or fix task.out_indices"
+            f"features_only ({_first_line(err)}); use a CNN backbone (e.g. a ResNet) or fix "
+            "task.out_indices"
+        ) from None
+    except OSError as err:  # timm's weights not fetched: offline, no cache, hub errors
+        if not pretrained:
+            raise
+        raise ConfigError(
+            f"backbone={backbone.spec}: could not fetch timm's pretrained weights for "
+            f"{backbone.model!r} ({type(err).__name__}: {_first_line(err)}); check the network "
+            f"or the Hugging Face cache (HF_HOME), or use backbone=scratch:{backbone.model}"
         ) from None
     if not getattr(features, "feature_info", None):
         raise ConfigError(
@@ -159,6 +167,10 @@ def create_features(
     if backbone.state is not None:
         load_student(features, backbone)
     return features
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def _create(
