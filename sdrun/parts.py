@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from sdrun import distributed, run_state
+from sdrun import distributed
 from sdrun.config import Config
 from sdrun.data import Batches, build_loaders
 from sdrun.engine import StepState
@@ -32,7 +32,6 @@ class Parts:
     plan: CyclePlan
     state: StepState
     dist: distributed.Dist
-    session: Optional[run_state.Session] = None  # rank 0's heartbeat and lost-work count
     val_loader: Optional[Batches] = None  # dataset.val_split > 0
 
 

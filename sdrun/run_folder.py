@@ -65,6 +65,21 @@ class Outputs:
     logger: Logger
     heartbeat: Optional[run_state.Session]  # rank 0's: lost-work accounting (run_state.py)
 
+    def watched(self, should_stop: Callable[[], bool]) -> Callable[[], bool]:
+        """The loop's per-step stop check, with the heartbeat (rank 0) riding on it."""
+        return should_stop if self.heartbeat is None else self.heartbeat.watch(should_stop)
+
+    def saved(self, at: float) -> None:
+        """A checkpoint holds all work so far (the heartbeat's lost-work count restarts)."""
+        if self.heartbeat is not None:
+            self.heartbeat.saved(at)
+
+    def count_unsaved(self, progress: Progress) -> None:
+        """This session's work since its last checkpoint is lost (a run that ends without
+        one: divergence)."""
+        if self.heartbeat is not None:
+            progress.add_lost(*self.heartbeat.unsaved())
+
     def epoch_done(self, record: dict[str, Any], save: Callable[[], None]) -> None:
         """A finished epoch (rank 0): its metrics.jsonl line, then its checkpoint (`save`),
         then the logger. In this order a kill at any point loses nothing: a line whose

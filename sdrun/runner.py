@@ -65,7 +65,6 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
         identity = run_identity(cfg, current_sweep()) if start.dist.is_main else None
         with outputs(cfg.logger, run_dir, config, start.dist, progress,
                      resuming=start.resume is not None, identity=identity) as outs:  # fmt: skip
-            parts.session = outs.heartbeat
             _log_start(parts, progress)
             with StopRequest() as stop:
                 teacher = _train(parts, progress, teacher, tally, run_dir, outs, stop)
@@ -106,14 +105,12 @@ def _train(
             log_every=cfg.trainer.log_every,
             check_every=cfg.trainer.log_every,
             desc=f"epoch {epoch}/{plan.epochs} cycle {cycle}/{plan.num_cycles}",
-            should_stop=stop,
+            should_stop=outs.watched(stop),
             sync_stop=parts.dist.enabled,
             nan_at_step=_fault_nan_step(parts.dist.rank),
             reduce=distributed.sum_,
             on_log=outs.logger.log_step if parts.dist.is_main else None,
         )
-        if parts.session is not None:  # the heartbeat rides on the per-step stop check
-            options.should_stop = parts.session.watch(options.should_stop)
         try:
             result = train_one_epoch(
                 parts.train_model,
@@ -129,13 +126,13 @@ def _train(
             )
         except NonFiniteLoss as err:
             if parts.dist.is_main:
-                write_diverged(parts, progress, teacher, run_dir, epoch, err.step)
+                write_diverged(parts, progress, teacher, outs, run_dir, epoch, err.step)
             message = diverged_message(epoch, cycle, teacher, err.step, progress)
             raise TrainingDiverged(message) from None
         if result is None:  # a signal: keep the partial epoch and stop
             progress.add_time(time.perf_counter() - mark, parts.dist.world_size)
             if parts.dist.is_main:
-                _save(parts, progress, teacher, run_dir, tally)
+                _save(parts, progress, teacher, run_dir, outs, tally)
             raise stopped(stop, run_dir, f"in epoch {epoch} after step {tally.batches}")
         tally = None
         record = epoch_record(parts, epoch, cycle, result, teacher)
@@ -150,7 +147,7 @@ def _train(
         progress.add_time(time.perf_counter() - mark, parts.dist.world_size)
         mark = time.perf_counter()
         if parts.dist.is_main:
-            outs.epoch_done(record, partial(_save, parts, progress, teacher, run_dir))
+            outs.epoch_done(record, partial(_save, parts, progress, teacher, run_dir, outs))
         _log_epoch(record, plan)
         if distributed.any_rank(stop(), parts.runtime.device) and epoch < plan.epochs:
             raise stopped(stop, run_dir, f"after epoch {epoch}")
@@ -179,13 +176,13 @@ def _save(
     progress: Progress,
     teacher: Optional[TeacherState],
     run_dir: Path,
+    outs: Outputs,
     tally: Optional[EpochTally] = None,
 ) -> None:
     teacher_state = None if teacher is None else teacher.model.snapshot_state
     run_state.save_last(run_dir, config_dict(parts.cfg), parts.model, teacher_state,
                         parts.state, parts.plan, progress, tally)  # fmt: skip
-    if parts.session is not None:
-        parts.session.saved(progress.saved_at)
+    outs.saved(progress.saved_at)
 
 
 def _restore(

@@ -9,7 +9,7 @@ from typing import Any, Optional
 from sdrun.engine import EpochResult
 from sdrun.loggers import SUMMARY, write_summary
 from sdrun.parts import Parts
-from sdrun.run_folder import how_it_ran
+from sdrun.run_folder import Outputs, how_it_ran
 from sdrun.run_state import Progress, kept_checkpoint
 from sdrun.teaching import TeacherState
 
@@ -75,14 +75,14 @@ def write_diverged(
     parts: Parts,
     progress: Progress,
     teacher: Optional[TeacherState],
+    outs: Outputs,
     run_dir: Path,
     epoch: int,
     step: int,
 ) -> None:
     """summary.json of a diverged run: an outcome the report counts, not a killed run. The
     diverging session's work since its last checkpoint is lost work."""
-    if parts.session is not None:
-        progress.add_lost(*parts.session.unsaved())
+    outs.count_unsaved(progress)
     record = summary(parts, progress, teacher)
     record.update(complete=False, diverged=True, diverged_epoch=epoch, diverged_step=step)
     write_summary(run_dir / SUMMARY, record)

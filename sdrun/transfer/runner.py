@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional
@@ -74,7 +73,7 @@ def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_di
             log_every=cfg.trainer.log_every,
             check_every=cfg.trainer.log_every,
             desc=f"{cfg.task.name} epoch {epoch}/{plan.epochs}",
-            should_stop=_watched(outs, _with_fault_signal(stop, parts.state)),
+            should_stop=outs.watched(_with_fault_signal(stop, parts.state)),
             nan_at_step=_fault_step("SDRUN_FAULT_NAN_STEP"),
             reduce=distributed.sum_,
         )
@@ -158,13 +157,7 @@ def _save(parts: Parts, progress: Progress, run_dir: Path, outs: Outputs,
           tally: Optional[EpochTally] = None) -> None:  # fmt: skip
     run_state.save_last(run_dir, config_dict(parts.cfg), parts.model, None, parts.state,
                         parts.plan, progress, tally)  # fmt: skip
-    if outs.heartbeat is not None:
-        outs.heartbeat.saved(progress.saved_at)
-
-
-def _watched(outs: Outputs, should_stop: Callable[[], bool]) -> Callable[[], bool]:
-    """The heartbeat (lost-work accounting) rides on the per-step stop check, on rank 0."""
-    return should_stop if outs.heartbeat is None else outs.heartbeat.watch(should_stop)
+    outs.saved(progress.saved_at)
 
 
 def _summary(parts: Parts, progress: Progress) -> dict[str, Any]:
