@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -166,3 +168,18 @@ def train(cfg: Config, run_dir: Path) -> dict:
     config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     return run(cfg, run_dir)
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/<name>.py as a module, scripts/ on sys.path while it loads (the transfer driver
+    imports the pretraining one)."""
+    folder = CHECKOUT / "scripts"
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it loads
+    sys.path.insert(0, str(folder))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module

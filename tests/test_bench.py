@@ -1,26 +1,13 @@
 """The benchmark runs on CPU and reports every phase (a smoke test, never a timing assertion).
 The script runs in this process: its argument handling and JSON output are what is tested."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_script()
+bench = load_script("bench")
 
 
 def run_json(capsys: pytest.CaptureFixture, *args: str) -> dict:

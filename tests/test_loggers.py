@@ -1,13 +1,12 @@
 """metrics.jsonl bookkeeping and the wandb logger (real wandb, offline, no network)."""
 
-import importlib.util
 import json
 import logging
-import sys
 from pathlib import Path
 
 import pytest
 import wandb
+from helpers import load_script
 from wandb_records import by_type, history_rows
 
 from sdrun.config import Config, LoggerConfig
@@ -169,11 +168,7 @@ def test_wandb_gets_the_final_plots_and_the_cycle_checkpoints(val_run: Path):
 
 
 def test_reproduce_puts_a_table_in_one_wandb_group(tmp_path: Path):
-    script = Path(__file__).resolve().parent.parent / "scripts" / "reproduce.py"
-    spec = importlib.util.spec_from_file_location("reproduce_for_group", script)
-    reproduce = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = reproduce  # dataclasses look their module up while it loads
-    spec.loader.exec_module(reproduce)
+    reproduce = load_script("reproduce")
     jobs = reproduce.plan(["resnet20"], ["sd", "born-again"], [0, 1], 2, tmp_path / "table")
     groups = {
         next(a for a in reproduce.command(job, "new", []) if a.startswith("logger.group="))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import importlib.util
 import io
 import json
 import os
@@ -15,21 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import Result
+from helpers import Result, load_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "reproduce.py"
 METHODS = ["sd", "cyclic", "cosine", "step", "born-again-g2"]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
-
-
-reproduce = load_script()
+reproduce = load_script("reproduce")
 
 
 def run_here(*args: str, cwd: Path) -> Result:

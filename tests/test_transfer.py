@@ -6,7 +6,6 @@ resume, and the benchmark."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import read_jsonl
+from helpers import load_script, read_jsonl
 from transfer_helpers import torch_threads, transfer
 
 from sdrun.report import write_report
@@ -171,15 +170,7 @@ def test_sigterm_mid_epoch_then_resume_ends_like_the_uninterrupted_run(
 
 
 def test_transfer_benchmark_measures_both_tasks_on_cpu():
-    spec = importlib.util.spec_from_file_location(
-        "bench_transfer", ROOT / "scripts" / "bench_transfer.py"
-    )
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        bench = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(bench)
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    bench = load_script("bench_transfer")
     with torch_threads(1):
         result = bench.main(["--device", "cpu", "--backbone", "scratch:resnet20", "--image-size",
                              "32", "--batch-size", "2", "--steps", "1", "--fpn-channels", "16",
@@ -190,15 +181,7 @@ def test_transfer_benchmark_measures_both_tasks_on_cpu():
 
 
 def load_reproduce_transfer():
-    sys.path.insert(0, str(ROOT / "scripts"))  # it imports the pretraining table's runner
-    try:
-        spec = importlib.util.spec_from_file_location("reproduce_transfer", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["reproduce_transfer"] = module  # dataclasses look their module up
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
-    return module
+    return load_script("reproduce_transfer")
 
 
 def test_reproduce_transfer_plans_every_backbone_of_a_tree(sd_run: Path, tmp_path: Path, capsys):
