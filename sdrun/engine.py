@@ -150,7 +150,7 @@ def train_one_epoch(
         _accumulate(tally, loss, ce, kd, logits, y, skipped, count_nonfinite=state.scaler is None)
         state.step += 1
         bar.update(1)
-        if tally.batches % options.check_every == 0 and _agreed_check(tally, state.step, options):
+        if tally.batches % options.check_every == 0 and agreed_check(tally, state.step, options):
             stopped = True
             break
         if tally.batches % options.log_every == 0 and (
@@ -167,7 +167,7 @@ def train_one_epoch(
     bar.close()
     if stopped and tally.batches < num_batches:
         tally.sums = options.reduce(tally.sums)  # all processes stopped at this same step
-        _raise_if_nonfinite(tally.sums[NONFINITE].item(), state.step)
+        raise_if_nonfinite(tally.sums[NONFINITE].item(), state.step)
         return None
     return _result(tally, lr, teacher is not None, options.reduce, state.step)
 
@@ -188,19 +188,24 @@ def _accumulate(tally: EpochTally, loss: Tensor, ce: Tensor, kd: Tensor, logits:
     tally.batches += 1
 
 
-def _agreed_check(tally: EpochTally, step: int, options: LoopOptions) -> bool:
+def agreed_check(
+    tally: EpochTally, step: int, options: LoopOptions, nonfinite_slot: int = NONFINITE
+) -> bool:
     """The periodic host sync: raises NonFiniteLoss if any process's loss went non-finite;
     returns whether any process asked to stop (with `sync_stop`). Both flags travel in one
-    reduce, so no process raises while the others wait for it in the next collective."""
-    flags = torch.cat([tally.sums[NONFINITE : NONFINITE + 1], torch.zeros_like(tally.sums[:1])])
+    reduce, so no process raises while the others wait for it in the next collective.
+    `nonfinite_slot`: where `tally.sums` counts non-finite losses (the transfer loop's layout
+    differs)."""
+    slot = nonfinite_slot
+    flags = torch.cat([tally.sums[slot : slot + 1], torch.zeros_like(tally.sums[:1])])
     if options.sync_stop and options.should_stop():
         flags[1] = 1.0  # a fill on the device, not a copy from the host
     nonfinite, stop = options.reduce(flags).tolist()
-    _raise_if_nonfinite(nonfinite, step)
+    raise_if_nonfinite(nonfinite, step)
     return stop > 0
 
 
-def _raise_if_nonfinite(count: float, step: int) -> None:
+def raise_if_nonfinite(count: float, step: int) -> None:
     if count > 0:
         raise NonFiniteLoss(step)
 
@@ -244,7 +249,7 @@ def _result(
     tally: EpochTally, lr: float, had_teacher: bool, reduce: Callable[[Tensor], Tensor], step: int
 ) -> EpochResult:
     totals = reduce(tally.sums.clone()).tolist()  # the epoch's one read of the running sums
-    _raise_if_nonfinite(totals[NONFINITE], step)  # on every process alike: the sums are shared
+    raise_if_nonfinite(totals[NONFINITE], step)  # on every process alike: the sums are shared
     n = max(totals[IMAGES], 1)
     return EpochResult(
         loss=totals[LOSS] / n,

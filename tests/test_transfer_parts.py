@@ -162,3 +162,44 @@ def test_aux_head_adds_half_its_loss():
         out["aux"], masks, ignore_index=IGNORE
     )
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_the_fine_tuning_clock_waits_for_the_device_once_per_epoch(monkeypatch):
+    """As in sdrun's loop: one synchronize per epoch, before the clock is read."""
+    from sdrun.engine import StepState
+    from sdrun.runtime import Runtime
+    from sdrun.transfer import loop
+    from sdrun.transfer.schedule import FinetunePlan
+
+    calls = []
+    real = Runtime.synchronize
+    monkeypatch.setattr(Runtime, "synchronize", lambda self: (calls.append(1), real(self)))
+    model = torch.nn.Linear(4, 1)
+    state = StepState(torch.optim.SGD(model.parameters(), lr=0.01), None, 0)
+    batches = [torch.randn(2, 4) for _ in range(3)]
+    result = loop.train_one_epoch(
+        model, lambda m, x: (m(x).square().mean(), len(x)), batches, 3, state,
+        FinetunePlan("step", 1, 3, 0.01), Runtime(torch.device("cpu"), None, False),
+    )  # fmt: skip
+    assert result.images == 6 and calls == [1]
+
+
+def test_segmentation_batches_are_normalized_with_statistics_made_once(monkeypatch):
+    """The mean and std go to the device once, not with every batch (a copy from host memory
+    per batch makes the host wait for the GPU at each step)."""
+    seen = []
+    real = segmentation.normalize
+
+    def spy(x, mean, std):
+        seen.append((mean, std))
+        return real(x, mean, std)
+
+    monkeypatch.setattr(segmentation, "normalize", spy)
+    move = segmentation.mover((0.5, 0.4, 0.3), (0.2, 0.2, 0.2), channels_last=False)
+    batch = (torch.full((1, 3, 2, 2), 255, dtype=torch.uint8), torch.zeros(1, 2, 2))
+    x1, _ = move(batch, torch.device("cpu"))
+    x2, _ = move(batch, torch.device("cpu"))
+    assert torch.allclose(x1, torch.tensor([2.5, 3.0, 3.5]).view(1, 3, 1, 1).expand(1, 3, 2, 2))
+    assert torch.equal(x1, x2)
+    assert all(isinstance(t, torch.Tensor) for t in seen[0])
+    assert seen[0][0] is seen[1][0] and seen[0][1] is seen[1][1]

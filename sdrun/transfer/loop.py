@@ -18,7 +18,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sdrun.engine import EpochTally, LoopOptions, NonFiniteLoss, StepState, set_lr
+from sdrun.engine import (
+    EpochTally,
+    LoopOptions,
+    StepState,
+    agreed_check,
+    raise_if_nonfinite,
+    set_lr,
+)
 from sdrun.engine import _backward_step as backward_step  # the shared step (fp16 skips counted)
 from sdrun.runtime import Runtime
 
@@ -51,14 +58,13 @@ def train_one_epoch(
     runtime: Runtime,
     tally: Optional[EpochTally] = None,
     options: Optional[LoopOptions] = None,
-    agree: bool = False,
 ) -> Optional[EpochResult]:
     """Train over `batches`; None when `options.should_stop()` asked to stop (`tally` then
     holds the partial epoch); NonFiniteLoss when the loss stopped being finite.
 
-    With `agree` (several processes) the stop request and the NaN flag are read only every
-    `check_every` steps, in one reduce over the processes, so that all of them stop (or raise)
-    at the same step instead of one waiting for the others in a collective.
+    With `options.sync_stop` (several processes) the stop request and the NaN flag are read
+    only every `check_every` steps, in one reduce over the processes, so that all of them stop
+    (or raise) at the same step instead of one waiting for the others in a collective.
     """
     tally = tally or EpochTally()
     options = options or LoopOptions()
@@ -81,25 +87,28 @@ def train_one_epoch(
         _accumulate(tally, loss.detach(), n, skipped, count_nonfinite=state.scaler is None)
         state.step += 1
         bar.update(1)
-        if tally.batches % options.check_every == 0 and _check(tally, state.step, options, agree):
+        if tally.batches % options.check_every == 0 and agreed_check(
+            tally, state.step, options, NONFINITE
+        ):
             stopped = True
             break
         if tally.batches % options.log_every == 0 and not bar.disable:
+            sums = tally.sums.tolist()  # sums, not tally.images: a resumed epoch's are global
             elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{tally.sums[LOSS].item() / max(tally.images, 1):.3f}",
-                            lr=f"{lr:.5f}", img_s=f"{tally.images / elapsed:.1f}")  # fmt: skip
-        if not agree and options.should_stop():
+            bar.set_postfix(loss=f"{sums[LOSS] / max(sums[IMAGES], 1):.3f}", lr=f"{lr:.5f}",
+                            img_s=f"{tally.images / elapsed:.1f}")  # fmt: skip
+        if not options.sync_stop and options.should_stop():
             stopped = True
             break
+    runtime.synchronize()  # the clock stops once the device has run the epoch's queued work
     tally.seconds = time.perf_counter() - start
     bar.close()
     if stopped and tally.batches < num_batches:
-        if agree:
-            tally.sums = options.reduce(tally.sums)  # every process's share, stored once
-        _raise_if_nonfinite(tally.sums[NONFINITE].item(), state.step)
+        tally.sums = options.reduce(tally.sums)  # all processes stopped at this same step
+        raise_if_nonfinite(tally.sums[NONFINITE].item(), state.step)
         return None
     totals = options.reduce(tally.sums.clone()).tolist()  # the epoch's one read of the sums
-    _raise_if_nonfinite(totals[NONFINITE], state.step)
+    raise_if_nonfinite(totals[NONFINITE], state.step)
     n = max(totals[IMAGES], 1)
     return EpochResult(totals[LOSS] / n, lr, int(totals[IMAGES]), tally.seconds,
                        int(totals[SKIPPED]))  # fmt: skip
@@ -113,21 +122,3 @@ def _accumulate(tally: EpochTally, loss: Tensor, n: int, skipped: Optional[Tenso
     tally.sums += torch.stack([loss * n, nonfinite, skipped, torch.full_like(loss, n)])
     tally.images += n
     tally.batches += 1
-
-
-def _check(tally: EpochTally, step: int, options: LoopOptions, agree: bool) -> bool:
-    """The periodic host sync: raise on a non-finite loss; with `agree`, whether any process
-    asked to stop (both flags in one reduce)."""
-    flags = torch.stack([tally.sums[NONFINITE], torch.zeros_like(tally.sums[NONFINITE])])
-    if agree:
-        if options.should_stop():
-            flags[1] = 1.0
-        flags = options.reduce(flags)
-    nonfinite, stop = flags.tolist()
-    _raise_if_nonfinite(nonfinite, step)
-    return stop > 0
-
-
-def _raise_if_nonfinite(count: float, step: int) -> None:
-    if count > 0:
-        raise NonFiniteLoss(step)

@@ -74,6 +74,7 @@ def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_di
             check_every=cfg.trainer.log_every,
             desc=f"{cfg.task.name} epoch {epoch}/{plan.epochs}",
             should_stop=outs.watched(_with_fault_signal(stop, parts.state)),
+            sync_stop=parts.dist.enabled,
             nan_at_step=_fault_step("SDRUN_FAULT_NAN_STEP"),
             reduce=distributed.sum_,
         )
@@ -81,7 +82,7 @@ def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_di
         try:
             result = loop.train_one_epoch(
                 parts.train_model, parts.task.loss, batches, len(parts.train_loader),
-                parts.state, plan, parts.runtime, tally, options, agree=parts.dist.enabled,
+                parts.state, plan, parts.runtime, tally, options,
             )  # fmt: skip
         except NonFiniteLoss as err:
             raise TrainingDiverged(

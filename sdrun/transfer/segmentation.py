@@ -65,9 +65,15 @@ def build_segmenter(features: nn.Module, cfg: TransferConfig, channels_last: boo
 
 
 def mover(mean: Sequence[float], std: Sequence[float], channels_last: bool):
+    stats: dict[torch.device, tuple[Tensor, Tensor]] = {}  # made once per device
+
     def move(batch: tuple[Tensor, Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
         images, masks = batch
-        x = normalize(images.to(device, non_blocking=True), mean, std)
+        if device not in stats:
+            # On the device once: a copy from host memory per batch would make the host wait
+            # for the device at every step.
+            stats[device] = (torch.tensor(mean, device=device), torch.tensor(std, device=device))
+        x = normalize(images.to(device, non_blocking=True), *stats[device])
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, masks.to(device, torch.int64, non_blocking=True)
