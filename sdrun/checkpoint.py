@@ -12,8 +12,10 @@ import contextlib
 import logging
 import os
 import pickle
+import pickletools
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -88,7 +90,10 @@ def load_weights(path: Path, key: str) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" not in str(err):
+        # torch's safe loader fails the same way on damage (a flipped byte: "Unsupported
+        # operand") as on a well-formed pickle it will not run: only the latter is refused,
+        # damage is unreadable (and a run's last.pt falls back to prev.pt).
+        if "Weights only load failed" not in str(err) or not _parses(path):
             raise _unreadable(path, key, err) from None
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         names = f"it names {found.group(1)}, " if found else ""
@@ -105,6 +110,23 @@ def load_weights(path: Path, key: str) -> dict[str, Any]:
             "use a .pt written by sdrun or a saved state_dict"
         )
     return payload
+
+
+def _parses(path: Path) -> bool:
+    """Whether the checkpoint's pickle is well formed. pickletools only reads the opcodes and
+    runs nothing, so this is safe on any file."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                data = archive.read(name)
+        else:
+            data = path.read_bytes()
+        for _ in pickletools.genops(data):
+            pass
+    except Exception:  # noqa: BLE001 - whatever the reason, it does not parse
+        return False
+    return True
 
 
 def _unreadable(path: Path, key: str, err: Exception) -> CheckpointError:

@@ -86,3 +86,25 @@ def test_snapshot_ensemble_refuses_a_crafted_cycle_file(sd_run: Path, tmp_path: 
     proc = sdrun_here(f"resume={run}", cwd=tmp_path)  # complete: only the summary is redone
     assert proc.returncode == 2 and "refused" in one_line(proc.stderr)
     assert not marker.exists()
+
+
+def test_a_damaged_pickle_is_damage_and_falls_back_not_a_refusal(tmp_path: Path):
+    """A flipped byte that torch's safe loader cannot parse ("Unsupported operand") is a
+    damaged last.pt: resume falls back to prev.pt. Only a file naming a callable is refused."""
+    import zipfile
+
+    from sdrun.checkpoint import LAST, PREV, load_for_resume
+
+    payload = {"model": {"w": torch.arange(3)}, "optimizer": {}, "epoch": 4, "config": {}}
+    torch.save(payload, tmp_path / PREV)
+    torch.save({**payload, "epoch": 5}, tmp_path / "good.pt")
+    with (
+        zipfile.ZipFile(tmp_path / "good.pt") as good,
+        zipfile.ZipFile(tmp_path / LAST, "w") as last,
+    ):
+        for name in good.namelist():
+            data = bytearray(good.read(name))
+            if name.endswith("data.pkl"):
+                data[2] = 0x7F  # not a pickle opcode
+            last.writestr(name, bytes(data))
+    assert load_for_resume(tmp_path / LAST)["epoch"] == 4
