@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from sdrun import distributed, sweep
-from sdrun.checkpoint import guard_run_dir
+from sdrun.checkpoint import CHECKPOINT_DIR, LAST, guard_run_dir
 from sdrun.config import Config, register_configs, validate
 from sdrun.errors import ConfigError, SdrunError, TrainingDiverged
 from sdrun.interrupt import RunStopped
@@ -55,8 +55,10 @@ log = logging.getLogger("sdrun")
 
 
 HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
-# The copy of a resumed run's .hydra/ files made before Hydra wrote this session's over them.
+# The copy of a resumed run's .hydra/ files made before Hydra wrote this session's over them,
+# and the state of its last.pt then (a session that saved a checkpoint keeps its own files).
 _resume_backup: Optional[Path] = None
+_last_at_start: Optional[tuple[int, int]] = None
 # The run dir and the outermost of its folders this command created (none existed before
 # Hydra made them), or None.
 _created_run_dir: Optional[tuple[Path, Path]] = None
@@ -67,16 +69,20 @@ class RunDirGuard(Callback):
     """Checks the run dir before Hydra writes `.hydra/` into it (the task would be too late)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global _resume_backup, _created_run_dir
-        _resume_backup = None
+        global _resume_backup, _created_run_dir, _last_at_start
+        _resume_backup = _created_run_dir = None
         run_dir = Path(config.hydra.run.dir)
-        _created_run_dir = None if run_dir.exists() else (run_dir, _first_missing(run_dir))
         try:
             guard_run_dir(run_dir, resuming=config.resume is not None)
         except SdrunError as err:
             _exit_with(err)
+        if not distributed.from_env().is_main:
+            return  # the run dir's files are rank 0's under torchrun: one backup, one undo
+        if not run_dir.exists():
+            _created_run_dir = (run_dir, _first_missing(run_dir))
         hydra_dir = run_dir / ".hydra"
         if (hydra_dir / "config.yaml").exists():  # resuming: keep what the run was started with
+            _last_at_start = _stamp(run_dir / CHECKPOINT_DIR / LAST)
             backup = hydra_dir / f"before-resume-{time.strftime('%Y%m%d-%H%M%S')}"
             backup.mkdir(exist_ok=True)
             for name in HYDRA_FILES:
@@ -95,11 +101,25 @@ def _undo_resume_files() -> None:
     global _resume_backup
     if _resume_backup is None or not _resume_backup.is_dir():
         return
+    if _stamp(_resume_backup.parent.parent / CHECKPOINT_DIR / LAST) != _last_at_start:
+        # this session got as far as a checkpoint: the checkpoint holds its config now, and so
+        # must .hydra/ (what the next resume= reads)
+        _resume_backup = None
+        return
     for name in HYDRA_FILES:
         if (_resume_backup / name).exists():
             shutil.copy2(_resume_backup / name, _resume_backup.parent / name)
     shutil.rmtree(_resume_backup, ignore_errors=True)
     _resume_backup = None
+
+
+def _stamp(path: Path) -> Optional[tuple[int, int]]:
+    """A file's (mtime in ns, size), None if absent: enough to tell it was rewritten."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def _first_missing(path: Path) -> Path:

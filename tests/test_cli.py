@@ -216,3 +216,59 @@ def test_sdrun_help_shows_the_hand_written_groups(tmp_path: Path):
     result = sdrun_here("--help", cwd=tmp_path)
     assert result.returncode == 0
     assert "hparams_search: sd_optuna" in result.stdout and "\ntask:" not in result.stdout
+
+
+def _fail_at_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int, error: BaseException) -> None:
+    """metrics.jsonl's line of `epoch` raises `error` (it is written just before the epoch's
+    checkpoint: the epochs before it are saved)."""
+    from sdrun.loggers import MetricsFile
+
+    append = MetricsFile.append
+
+    def failing(self: MetricsFile, record: dict) -> None:
+        if record["epoch"] == epoch:
+            raise error
+        append(self, record)
+
+    monkeypatch.setattr(MetricsFile, "append", failing)
+
+
+def test_a_resumed_session_that_saved_keeps_its_own_overrides_when_it_fails_later(
+    cifar100_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """.hydra/ must say what last.pt was trained with: a resume that fails before saving puts
+    the old files back, one that saved a checkpoint first keeps its own."""
+    from sdrun.errors import DataError
+
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _fail_at_epoch(m, 2, DataError("disk gone"))
+        assert sdrun_here(*tiny(cifar100_root, f"hydra.run.dir={run_dir}"), cwd=tmp_path).returncode
+    overrides = run_dir / ".hydra" / "overrides.yaml"
+    with monkeypatch.context() as m:  # fails before any checkpoint: the old files come back
+        _fail_at_epoch(m, 2, DataError("disk gone"))
+        assert sdrun_here(f"resume={run_dir}", "trainer.log_every=3", cwd=tmp_path).returncode
+    assert "trainer.log_every=3" not in overrides.read_text()
+    with monkeypatch.context() as m:  # epoch 2 saved, then a failure: its files stay
+        _fail_at_epoch(m, 3, DataError("disk gone"))
+        assert sdrun_here(f"resume={run_dir}", "trainer.log_every=5", cwd=tmp_path).returncode
+    assert "trainer.log_every=5" in overrides.read_text()
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_only_rank_0_backs_up_a_resumed_runs_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Under torchrun every process runs Hydra's callbacks on the one shared run dir."""
+    from omegaconf import OmegaConf
+
+    from sdrun.cli import RunDirGuard
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    config = OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path)}}, "resume": str(tmp_path)})
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    RunDirGuard().on_run_start(config)
+    assert not list((tmp_path / ".hydra").glob("before-resume-*"))
+    monkeypatch.setenv("RANK", "0")
+    RunDirGuard().on_run_start(config)
+    assert len(list((tmp_path / ".hydra").glob("before-resume-*"))) == 1
