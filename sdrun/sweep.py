@@ -48,12 +48,19 @@ def missing_search_plugin(argv: list[str]) -> Optional[str]:
         a.split("=", 1)[0].lstrip("+~") == "hparams_search" and a.split("=", 1)[-1] != "null"
         for a in argv
     )
-    if not asked or importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:
+    if not asked or _installed("hydra_plugins.hydra_optuna_sweeper"):
         return None
     return (
         "hparams_search needs Hydra's Optuna sweeper, which is not installed; "
         "pip install -e '.[optuna]' (or pip install 'hydra-optuna-sweeper>=1.3,<1.4')"
     )
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing (no Hydra plugin at all)
+        return False
 
 
 def in_search() -> bool:

@@ -71,6 +71,19 @@ def test_a_search_without_the_optuna_plugin_says_how_to_install_it(monkeypatch):
     assert missing_search_plugin(["-m", "seed=0,1"]) is None  # no search asked for
 
 
+def test_a_search_without_any_hydra_plugin_says_how_to_install_it(monkeypatch):
+    """No hydra_plugins package at all (no launcher either): find_spec raises for the child."""
+
+    def find_spec(name: str):
+        if name.startswith("hydra_plugins"):
+            raise ModuleNotFoundError("No module named 'hydra_plugins'", name="hydra_plugins")
+        return real(name)
+
+    real = sweep.importlib.util.find_spec
+    monkeypatch.setattr(sweep.importlib.util, "find_spec", find_spec)
+    assert "pip install -e '.[optuna]'" in missing_search_plugin(["hparams_search=sd_optuna"])
+
+
 def test_the_command_line_narrows_fixes_or_extends_the_space():
     args = ["schedule.cycles=choice(1,2)", "distill.kd_weight=1", "optim.lr=interval(0.01,0.1)",
             "dataset.val_split=32"]  # fmt: skip
