@@ -153,6 +153,12 @@ class WandbLogger:
                     "wandb: no API key found (WANDB_API_KEY or wandb login); logging offline"
                 )
                 mode = "offline"
+            if wandb.run is not None:
+                # A run left open (a failure in an earlier job of the same Hydra multirun) is
+                # finished, not returned and logged into. (Not wandb.init's
+                # reinit="finish_previous": older wandb, 0.17 among them, refuses that value.)
+                wandb.finish()
+            run_dir.mkdir(parents=True, exist_ok=True)  # older wandb writes elsewhere otherwise
             self.run = wandb.init(
                 project=cfg.project,
                 entity=cfg.entity,
@@ -162,9 +168,6 @@ class WandbLogger:
                 job_type=job_type,
                 id=run_id,
                 resume="allow" if run_id else None,
-                # A run left open (a failure in an earlier job of the same Hydra multirun) is
-                # finished, not returned and logged into.
-                reinit="finish_previous",
                 dir=str(run_dir),
                 config=config,
                 mode=mode,

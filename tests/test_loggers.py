@@ -76,7 +76,7 @@ def test_a_run_that_failed_mid_way_does_not_leak_into_the_next_logger(tmp_path: 
     second.finish()
     wandb.teardown()
     (path,) = (tmp_path / "b" / "wandb").glob("offline-run-*/run-*.wandb")
-    assert [r["student/top1"] for r in history_rows(path) if "student/top1" in r] == ["2"]
+    assert [float(r["student/top1"]) for r in history_rows(path) if "student/top1" in r] == [2.0]
 
 
 @pytest.mark.parametrize("name,mode", [("none", "offline"), ("wandb", "disabled")])
