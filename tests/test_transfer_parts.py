@@ -203,3 +203,23 @@ def test_segmentation_batches_are_normalized_with_statistics_made_once(monkeypat
     assert torch.equal(x1, x2)
     assert all(isinstance(t, torch.Tensor) for t in seen[0])
     assert seen[0][0] is seen[1][0] and seen[0][1] is seen[1][1]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "convnext_atto"])
+def test_freezing_two_levels_freezes_the_stem_and_those_levels_only(name: str):
+    """EfficientNet keeps every stage in one `blocks` container, ConvNeXt's feature net renames
+    `stages.0` to `stages_0`: neither may freeze more, or fewer, than the levels asked for."""
+    import timm
+
+    features = timm.create_model(name, features_only=True, pretrained=False)
+    frozen = freeze(features, 2, batch_norm=False)
+    trainable = {n for n, p in frozen.named_parameters() if p.requires_grad}
+
+    def params_of(level: int) -> set[str]:
+        path = features.feature_info.info[level]["module"]
+        prefixes = (path + ".", path.replace(".", "_") + ".")
+        return {n for n, _ in frozen.named_parameters() if n.startswith(prefixes)}
+
+    assert params_of(-1) and params_of(-1) <= trainable  # the last level trains
+    assert next(iter(frozen.named_parameters()))[0] not in trainable  # the stem does not
+    assert params_of(1) and not params_of(1) & trainable  # nor the second level

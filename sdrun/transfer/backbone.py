@@ -246,15 +246,23 @@ def freeze(features: nn.Module, levels: int, batch_norm: bool) -> nn.Module:
         raise ConfigError(
             f"task.freeze_at={levels} but the backbone has {len(info)} feature levels; lower it"
         )
-    last = info[levels - 1]["module"].split(".")[0]
-    children = [name for name, _ in features.named_children()]
-    if last not in children:
+    path = info[levels - 1]["module"]  # e.g. layer1, blocks.1, stages.0
+    modules = dict(features.named_modules())
+    # timm's FeatureListNet flattens paths (stages.0 -> stages_0); other feature nets keep them
+    target = next((n for n in (path, path.replace(".", "_")) if n in modules), None)
+    if target is None:
         raise ConfigError(
-            f"task.freeze_at={levels} is not supported for this backbone (no module {last!r} in "
+            f"task.freeze_at={levels} is not supported for this backbone (no module {path!r} in "
             "its features model); set task.freeze_at=0"
         )
-    for name, child in features.named_children():
-        child.requires_grad_(False)
-        if name == last:
+    # Everything before the level's module in registration order (the stem first), and the
+    # module itself; not the container it sits in (EfficientNet's blocks hold every stage).
+    reached = False
+    for name, module in features.named_modules():
+        inside = name == target or name.startswith(target + ".")
+        if reached and not inside:
             break
+        reached = reached or inside
+        for parameter in module.parameters(recurse=False):  # the subtree's come in turn
+            parameter.requires_grad_(False)
     return features
