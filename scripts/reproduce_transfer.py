@@ -103,7 +103,16 @@ def plan(backbones: list[Backbone], tasks: list[str], seeds: Optional[list[int]]
                 folder = out / task / backbone.model / backbone.method / f"{tag}_seed{seed}"
                 jobs.append(Job(task, backbone, seed, folder))
     jobs.sort(key=lambda j: (j.seed, j.task, j.backbone.model, j.backbone.method))
-    return list({j.run_dir: j for j in jobs}.values())
+    unique: dict[Path, Job] = {}
+    for job in jobs:  # the same backbone named twice runs once; two backbones never share
+        other = unique.setdefault(job.run_dir, job)
+        if other.backbone.spec != job.backbone.spec:
+            raise ValueError(
+                f"{other.backbone.spec} and {job.backbone.spec} would both fine-tune into "
+                f"{job.run_dir} (same model, method and seed): pass one of them, or use --out "
+                "to give each its own table"
+            )
+    return list(unique.values())
 
 
 def command(job: Job, how: str, extra: list[str]) -> list[str]:
@@ -184,10 +193,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             backbones += find_backbones(source, _names(args.models), _names(args.methods))
         if not backbones:
             raise ValueError(f"no complete backbone runs under {source} for those models/methods")
+        out = Path(args.out).expanduser().resolve() if args.out else source / "transfer"
+        jobs = plan(backbones, tasks, seeds, out)
     except Exception as err:  # argument and backbone errors: one line
         print(f"reproduce-transfer: error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out).expanduser().resolve() if args.out else source / "transfer"
     extra = list(args.overrides)
     if args.smoke:
         from sdrun.transfer.tiny_voc import write_tiny_voc
@@ -195,7 +205,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not args.dry_run and not (out / "voc" / "VOCdevkit").is_dir():
             write_tiny_voc(out / "voc")
         extra = [*SMOKE, f"dataset.root={out / 'voc'}", *extra]
-    jobs = plan(backbones, tasks, seeds, out)
     failed = run_all(jobs, extra, max(1, args.jobs), args.dry_run)
     if not args.dry_run and any(state(j.run_dir) == "done" for j in jobs):
         from sdrun.report import write_report

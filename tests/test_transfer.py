@@ -198,3 +198,7 @@ def test_reproduce_transfer_plans_every_backbone_of_a_tree(sd_run: Path, tmp_pat
     assert folders == sorted(map(str, expected))
     assert script.main([*args, "--tasks", "classification"]) == 2
     assert "pick from detection, segmentation" in capsys.readouterr().err
+    # two checkpoints of one run (same model, method and seed) would share a folder
+    cycles = [str(sd_run / "checkpoints" / f"cycle{k}.pt") for k in (1, 2)]
+    assert script.main(["--out", str(out), "--dry-run", "--backbones", ",".join(cycles)]) == 2
+    assert "would both fine-tune into" in capsys.readouterr().err
