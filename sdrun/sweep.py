@@ -101,7 +101,9 @@ def search_space(overrides: list[str], params: Optional[dict[str, Any]]) -> dict
     space = {str(k): str(v) for k, v in (params or {}).items()}
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.get_key_element().lstrip("+~")
-        if key in space or override.is_sweep_override():
+        if override.is_delete():  # ~key: not searched
+            space.pop(key, None)
+        elif key in space or override.is_sweep_override():
             space[key] = str(override.input_line).split("=", 1)[1]  # as typed
     return space
 

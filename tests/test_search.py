@@ -154,3 +154,20 @@ def test_report_lists_every_trial_and_the_best_parameters(search: Path, tmp_path
     statuses = sorted(line.split(" | ")[-2] for line in table)
     assert statuses[0] == "complete" and statuses[1].startswith("failed: training diverged")
     assert (tmp_path / "report" / "searches.csv").read_text().count("\n") == 3  # header + 2
+
+
+def test_a_fixed_list_in_the_space_is_not_a_searched_parameter(tmp_path: Path):
+    """The report's parameters are the keys Hydra's parser called swept: a fixed list value
+    (`[100,150]`) has a comma but is not searched."""
+    from sdrun.report.search import Search
+
+    params = {"distill.temperature": "interval(1,4)", "schedule.milestones": "[100,150]"}
+    record = {"objective": "val/top1", "space": search_space([], params),
+              "swept": swept_keys([], params)}  # fmt: skip
+    assert record["space"] == params  # the sweeper's params may fix values too
+    assert Search(tmp_path, record).params == ["distill.temperature"]
+
+
+def test_a_deleted_key_leaves_the_search_space():
+    params = {"distill.temperature": "interval(1,4)", "distill.kd_weight": "interval(0,2)"}
+    assert search_space(["~distill.kd_weight"], params) == {"distill.temperature": "interval(1,4)"}

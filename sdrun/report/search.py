@@ -17,8 +17,8 @@ from typing import Any, Optional
 import yaml
 
 from sdrun.report.runs import Run
+from sdrun.sweep import read_record
 
-SWEEP_RECORD = "sweep.yaml"  # sdrun.sweep.RECORD (not imported: the report needs no Hydra)
 RESULTS = "optimization_results.yaml"
 FAILED = "trial failed: "  # what sdrun.cli logs into a trial's sdrun.log when it fails
 SEARCH_COLUMNS = ["search", "trial", "params", "val_top1", "val_best_epoch", "test_top1",
@@ -42,9 +42,10 @@ class Search:
 
     @property
     def params(self) -> list[str]:
-        """The searched keys: the space's entries that are not fixed values."""
+        """The searched keys: those of the space the sweep recorded as swept (Hydra's parser
+        told them apart from fixed values, a list among them)."""
         space = self.record.get("space") or {}
-        return [k for k, v in space.items() if any(c in str(v) for c in "(,")]
+        return [k for k in self.record.get("swept") or [] if k in space]
 
     def value(self, run: Run) -> Optional[float]:
         value = run.summary.get(self.objective) if run.complete else None
@@ -66,7 +67,7 @@ def find_searches(runs: Sequence[Run]) -> list[Search]:
         if found is None:
             continue
         if found not in searches:
-            searches[found] = Search(found, _read_yaml(found / SWEEP_RECORD) or {})
+            searches[found] = Search(found, read_record(found) or {})
             searches[found].results = _read_yaml(found / RESULTS)
         searches[found].trials.append(run)
     for search in searches.values():
@@ -76,7 +77,7 @@ def find_searches(runs: Sequence[Run]) -> list[Search]:
 
 def _search_dir(path: Path) -> Optional[Path]:
     for parent in path.parents:
-        record = _read_yaml(parent / SWEEP_RECORD)
+        record = read_record(parent)
         if record is not None and record.get("objective"):
             return parent
     return None
