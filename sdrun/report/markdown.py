@@ -39,7 +39,8 @@ INTRO = (
 )
 
 
-def _num(value: Optional[float], digits: int = 2) -> str:
+def num(value: Optional[float], digits: int = 2) -> str:
+    """A number cell: `digits` decimals, "-" when missing."""
     return "-" if value is None else f"{value:.{digits}f}"
 
 
@@ -53,9 +54,9 @@ def mean_se(values: Sequence[float], interval: bool = False) -> str:
     if not values:
         return "-"
     se = stats.standard_error(values)
-    text = _num(stats.mean(values)) + ("" if se is None else f" ± {_num(se)}")
+    text = num(stats.mean(values)) + ("" if se is None else f" ± {num(se)}")
     ci = stats.mean_interval(values) if interval else None
-    return text + ("" if ci is None else f" [{_num(ci[0])}, {_num(ci[1])}]")
+    return text + ("" if ci is None else f" [{num(ci[0])}, {num(ci[1])}]")
 
 
 def _of(text: str, k: int, n: int) -> str:
@@ -63,7 +64,8 @@ def _of(text: str, k: int, n: int) -> str:
     return text if k == n or text == "-" else f"{text} (n={k})"
 
 
-def _table(header: Sequence[str], lines: list[Sequence[str]]) -> list[str]:
+def table(header: Sequence[str], lines: list[Sequence[str]]) -> list[str]:
+    """A Markdown table (a "|" in a cell escaped)."""
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines]
     return out
@@ -90,16 +92,16 @@ def _row_line(row: Row) -> list[str]:
     rec, n = row_record(row), row.n
     diverged = f" (+{len(row.diverged)} diverged)" if row.diverged else ""
     _, gain, _ = ensemble_gain(row)
-    ensemble = _num(rec["ensemble_err_mean"])
+    ensemble = num(rec["ensemble_err_mean"])
     if gain is not None:
         ensemble += f" ({gain:+.2f} top-1)"
     lost = rec["process_h_lost_mean"]
     cost = _sig(rec["process_h_mean"]) + ("" if lost is None else f" ({_sig(lost)})")
     return [
         row.model, row.label, ran_on(row), f"{n}{diverged}", mean_se(row.errors(), interval=True),
-        _of(_num(rec["best_epoch_err_mean_test_selected"]), rec["best_epoch_err_n"], n),
-        _of(_num(rec["val_selected_err_mean"]), rec["val_selected_err_n"], n),
-        _of(_num(rec["teacher_err_mean"]), rec["teacher_err_n"], n),
+        _of(num(rec["best_epoch_err_mean_test_selected"]), rec["best_epoch_err_n"], n),
+        _of(num(rec["val_selected_err_mean"]), rec["val_selected_err_n"], n),
+        _of(num(rec["teacher_err_mean"]), rec["teacher_err_n"], n),
         _of(ensemble, rec["ensemble_n"], n),
         _of(_sig(rec["wall_h_mean"]), rec["wall_h_n"], n),
         _of(cost, rec["process_h_n"], n),
@@ -127,7 +129,7 @@ def tables(report: Report) -> list[str]:
     md: list[str] = []
     for dataset in dict.fromkeys(r.dataset for r in report.rows):
         rows = [row for row in report.rows if row.dataset == dataset]
-        md += ["", f"## {dataset}", "", *_table(TABLE_HEADER, [_row_line(r) for r in rows])]
+        md += ["", f"## {dataset}", "", *table(TABLE_HEADER, [_row_line(r) for r in rows])]
         refs = [(row, ref, d) for row in rows for ref, d in row.references]
         if refs:
             md += ["", "Published values (top-1 error, %), and how each row's recipe differs:"]
@@ -162,10 +164,10 @@ def gains(report: Report) -> list[str]:
     lines = []
     for g in report.gains:
         d = g.diff
-        ci = "-" if d.ci95 is None else f"[{_num(d.ci95[0])}, {_num(d.ci95[1])}]"
+        ci = "-" if d.ci95 is None else f"[{num(d.ci95[0])}, {num(d.ci95[1])}]"
         lines.append([g.sd.dataset, g.sd.model, g.sd.label, g.baseline.label,
-                      _num(d.gain) + ("" if d.se is None else f" ± {_num(d.se)}"), ci,
-                      d.pairing, f"{d.n_a} / {d.n_b}", f"{_num(d.mean_a)} / {_num(d.mean_b)}",
+                      num(d.gain) + ("" if d.se is None else f" ± {num(d.se)}"), ci,
+                      d.pairing, f"{d.n_a} / {d.n_b}", f"{num(d.mean_a)} / {num(d.mean_b)}",
                       _gain_note(g)])  # fmt: skip
     zero = [f"{g.sd.label} vs {g.baseline.label} ({g.sd.model})"
             for g in report.gains if g.diff.includes_zero]  # fmt: skip
@@ -188,7 +190,7 @@ def gains(report: Report) -> list[str]:
         "Welch's standard error. The top-1 means shown are over exactly the runs the gain "
         "uses. Rows are compared when every setting both read agrees, the method aside.",
         "",
-        *_table(header, lines),
+        *table(header, lines),
         "",
         verdict,
     ]
@@ -238,7 +240,7 @@ def sweeps(report: Report) -> list[str]:
                 "",
             ]
         header, lines = _sweep_lines(sweep)
-        md += _table(header, lines)
+        md += table(header, lines)
         md += [
             "",
             "Picking the best cell of this table is **a choice made on the test set**: the "

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import yaml
 
+from sdrun.report.markdown import num, table
 from sdrun.report.runs import Run
 from sdrun.sweep import read_record
 
@@ -145,11 +146,10 @@ def search_markdown(searches: Sequence[Search], link: Callable[[Path], str]) -> 
             lines.append([
                 f"{rec['trial'] if rec['trial'] is not None else '?'}{mark}",
                 *(_fmt(run.config.get(k)) for k in search.params),
-                _num(rec["val_top1"]), str(rec["val_best_epoch"] or "-"),
-                _num(rec["test_top1"]), rec["status"], f"`{link(run.path)}`",
+                num(rec["val_top1"]), str(rec["val_best_epoch"] or "-"),
+                num(rec["test_top1"]), rec["status"], f"`{link(run.path)}`",
             ])  # fmt: skip
-        md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        md += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in lines]
+        md += table(header, lines)
     return md
 
 
@@ -166,17 +166,13 @@ def _summary_lines(search: Search) -> list[str]:
     if search.results and "best_params" in search.results:
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in search.results["best_params"].items())
         lines += ["", f"**Best parameters** (Optuna, search finished): {params}; "
-                  f"{search.objective} {_num(search.results.get('best_value'))}."]  # fmt: skip
+                  f"{search.objective} {num(search.results.get('best_value'))}."]  # fmt: skip
     elif best is not None:
         params = ", ".join(f"{k}={_fmt(best.config.get(k))}" for k in search.params)
         lines += ["", f"**Best so far** (search not finished): {params}; "
-                  f"{search.objective} {_num(search.value(best))}."]  # fmt: skip
+                  f"{search.objective} {num(search.value(best))}."]  # fmt: skip
     return lines
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _num(value: Any) -> str:
-    return "-" if value is None else f"{float(value):.2f}"

@@ -16,14 +16,14 @@ paired by seed when the rows share at least 2 seeds, else unpaired over all thei
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from sdrun.report.markdown import num, table
 from sdrun.report.runs import SUMMARY, Run
-from sdrun.report.stats import MIN_PAIRS, Difference, difference
+from sdrun.report.stats import MIN_PAIRS, Difference, difference, mean, sample_std
 
 METRICS = {"detection": "test/map50", "segmentation": "test/miou"}
 METRIC_NAMES = {"detection": "mAP50 (VOC07 11-pt)", "segmentation": "mIoU"}
@@ -161,8 +161,8 @@ def row_record(row: TransferRow) -> dict[str, Any]:
     return {
         "task": row.task, "model": row.model, "pretraining": row.pretraining,
         "variant": row.variant, "metric": row.metric, "n": len(values),
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) >= 2 else None,
+        "mean": mean(values),
+        "std": sample_std(values),
         "seeds": " ".join(str(r.seed) for r in sorted(row.runs, key=lambda r: str(r.seed))),
     }  # fmt: skip
 
@@ -175,15 +175,6 @@ def gain_record(sd: TransferRow, other: TransferRow, est: Difference) -> dict[st
         "ci95_includes_0": None if est.includes_zero is None else str(est.includes_zero).lower(),
         "pairing": est.pairing, "n_sd": est.n_a, "n_other": est.n_b,
     }  # fmt: skip
-
-
-def _num(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _table(header: Sequence[str], lines: list[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return out + ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in lines]
 
 
 def markdown(rows: Sequence[TransferRow], incomplete: Sequence[tuple[Run, str]]) -> list[str]:
@@ -200,10 +191,10 @@ def markdown(rows: Sequence[TransferRow], incomplete: Sequence[tuple[Run, str]])
     lines = []
     for row in rows:
         rec = row_record(row)
-        mean_std = _num(rec["mean"]) + ("" if rec["std"] is None else f" ± {_num(rec['std'])}")
+        mean_std = num(rec["mean"]) + ("" if rec["std"] is None else f" ± {num(rec['std'])}")
         lines.append([row.task, row.model, row.label, METRIC_NAMES[row.task], mean_std,
                       str(rec["n"]), rec["seeds"]])  # fmt: skip
-    md += _table(["task", "backbone", "pre-training", "metric", "mean ± std", "n", "seeds"], lines)
+    md += table(["task", "backbone", "pre-training", "metric", "mean ± std", "n", "seeds"], lines)
     gains = sd_gains(rows)
     if gains:
         md += [
@@ -214,12 +205,12 @@ def markdown(rows: Sequence[TransferRow], incomplete: Sequence[tuple[Run, str]])
             "(none below 2 runs a side).", "",
         ]  # fmt: skip
         lines = [
-            [sd.task, sd.model, sd.label, other.label, _num(e.gain), _num(e.se),
-             "-" if e.ci95 is None else f"[{_num(e.ci95[0])}, {_num(e.ci95[1])}]", e.pairing,
+            [sd.task, sd.model, sd.label, other.label, num(e.gain), num(e.se),
+             "-" if e.ci95 is None else f"[{num(e.ci95[0])}, {num(e.ci95[1])}]", e.pairing,
              str(e.n_a), str(e.n_b)]
             for sd, other, e in gains
         ]  # fmt: skip
-        md += _table(["task", "backbone", "SD", "other", "gain", "SE", "95 % CI", "pairing",
+        md += table(["task", "backbone", "SD", "other", "gain", "SE", "95 % CI", "pairing",
                       "n SD", "n other"], lines)  # fmt: skip
     if incomplete:
         md += ["", "Transfer runs not averaged:", ""]
