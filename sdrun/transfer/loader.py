@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from sdrun.data.folder import one_line
-from sdrun.data.sampling import EpochKeys, SeededSamples, sampler_seed
+from sdrun.data.sampling import EpochKeys, SeededSamples, StridedShard, sampler_seed
 from sdrun.errors import ConfigError, DataError
 
 Batch = Any
@@ -46,10 +46,9 @@ class TaskLoader:
             sampler = self.sampler
         else:
             self.sampler = None
-            source = Subset(dataset, range(rank, n, world_size))
-            self._samples = len(source)
+            source, sampler = dataset, StridedShard(n, rank, world_size)  # each image once
+            self._samples = len(sampler)
             self._batches = -(-self._samples // batch_size)
-            sampler = None
         self.loader = DataLoader(
             source, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=train,
             num_workers=num_workers, collate_fn=collate, pin_memory=device.type == "cuda",
