@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from sdrun.errors import ConfigError
-from sdrun.schedule import cycle_length_of
+from sdrun.schedule import cycle_length_of, resolve_cycle_length
 
 DATASETS = ("cifar100", "cifar10", "imagenet", "fake")
 SCHEDULES = ("sd", "cosine", "step")
@@ -281,16 +281,17 @@ def effective_cycles(flat: dict[str, Any]) -> dict[str, Any]:
     same run, to a resume check and to a report's rows. A saved, unresolved
     `${sdrun_cycles:...}` (Hydra saves config.yaml unresolved) is read as its default count; a
     config saved before `schedule.cycles` existed gets it from its cycle length."""
-    cycles = flat.get("schedule.cycles")
-    if isinstance(cycles, str):
-        found = re.fullmatch(r"\$\{sdrun_cycles:(\d+),.*\}", cycles)
-        cycles = int(found.group(1)) if found else None
     epochs, length = flat.get("schedule.epochs"), flat.get("schedule.cycle_length")
+    cycles = flat.get("schedule.cycles")
+    if isinstance(cycles, str):  # as the sdrun_cycles resolver reads it (default_cycles)
+        found = re.fullmatch(r"\$\{sdrun_cycles:(\d+),.*\}", cycles)
+        cycles = default_cycles(int(found.group(1)), length) if found else None
     if not isinstance(epochs, int):
         return flat
-    if isinstance(length, int) and length > 0:
-        cycles = epochs // length
-    elif isinstance(cycles, int) and cycles > 0:
-        length = epochs // cycles
+    try:
+        length = resolve_cycle_length(epochs, length, cycles)  # the runner's own derivation
+    except ConfigError:
+        return flat  # not a config sdrun ran: compared as saved
+    cycles = epochs // length
     flat["schedule.cycles"], flat["schedule.cycle_length"] = cycles, length
     return flat

@@ -109,3 +109,19 @@ def test_bad_values_raise_one_line_naming_the_key(overrides, key):
 def test_the_config_package_is_the_top_level_conf_folder():
     """In a checkout (editable install) sdrun.conf is conf/ itself: edits there take effect."""
     assert Path(str(importlib.resources.files(CONFIG_PACKAGE))) == CONF
+
+
+def test_effective_cycles_derive_the_cycles_as_the_runner_does():
+    from sdrun.config import effective_cycles
+
+    def cycles(**keys) -> tuple:
+        flat = effective_cycles({f"schedule.{k}": v for k, v in keys.items()})
+        return flat["schedule.cycles"], flat["schedule.cycle_length"]
+
+    assert cycles(epochs=240, cycles=4, cycle_length=None) == (4, 60)
+    assert cycles(epochs=240, cycles=None, cycle_length=60) == (4, 60)
+    assert cycles(epochs=240, cycles="${sdrun_cycles:4,${.cycle_length}}", cycle_length=120) == (
+        2, 120)  # fmt: skip
+    assert cycles(epochs=240, cycles=None, cycle_length=None) == (1, 240)  # one cycle
+    # keys that disagree were never a run sdrun made: compared as saved, not silently fixed
+    assert cycles(epochs=240, cycles=3, cycle_length=60) == (3, 60)
