@@ -11,7 +11,7 @@ import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Optional
 
 import torch
@@ -154,7 +154,8 @@ def first_on_each_node(fetch: Callable[[], None]) -> None:
             except Exception as err:  # shared below, then raised here with its traceback
                 error = err
         messages: list[Optional[str]] = [None] * dist.get_world_size()
-        dist.all_gather_object(messages, None if error is None else str(error))  # the barrier
+        # the barrier, on a group that waits as long as a download may take
+        dist.all_gather_object(messages, None if error is None else str(error), _waiting_group())
         if error is not None:
             raise error
         failed = next((m for m in messages if m is not None), None)
@@ -162,6 +163,22 @@ def first_on_each_node(fetch: Callable[[], None]) -> None:
             raise DataError(failed)
 
 
+# NCCL's default group aborts a collective after 10 minutes (gloo's after 30): a first
+# download of VOC (~2 GB) can take longer, so the other processes wait on a group of their own.
+DOWNLOAD_WAIT = timedelta(hours=6)
+_wait_group: Optional[dist.ProcessGroup] = None
+
+
+def _waiting_group() -> dist.ProcessGroup:
+    """A gloo group with a long timeout (made by every rank at its first use: a collective)."""
+    global _wait_group
+    if _wait_group is None:
+        _wait_group = dist.new_group(backend="gloo", timeout=DOWNLOAD_WAIT)
+    return _wait_group
+
+
 def shutdown() -> None:
+    global _wait_group
     if dist.is_initialized():
         dist.destroy_process_group()
+    _wait_group = None

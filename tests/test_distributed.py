@@ -278,3 +278,30 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank_with_one_line(
         assert proc.returncode == 2 and len(lines) == 1, f"rank {rank}: {stderr[-3000:]}"
         assert lines[0].startswith("sdrun: error: training diverged") and "epoch 1" in lines[0]
         assert "no epoch finished, so there is no checkpoint" in lines[0]  # none to point to
+
+
+def test_the_download_barrier_waits_longer_than_a_collectives_default_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """NCCL aborts a collective after 10 minutes: the processes waiting for a download wait on
+    a gloo group of their own, with a timeout of hours (one process here; the waiting itself
+    is test_download_in_one_process_checks_the_archive_and_every_file's)."""
+    import datetime
+
+    import torch.distributed as dist
+
+    from sdrun import distributed
+
+    made = []
+    new_group = dist.new_group
+    monkeypatch.setattr(dist, "new_group", lambda **kw: made.append(kw) or new_group(**kw))
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)  # fmt: skip
+    try:
+        fetched = []
+        distributed.first_on_each_node(lambda: fetched.append(1))
+        distributed.first_on_each_node(lambda: fetched.append(1))
+    finally:
+        distributed.shutdown()
+    assert fetched == [1, 1] and len(made) == 1  # one group, made once
+    assert made[0]["backend"] == "gloo" and made[0]["timeout"] >= datetime.timedelta(hours=1)
