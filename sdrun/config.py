@@ -244,12 +244,7 @@ def validate(cfg: Config) -> None:
             "distill=kd needs a teacher; set distill.teacher_checkpoint=<run dir or .pt>"
         )
 
-    _positive("optim.lr", o.lr)
-    _positive("optim.momentum", o.momentum, allow_zero=True)
-    _positive("optim.weight_decay", o.weight_decay, allow_zero=True)
-
-    _choice("trainer.device", t.device, DEVICES)
-    _choice("trainer.amp", t.amp, AMP_MODES)
+    validate_shared(o, t, cfg.logger)
     _choice("trainer.compile_mode", t.compile_mode, COMPILE_MODES)
     _positive("trainer.teacher_precompute", t.teacher_precompute, allow_zero=True)
     if t.teacher_precompute and d.name == "imagenet":
@@ -257,10 +252,18 @@ def validate(cfg: Config) -> None:
             "trainer.teacher_precompute needs the device-resident loader (cifar10, cifar100, "
             "fake); with dataset=imagenet set trainer.teacher_precompute=0"
         )
-    _positive("trainer.log_every", t.log_every)
 
-    _choice("logger.name", cfg.logger.name, ("wandb", "none"))
-    _choice("logger.mode", cfg.logger.mode, WANDB_MODES)
+
+def validate_shared(optim: OptimConfig, trainer: TrainerConfig, logger: LoggerConfig) -> None:
+    """The checks of the groups sdrun-transfer shares with sdrun (optim, trainer, logger)."""
+    _positive("optim.lr", optim.lr)
+    _positive("optim.momentum", optim.momentum, allow_zero=True)
+    _positive("optim.weight_decay", optim.weight_decay, allow_zero=True)
+    _choice("trainer.device", trainer.device, DEVICES)
+    _choice("trainer.amp", trainer.amp, AMP_MODES)
+    _positive("trainer.log_every", trainer.log_every)
+    _choice("logger.name", logger.name, ("wandb", "none"))
+    _choice("logger.mode", logger.mode, WANDB_MODES)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

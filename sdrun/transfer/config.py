@@ -14,7 +14,14 @@ from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
-from sdrun.config import LoggerConfig, OptimConfig, TrainerConfig, _choice, _positive
+from sdrun.config import (
+    LoggerConfig,
+    OptimConfig,
+    TrainerConfig,
+    _choice,
+    _positive,
+    validate_shared,
+)
 from sdrun.errors import ConfigError
 from sdrun.transfer.schedule import KINDS
 
@@ -142,14 +149,8 @@ def validate(cfg: TransferConfig) -> None:
             "e.g. [0.75]"
         )
 
-    _positive("optim.lr", cfg.optim.lr)
-    _positive("optim.momentum", cfg.optim.momentum, allow_zero=True)
-    _positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
-
+    validate_shared(cfg.optim, cfg.trainer, cfg.logger)
     tr = cfg.trainer
-    _choice("trainer.device", tr.device, ("auto", "cpu", "cuda"))
-    _choice("trainer.amp", tr.amp, ("auto", "bf16", "fp16", "off"))
-    _positive("trainer.log_every", tr.log_every)
     if tr.compile:
         raise ConfigError(
             "trainer.compile=true is not supported by sdrun-transfer (detection batches change "
@@ -160,5 +161,3 @@ def validate(cfg: TransferConfig) -> None:
             "trainer.teacher_precompute is a distillation option; sdrun-transfer has no "
             "teacher: set trainer.teacher_precompute=0"
         )
-    _choice("logger.name", cfg.logger.name, ("wandb", "none"))
-    _choice("logger.mode", cfg.logger.mode, ("online", "offline", "disabled"))
