@@ -71,6 +71,21 @@ def test_voc_ap_by_hand():
     assert result.map_allpoint == pytest.approx(0.375)
 
 
+@pytest.mark.parametrize("hits", [3, 6, 7])
+def test_11_point_ap_thresholds_are_the_reference_evaluators(hits: int):
+    """py-faster-rcnn's voc_eval.py (use_07_metric) takes t in np.arange(0, 1.1, 0.1): its
+    0.30000000000000004, 0.6000000000000001 and 0.7000000000000001 are above a recall of
+    exactly 0.3, 0.6 or 0.7, which k / 10 would count as reaching them."""
+    boxes = [[20.0 * i, 0.0, 20.0 * i + 10, 10.0] for i in range(10)]
+    gt = truth(*((0, box, False) for box in boxes))
+    found = dets(*((0.9 - 0.01 * i, 0, boxes[i]) for i in range(hits)))  # precision 1
+    result = voc_ap([found], [gt], num_classes=1)
+    # recall hits / 10 exactly: the thresholds 0, 0.1, ... below it count, the one at it not
+    # (t = 0.3 is 0.30000000000000004 there); all-point AP is the area, hits / 10
+    assert result.ap_11point[0] == pytest.approx(hits / 11)
+    assert result.ap_allpoint[0] == pytest.approx(hits / 10)
+
+
 def test_overlap_must_exceed_one_half_and_the_best_overlap_decides():
     gt = truth((0, [0, 0, 10, 10], False), (0, [0, 0, 10, 12], True))
     half = dets((0.9, 0, [0, 0, 10, 20]))  # IoU 0.5 with the first box, 0.6 with the difficult

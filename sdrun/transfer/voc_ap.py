@@ -12,7 +12,8 @@ rules, per class, at IoU > 0.5:
   used up; with a box already matched (a duplicate detection): a false positive;
 - anything else is a false positive; positives are the non-difficult boxes only;
 - AP is the VOC2007 11-point interpolated precision (mean over recall thresholds 0, 0.1,
-  ..., 1 of the best precision at recall >= t), or the VOC2010+ all-point area under the
+  ..., 1 of the best precision at recall >= t, the thresholds being `np.arange(0, 1.1, 0.1)`
+  as in the public evaluators, see `ELEVEN_POINTS`), or the VOC2010+ all-point area under the
   precision envelope; mAP is the mean over the classes that have a non-difficult box (a class
   without detections has AP 0).
 
@@ -28,11 +29,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
 IOU_THRESHOLD = 0.5
+# The 11 recall thresholds exactly as py-faster-rcnn's voc_eval.py (`use_07_metric`) and the
+# Detectron2 / mmdetection VOC evaluators copied from it compute them: np.arange(0, 1.1, 0.1)
+# gives 0.30000000000000004, 0.6000000000000001 and 0.7000000000000001, so a recall of exactly
+# 0.3, 0.6 or 0.7 does not reach those thresholds there; k / 10 would count it and give a
+# different AP than the numbers this one is compared with.
+ELEVEN_POINTS: tuple[float, ...] = tuple(float(t) for t in np.arange(0.0, 1.1, 0.1))
 
 
 @dataclass(frozen=True)
@@ -129,10 +137,10 @@ def precision_recall(flags: Sequence[bool], positives: int) -> tuple[list[float]
 
 
 def ap_11point(precision: Sequence[float], recall: Sequence[float]) -> float:
-    """VOC2007: mean over t = 0, 0.1, ..., 1 of the best precision at recall >= t (0 if none)."""
+    """VOC2007: mean over the `ELEVEN_POINTS` t of the best precision at recall >= t (0 if
+    none)."""
     total = 0.0
-    for k in range(11):
-        t = k / 10
+    for t in ELEVEN_POINTS:
         total += max((p for p, r in zip(precision, recall) if r >= t), default=0.0)
     return total / 11
 
