@@ -223,3 +223,78 @@ def test_freezing_two_levels_freezes_the_stem_and_those_levels_only(name: str):
     assert params_of(-1) and params_of(-1) <= trainable  # the last level trains
     assert next(iter(frozen.named_parameters()))[0] not in trainable  # the stem does not
     assert params_of(1) and not params_of(1) & trainable  # nor the second level
+
+
+def test_segmentation_scores_do_not_depend_on_the_evaluation_batch(voc_root: Path):
+    """The tiny val images differ in size, as VOC's do: padded to a batch's largest, an image's
+    prediction would change with its batch (ASPP's image pooling averages over the padding),
+    and so with dataset.eval_batch_size and the number of processes."""
+    from sdrun.runtime import Runtime
+    from sdrun.transfer.transforms import collate_whole
+
+    test = open_segmentation(voc_root, download=False, sbd=False).test
+    assert len({tuple(test[i][0].shape) for i in range(len(test))}) > 1
+    cfg = TransferConfig(backbone="scratch:resnet20")
+    torch.manual_seed(0)
+    features = create_features(open_backbone(cfg.backbone), None, None)
+    model = segmentation.build_segmenter(features, cfg, False)
+    with torch.no_grad():  # predict the tiny tree's classes (background + 4), not others
+        model.classifier[-1].bias[5:] = -10.0
+    move = segmentation.mover((0.5,) * 3, (0.25,) * 3, channels_last=False)
+    runtime = Runtime(torch.device("cpu"), None, False)
+    scores = []
+    with torch_threads(1):
+        for batch in (1, 2, 4):
+            loader = TaskLoader(test, batch, train=False, collate=collate_whole, move=move,
+                                device=torch.device("cpu"))  # fmt: skip
+            scores.append(segmentation.evaluate(model, loader.epoch(0), runtime))
+    assert scores[0]["test/images"] == len(test) and scores[0]["test/miou"] > 0
+    assert scores[1] == scores[0] and scores[2] == scores[0]  # mIoU, pixel accuracy, per class
+
+
+def test_training_boxes_past_the_image_are_clipped_with_a_warning(
+    tmp_path: Path, voc_root: Path, caplog: pytest.LogCaptureFixture
+):
+    """A box with xmax beyond <size> (a few VOC files have one) would become negative
+    coordinates when its image is flipped."""
+    root = tmp_path / "voc"
+    shutil.copytree(voc_root, root)
+    base = root / "VOCdevkit" / "VOC2007"
+    first = (base / "ImageSets" / "Main" / "trainval.txt").read_text().split()[0]
+    xml = base / "Annotations" / f"{first}.xml"
+    text = xml.read_text()
+    width = int(text.split("<width>")[1].split("<")[0])
+    start = text.index("<xmax>") + len("<xmax>")
+    xml.write_text(text[:start] + str(width + 30) + text[text.index("</xmax>") :])
+    splits = open_detection(root, download=False, years=[2007])
+    assert f"{xml} has a box outside its image's <size>" in caplog.text
+    assert splits.train.annotations[0].boxes[0, 2] == width + 30  # as the file says (scoring)
+    image, target = splits.train[0]
+    assert target["boxes"][:, 2].max() <= image.shape[-1] == width
+    flipped = detection_flip(image, target)
+    assert flipped["boxes"].min() >= 0
+
+
+def detection_flip(image: torch.Tensor, target: dict) -> dict:
+    from sdrun.transfer.transforms import DetectionTrain
+
+    flip = DetectionTrain()
+    flip.flip.p = 1.0
+    return flip(image, target)[1]
+
+
+def test_detection_can_train_on_voc2007_alone(voc_root: Path):
+    """dataset.years=[2007]: the "07" protocol, for those without VOC2012."""
+    from sdrun.transfer.config import validate
+
+    splits = open_detection(voc_root, download=False, years=[2007])
+    assert splits.train_sets == "voc2007_trainval" and len(splits.train) == 8
+    assert open_detection(voc_root, download=False).train_sets == (
+        "voc2007_trainval+voc2012_trainval"
+    )  # fmt: skip
+    cfg = TransferConfig(backbone="scratch:resnet20")
+    cfg.dataset.years = [2007]
+    validate(cfg)
+    cfg.dataset.years = [2011]
+    with pytest.raises(ConfigError, match=r"dataset.years=\[2011\] must be distinct VOC years"):
+        validate(cfg)

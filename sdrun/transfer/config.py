@@ -26,6 +26,7 @@ from sdrun.errors import ConfigError
 from sdrun.transfer.schedule import KINDS
 
 TASKS = ("detection", "segmentation")
+DETECTION_YEARS = (2007, 2012)  # VOC years with detection trainval splits
 OUTPUT_STRIDES = (8, 16, 32)
 BACKBONE_FORMS = "an sdrun run directory, a checkpoint .pt, timm:<model> or scratch:<model>"
 
@@ -46,6 +47,8 @@ class VOCConfig:
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])  # segmentation
     # Segmentation: add SBD's augmented training masks (null: when <root>/SBD holds them).
     sbd: Optional[bool] = None
+    # Detection: the VOC years whose trainval trains ("07+12"; [2007] for VOC2007 alone).
+    years: list[int] = field(default_factory=lambda: list(DETECTION_YEARS))
     num_workers: int = 8
 
 
@@ -95,6 +98,21 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="transfer_schema", node=TransferConfig)
 
 
+def _check_years(task: str, years: list[int]) -> None:
+    if task != "detection":
+        if sorted(years) != list(DETECTION_YEARS):
+            raise ConfigError(
+                f"dataset.years={years} is a detection setting; segmentation trains on VOC2012 "
+                "train (+SBD): drop the override"
+            )
+        return
+    if not years or len(set(years)) != len(years) or not set(years) <= set(DETECTION_YEARS):
+        raise ConfigError(
+            f"dataset.years={years} must be distinct VOC years from 2007, 2012, e.g. [2007] "
+            "(VOC2007 trainval alone) or [2007,2012] (07+12, the default)"
+        )
+
+
 def validate(cfg: TransferConfig) -> None:
     """Check values the schema's types cannot; raise ConfigError naming the first bad key."""
     d, t, s = cfg.dataset, cfg.task, cfg.schedule
@@ -108,6 +126,7 @@ def validate(cfg: TransferConfig) -> None:
     for key in ("limit_train", "limit_test"):
         if getattr(d, key) is not None:
             _positive(f"dataset.{key}", getattr(d, key))
+    _check_years(t.name, list(d.years))
     if t.name == "detection" and d.max_size < d.image_size:
         raise ConfigError(
             f"dataset.max_size={d.max_size} is below dataset.image_size={d.image_size}; "

@@ -28,6 +28,7 @@ from sdrun.transfer.transforms import (
     SegmentationTrain,
     collate_detection,
     collate_segmentation,
+    collate_whole,
 )
 from sdrun.transfer.voc_splits import Splits, open_detection, open_segmentation
 
@@ -63,7 +64,7 @@ def open_data(cfg: TransferConfig, dist: distributed.Dist) -> Splits:
                   limit_test=d.limit_test)  # fmt: skip
     root = Path(d.root).expanduser()
     if cfg.task.name == "detection":
-        return open_detection(root, train_transform=DetectionTrain(), **common)
+        return open_detection(root, train_transform=DetectionTrain(), years=d.years, **common)
     crop = SegmentationTrain(d.image_size, (d.scale_range[0], d.scale_range[1]))
     return open_segmentation(root, sbd=d.sbd, train_transform=crop, **common)
 
@@ -98,17 +99,18 @@ def build(cfg: TransferConfig, runtime: Runtime, dist: distributed.Dist) -> Part
     if segmenting:
         model = segmentation.build_segmenter(features, cfg, channels_last)
         move = segmentation.mover(mean, std, channels_last)
-        collate = collate_segmentation
+        collate, collate_eval = collate_segmentation, collate_whole
     else:
         model = detection.build_detector(features, mean, std, cfg, channels_last)
         move, collate = detection.move, collate_detection
+        collate_eval = collate_detection
     model.to(runtime.device, memory_format=runtime.memory_format)
-    common = dict(collate=collate, move=move, device=runtime.device, seed=cfg.seed,
+    common = dict(move=move, device=runtime.device, seed=cfg.seed,
                   num_workers=cfg.dataset.num_workers, rank=dist.rank,
                   world_size=dist.world_size)  # fmt: skip
-    train = TaskLoader(splits.train, per_process, train=True, **common)
+    train = TaskLoader(splits.train, per_process, train=True, collate=collate, **common)
     eval_batch = max(1, cfg.dataset.eval_batch_size // dist.world_size)
-    test = TaskLoader(splits.test, eval_batch, train=False, **common)
+    test = TaskLoader(splits.test, eval_batch, train=False, collate=collate_eval, **common)
     s = cfg.schedule
     plan = FinetunePlan(s.name, s.epochs, len(train), cfg.optim.lr, s.warmup_iters,
                         tuple(s.milestones), s.gamma, s.power)  # fmt: skip

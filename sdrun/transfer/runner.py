@@ -33,8 +33,8 @@ COMMAND = "sdrun-transfer"
 # What a resume must not change (prefixes of config keys); paths and runtime keys may change.
 DEFINING = (
     "dataset.batch_size", "dataset.limit_train", "dataset.limit_test", "dataset.image_size",
-    "dataset.max_size", "dataset.scale_range", "dataset.sbd", "task", "backbone", "schedule",
-    "optim", "seed",
+    "dataset.max_size", "dataset.scale_range", "dataset.sbd", "dataset.years", "task", "backbone",
+    "schedule", "optim", "seed",
 )  # fmt: skip
 
 

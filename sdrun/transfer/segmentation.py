@@ -67,8 +67,7 @@ def build_segmenter(features: nn.Module, cfg: TransferConfig, channels_last: boo
 def mover(mean: Sequence[float], std: Sequence[float], channels_last: bool):
     stats: dict[torch.device, tuple[Tensor, Tensor]] = {}  # made once per device
 
-    def move(batch: tuple[Tensor, Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
-        images, masks = batch
+    def one(images: Tensor, masks: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
         if device not in stats:
             # On the device once: a copy from host memory per batch would make the host wait
             # for the device at every step.
@@ -77,6 +76,15 @@ def mover(mean: Sequence[float], std: Sequence[float], channels_last: bool):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, masks.to(device, torch.int64, non_blocking=True)
+
+    def move(batch, device: torch.device):
+        """A stacked training batch, or an evaluation batch's list of whole images (each
+        becomes a batch of one)."""
+        images, masks = batch
+        if isinstance(images, Tensor):
+            return one(images, masks, device)
+        pairs = [one(i[None], m[None], device) for i, m in zip(images, masks)]
+        return [x for x, _ in pairs], [m for _, m in pairs]
 
     return move
 
@@ -92,16 +100,24 @@ def loss(model: nn.Module, batch) -> tuple[Tensor, int]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, runtime: Runtime) -> dict[str, Any]:
-    """mIoU over the whole val split: confusion matrices summed over batches and processes."""
+    """mIoU over the whole val split: confusion matrices summed over images and processes.
+
+    Each image is predicted alone and unpadded (batches are lists, `collate_whole`), as
+    torchvision's reference evaluates with batch 1: padded to a batch's largest image, an
+    image's prediction would change with the batch it lands in (ASPP's image-pooling branch
+    averages over the padding, border convolutions see it), and so with the evaluation batch
+    size and the number of processes. The matrices are integer counts: their sum is exact in
+    any order."""
     was_training = model.training
     model.eval()
     matrix = torch.zeros(SEG_CLASSES, SEG_CLASSES, dtype=torch.int64, device=runtime.device)
     images = torch.zeros((), dtype=torch.int64, device=runtime.device)
-    for x, masks in batches:
-        with runtime.autocast():
-            logits = model(x)["out"]
-        matrix += confusion_matrix(logits.argmax(dim=1), masks, SEG_CLASSES)
-        images += x.shape[0]
+    for xs, masks in batches:
+        for x, mask in zip(xs, masks):
+            with runtime.autocast():
+                logits = model(x)["out"]
+            matrix += confusion_matrix(logits.argmax(dim=1), mask, SEG_CLASSES)
+            images += 1
     model.train(was_training)
     distributed.sum_(matrix)
     distributed.sum_(images)

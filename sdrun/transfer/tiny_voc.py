@@ -3,9 +3,10 @@
 `write_tiny_voc(root)` writes `root/VOCdevkit/VOC2007` (trainval, test) and
 `root/VOCdevkit/VOC2012` (trainval for detection, train/val for segmentation): JPEG images,
 XML annotations (1-based inclusive boxes, some objects `difficult`) and palette PNG class
-masks with 255 borders, like the real ones. Each image holds a few solid rectangles, one
-colour per class, on a noisy background, so a net can learn something in a few steps. Its
-numbers mean nothing.
+masks with 255 borders, like the real ones. Image sizes vary (as VOC's do: a batch of whole
+images needs padding, which evaluation must not depend on). Each image holds a few solid
+rectangles, one colour per class, on a noisy background, so a net can learn something in a
+few steps. Its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ def _image(rng: random.Random, size: tuple[int, int], classes: int):
 
 
 def write_tiny_voc(root: Path, n_images: int = 8, size: tuple[int, int] = (80, 64),
-                   classes: int = 4, seed: int = 0) -> Path:  # fmt: skip
-    """Write `n_images` per split (and year); returns `root` (the folder holding VOCdevkit)."""
+                   classes: int = 4, seed: int = 0, vary: int = 16) -> Path:  # fmt: skip
+    """Write `n_images` per split (and year), each `size` (width, height) less 0 to `vary`
+    pixels per side in steps of 8; returns `root` (the folder holding VOCdevkit)."""
     rng = random.Random(seed)
     splits = {
         "2007": {"Main": {"trainval": n_images, "test": n_images}},
@@ -94,9 +96,11 @@ def write_tiny_voc(root: Path, n_images: int = 8, size: tuple[int, int] = (80, 6
             for split, n in sets.items():
                 names = [f"{year}_{kind[:3].lower()}{split}_{i:04d}" for i in range(n)]
                 for name in names:
-                    pixels, objects, mask = _image(rng, size, classes)
+                    shrink = [8 * rng.randint(0, vary // 8) for _ in size]
+                    own = (size[0] - shrink[0], size[1] - shrink[1])
+                    pixels, objects, mask = _image(rng, own, classes)
                     Image.fromarray(pixels).save(base / "JPEGImages" / f"{name}.jpg", quality=95)
-                    xml = _annotation(name, size, objects)
+                    xml = _annotation(name, own, objects)
                     (base / "Annotations" / f"{name}.xml").write_text(xml)
                     png = Image.fromarray(mask, mode="P")
                     png.putpalette(palette)

@@ -4,8 +4,10 @@ Detection: a horizontal flip (boxes follow); resizing is the detector's own
 (GeneralizedRCNNTransform: shorter side `image_size`, longer side at most `max_size`).
 Segmentation (DeepLab): scale the image by a random factor in `scale_range` (mask by nearest
 neighbour), pad to the crop size (image 0, mask 255: ignored), take a random square crop of
-`image_size`, flip. Evaluation images are whole; a batch is padded to its largest image
-(mask 255), so padding never counts.
+`image_size`, flip. Training crops are stacked (padded to the largest, mask 255); evaluation
+images stay whole and unpadded, a list of them per batch (`collate_whole`): the segmenter sees
+each alone, as with batch 1 (torchvision's reference), so the score depends neither on the
+evaluation batch nor on the process count.
 
 Randomness comes from torch's RNG, which the loader seeds per sample from (seed, epoch,
 index) (`sdrun.data.folder.SeededSamples`): a resumed run replays the same crops.
@@ -65,3 +67,10 @@ def collate_segmentation(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Te
     images = [F.pad(i, (0, w - i.shape[-1], 0, h - i.shape[-2])) for i, _ in batch]
     masks = [F.pad(m, (0, w - m.shape[-1], 0, h - m.shape[-2]), value=IGNORE) for _, m in batch]
     return torch.stack(images), torch.stack(masks)
+
+
+def collate_whole(batch: list[tuple[Tensor, Tensor]]) -> tuple[list[Tensor], list[Tensor]]:
+    """Evaluation images and masks as lists, never padded: padding an image to a batch's
+    largest changes what ASPP's image pooling and the border convolutions see, and with it
+    the prediction (see segmentation.evaluate)."""
+    return [image for image, _ in batch], [mask for _, mask in batch]

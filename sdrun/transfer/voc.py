@@ -35,11 +35,33 @@ SEG_CLASSES = 21  # background + the 20 object classes
 @dataclass(frozen=True)
 class Annotation:
     """One image's objects: boxes (M, 4) continuous x1 y1 x2 y2, labels (M,) 0-based class
-    indices, difficult (M,) bool."""
+    indices, difficult (M,) bool; `size` (width, height) as the XML's <size> gives it (None
+    when it gives none)."""
 
     boxes: Tensor
     labels: Tensor
     difficult: Tensor
+    size: Optional[tuple[int, int]] = None
+
+    @property
+    def outside(self) -> bool:
+        """Whether a box reaches past the image its <size> describes (a few VOC files do)."""
+        if self.size is None or not len(self.boxes):
+            return False
+        w, h = self.size
+        b = self.boxes
+        return bool((b[:, :2] < 0).any() or (b[:, 2] > w).any() or (b[:, 3] > h).any())
+
+
+def clip_to_image(boxes: Tensor, labels: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
+    """Boxes clipped to the image, and those left with no area dropped: a box past the border
+    would otherwise become negative coordinates when the image is flipped, and torchvision's
+    detector refuses a box without area."""
+    boxes = boxes.clone()
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes[keep], labels[keep]
 
 
 def read_image(path: str) -> Tensor:
@@ -66,6 +88,7 @@ def parse_annotation(path: str) -> Annotation:
             boxes.append([x1 - 1, y1 - 1, x2, y2])
             labels.append(VOC_CLASSES.index(name))
             difficult.append(obj.findtext("difficult", "0").strip() == "1")
+        size = _size(root)
     except (ET.ParseError, ValueError) as err:
         raise DataError(
             f"malformed annotation {path} ({err}); replace it from the VOC archive"
@@ -74,7 +97,18 @@ def parse_annotation(path: str) -> Annotation:
         torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
         torch.tensor(labels, dtype=torch.int64),
         torch.tensor(difficult, dtype=torch.bool),
+        size,
     )
+
+
+def _size(root: ET.Element) -> Optional[tuple[int, int]]:
+    """The XML's <size> as (width, height); None when absent or not positive (boxes are then
+    checked against the decoded image only)."""
+    try:
+        w, h = (int(float(root.findtext(f"size/{k}", ""))) for k in ("width", "height"))
+    except ValueError:
+        return None
+    return (w, h) if w > 0 and h > 0 else None
 
 
 def read_mask(path: str, size: tuple[int, int]) -> Tensor:
@@ -118,9 +152,10 @@ def read_sbd_mask(path: str, size: tuple[int, int]) -> Tensor:
 
 
 class DetectionSet(Dataset):
-    """(uint8 image, target) pairs. Training targets hold `boxes` and `labels` (1-based,
-    0 is the background) of the non-difficult objects; evaluation targets hold the whole
-    annotation (`difficult` flags too) and the image's `index` in the split."""
+    """(uint8 image, target) pairs. Training targets hold `boxes` (clipped to the image) and
+    `labels` (1-based, 0 is the background) of the non-difficult objects; evaluation targets
+    hold the whole annotation as the file gives it, as the VOC devkit scores it (`difficult`
+    flags too), and the image's `index` in the split."""
 
     def __init__(self, images: list[str], annotations: list[Annotation], train: bool,
                  transform: Optional[Callable] = None) -> None:  # fmt: skip
@@ -137,7 +172,9 @@ class DetectionSet(Dataset):
             return image, {"boxes": ann.boxes, "labels": ann.labels,
                            "difficult": ann.difficult, "index": index}  # fmt: skip
         keep = ~ann.difficult  # difficult objects are for evaluation only
-        target = {"boxes": ann.boxes[keep], "labels": ann.labels[keep] + 1}
+        h, w = image.shape[-2:]  # the decoded image's own size, whatever <size> says
+        boxes, labels = clip_to_image(ann.boxes[keep], ann.labels[keep] + 1, w, h)
+        target = {"boxes": boxes, "labels": labels}
         if self.transform is not None:
             image, target = self.transform(image, target)
         return image, target

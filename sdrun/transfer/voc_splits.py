@@ -1,7 +1,8 @@
 """PASCAL VOC splits for fine-tuning: which files each task reads.
 
 - detection: VOC2007 trainval + VOC2012 trainval for training, VOC2007 test for evaluation
-  (the "07+12" protocol of Faster R-CNN and its successors);
+  (the "07+12" protocol of Faster R-CNN and its successors); `dataset.years=[2007]` trains on
+  VOC2007 trainval alone (the "07" protocol), for those without VOC2012;
 - segmentation: VOC2012 train (plus SBD's masks, "trainaug", when present) for training,
   VOC2012 val for evaluation.
 
@@ -16,7 +17,7 @@ Images and masks are decoded when used; a broken one stops the run naming the fi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -26,11 +27,12 @@ from torchvision.datasets import SBDataset, VOCDetection, VOCSegmentation
 
 from sdrun.distributed import first_on_each_node
 from sdrun.errors import DataError
-from sdrun.transfer.voc import DetectionSet, SegmentationSet, parse_annotation
+from sdrun.transfer.config import DETECTION_YEARS
+from sdrun.transfer.voc import Annotation, DetectionSet, SegmentationSet, parse_annotation
 
 log = logging.getLogger(__name__)
 
-DETECTION_TRAIN = (("2007", "trainval"), ("2012", "trainval"))
+DETECTION_TRAIN_SPLIT = "trainval"
 DETECTION_TEST = ("2007", "test")
 SEGMENTATION_TRAIN = ("2012", "train")
 SEGMENTATION_TEST = ("2012", "val")
@@ -96,9 +98,11 @@ class Splits:
 
 def open_detection(root: Path, *, download: bool,
                    limit_train: Optional[int] = None, limit_test: Optional[int] = None,
-                   train_transform: Optional[Callable] = None) -> Splits:  # fmt: skip
+                   train_transform: Optional[Callable] = None,
+                   years: Sequence[int] = DETECTION_YEARS) -> Splits:  # fmt: skip
     images, annotations = [], []
-    for year, split in DETECTION_TRAIN:
+    train = [(str(year), DETECTION_TRAIN_SPLIT) for year in years]
+    for year, split in train:
         found = _voc_split(VOCDetection, root, year, split, download)
         images += found.images
         annotations += found.annotations
@@ -109,10 +113,26 @@ def open_detection(root: Path, *, download: bool,
     for paths, what in ((images, "training"), (annotations, "training"),
                         (test_images, "test"), (test_annotations, "test")):  # fmt: skip
         _check_files(paths, what)
-    train = DetectionSet(images, [parse_annotation(p) for p in annotations], True, train_transform)
-    test_set = DetectionSet(test_images, [parse_annotation(p) for p in test_annotations], False)
-    names = "+".join(f"voc{y}_{s}" for y, s in DETECTION_TRAIN)
-    return Splits(train, test_set, names)
+    parsed = [parse_annotation(p) for p in annotations]
+    test_parsed = [parse_annotation(p) for p in test_annotations]
+    _warn_outside(annotations, parsed, "training", "clipped to the image for training")
+    _warn_outside(test_annotations, test_parsed, "test",
+                  "scored as the file gives them, as the VOC devkit does")  # fmt: skip
+    names = "+".join(f"voc{y}_{s}" for y, s in train)
+    return Splits(
+        DetectionSet(images, parsed, True, train_transform),
+        DetectionSet(test_images, test_parsed, False),
+        names,
+    )
+
+
+def _warn_outside(paths: list[str], parsed: list[Annotation], what: str, done: str) -> None:
+    """One warning for the annotations whose boxes reach past their image's <size>."""
+    outside = [p for p, a in zip(paths, parsed) if a.outside]
+    if outside:
+        more = f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""
+        log.warning("%s has a box outside its image's <size>%s in the %s split: %s", outside[0],
+                    more, what, done)  # fmt: skip
 
 
 def open_segmentation(root: Path, *, download: bool, sbd: Optional[bool],
