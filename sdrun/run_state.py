@@ -110,10 +110,18 @@ def save_last(
 
 
 def save_cycle_snapshot(
-    run_dir: Path, config: dict[str, Any], model: nn.Module, epoch: int, cycle: int
+    run_dir: Path, config: dict[str, Any], model: nn.Module, epoch: int, cycle: int, taught: bool
 ) -> None:
-    """Cycle-end weights, kept for the snapshot ensemble and for later use as teachers."""
-    payload = {"model": model.state_dict(), "epoch": epoch, "cycle": cycle, "config": config}
+    """Cycle-end weights, kept for the snapshot ensemble and for later use as teachers (or as
+    backbones). `taught`: whether a teacher taught this cycle (SD's first cycle has none), so
+    that the weights are not taken for the method's."""
+    payload = {
+        "model": model.state_dict(),
+        "epoch": epoch,
+        "cycle": cycle,
+        "taught": taught,
+        "config": config,
+    }
     ckpt.save_atomic(payload, run_dir / ckpt.CHECKPOINT_DIR / f"cycle{cycle}.pt")
 
 

@@ -139,7 +139,10 @@ def _train(
         update_progress(progress, record, result)
         if plan.is_cycle_end(epoch):
             if parts.dist.is_main:
-                run_state.save_cycle_snapshot(run_dir, config_dict(cfg), parts.model, epoch, cycle)
+                taught = teacher is not None  # the teacher of this cycle, before the swap
+                run_state.save_cycle_snapshot(
+                    run_dir, config_dict(cfg), parts.model, epoch, cycle, taught
+                )
                 if cfg.logger.log_checkpoints:
                     _log_cycle_checkpoint(outs.logger, run_dir, epoch, cycle, record)
             if cfg.distill.name == "sd" and epoch < plan.epochs:

@@ -198,7 +198,12 @@ def test_reproduce_transfer_plans_every_backbone_of_a_tree(sd_run: Path, tmp_pat
     assert folders == sorted(map(str, expected))
     assert script.main([*args, "--tasks", "classification"]) == 2
     assert "pick from detection, segmentation" in capsys.readouterr().err
-    # two checkpoints of one run (same model, method and seed) would share a folder
+    # cycle checkpoints are labelled by cycle and teacher: each has its own folder
     cycles = [str(sd_run / "checkpoints" / f"cycle{k}.pt") for k in (1, 2)]
-    assert script.main(["--out", str(out), "--dry-run", "--backbones", ",".join(cycles)]) == 2
+    assert script.main(["--out", str(out), "--dry-run", "--backbones", ",".join(cycles)]) == 0
+    planned = capsys.readouterr().out
+    assert "/cyclic@cycle1/b0_seed0" in planned and "/sd@cycle2/b0_seed0" in planned
+    # two names of one backbone (same model, method and seed) would share a folder
+    same = [str(sd_run), str(sd_run / "checkpoints" / "last.pt")]
+    assert script.main(["--out", str(out), "--dry-run", "--backbones", ",".join(same)]) == 2
     assert "would both fine-tune into" in capsys.readouterr().err

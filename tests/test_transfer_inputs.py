@@ -14,6 +14,8 @@ from timm.models import register_model
 from torch import nn
 from transfer_helpers import TINY, one_line, torch_threads, transfer
 
+from sdrun.transfer.backbone import create_features, open_backbone
+
 
 class Featureless(nn.Module):
     """A classifier built without timm's builder: no feature_info, no features_only."""
@@ -153,5 +155,64 @@ def test_timm_weights_that_cannot_be_fetched(bad, monkeypatch, tmp_path: Path):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     line = bad("backbone=timm:resnet18")
-    assert "could not fetch timm's pretrained weights for 'resnet18'" in line
-    assert "backbone=scratch:resnet18" in line
+    assert "(timm/resnet18.a1_in1k) are not in the Hugging Face cache and HF_HUB_OFFLINE" in line
+    assert str(tmp_path / "hf") in line and "backbone=scratch:resnet18" in line
+
+
+def test_timm_weights_with_the_hub_unreachable_fail_at_once(bad, monkeypatch, capsys, tmp_path):
+    """No network and HF_HUB_OFFLINE not set: one request to the hub, not huggingface_hub's
+    retries with back-off for every file timm looks for (~50 s and dozens of warnings)."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # refused
+    line = bad("backbone=timm:resnet18")
+    assert "not in the Hugging Face cache and http://127.0.0.1:9 cannot be reached" in line
+
+
+def test_timm_weights_in_the_cache_load_without_asking_the_hub(monkeypatch, caplog, tmp_path):
+    """A cache holding the weights (laid out as huggingface_hub writes it) and no network: they
+    load from the cache, with not one request."""
+    import huggingface_hub
+    from safetensors.torch import save_file
+    from timm.models import get_pretrained_cfg
+
+    name = "resnet10t"  # small: 5M weights
+    repo = get_pretrained_cfg(name).hf_hub_id
+    cache = tmp_path / "hf"
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    (folder / "snapshots" / commit).mkdir(parents=True)
+    torch.manual_seed(0)
+    weights = timm.create_model(name).state_dict()
+    save_file(weights, str(folder / "snapshots" / commit / "model.safetensors"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    features = create_features(open_backbone(f"timm:{name}"), None, None)
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]  # hub not asked
+    assert torch.equal(features.state_dict()["conv1.0.weight"], weights["conv1.0.weight"])
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # offline only while loading
+
+
+def test_a_run_that_did_not_finish_is_refused_as_a_backbone(bad, sd_run: Path, tmp_path: Path):
+    """The SD run's prev.pt (after epoch 3 of 4) as the last.pt of a killed run."""
+    stopped = tmp_path / "stopped"
+    shutil.copytree(sd_run / ".hydra", stopped / ".hydra")
+    (stopped / "checkpoints").mkdir()
+    shutil.copy(sd_run / "checkpoints" / "prev.pt", stopped / "checkpoints" / "last.pt")
+    line = bad(f"backbone={stopped}")
+    assert "stopped after epoch 3 of 4" in line and "backbone_allow_incomplete=true" in line
+
+
+def test_a_transfer_run_is_not_a_backbone(bad, tmp_path: Path):
+    finetuned = tmp_path / "finetuned.pt"
+    config = {"task": {"name": "detection"}, "backbone": "outputs/sd_run", "seed": 0}
+    torch.save({"model": {"w": torch.zeros(1)}, "config": config}, finetuned)
+    line = bad(f"backbone={finetuned}")
+    assert "is an sdrun-transfer run (fine-tuned for detection), not a pre-training run" in line
+    assert "backbone=outputs/sd_run" in line
+

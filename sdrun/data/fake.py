@@ -6,6 +6,11 @@ import torch
 
 from sdrun.data.base import ImageSet
 
+# The normalisation its runs train with; a backbone pre-trained on it is fine-tuned with the
+# same (sdrun.transfer.backbone).
+FAKE_MEAN = (0.5, 0.5, 0.5)
+FAKE_STD = (0.25, 0.25, 0.25)
+
 
 def make_fake(
     num_train: int, num_test: int, num_classes: int, image_size: int, seed: int
@@ -27,6 +32,6 @@ def make_fake(
         test_y=test_y,
         num_classes=num_classes,
         class_names=[f"class_{i}" for i in range(num_classes)],
-        mean=(0.5, 0.5, 0.5),
-        std=(0.25, 0.25, 0.25),
+        mean=FAKE_MEAN,
+        std=FAKE_STD,
     )

@@ -4,7 +4,9 @@
 - an sdrun run directory (its `checkpoints/last.pt`) or a checkpoint file: the student's
   weights, loaded with `weights_only=True` (a file that needs code to unpickle is refused)
   and checked to be exactly the run's architecture; the checkpoint's own config names the
-  timm model, the pre-training data (whose normalisation is kept) and the method;
+  timm model, the pre-training data (whose normalisation is kept) and the method (a run that
+  did not finish, and cycle checkpoints, are labelled as what they are: `pretraining`);
+- a plain state_dict file with `backbone_model=<timm name>` naming its architecture;
 - `timm:<name>`: timm's pretrained weights (a reference point);
 - `scratch:<name>`: random initialisation (the floor).
 
@@ -25,12 +27,15 @@ from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
 
 import sdrun.models  # noqa: F401  (registers the CIFAR nets in timm)
-from sdrun.checkpoint import CHECKPOINT_DIR, LAST, load_weights, run_dir_of
+from sdrun.checkpoint import CHECKPOINT_DIR, LAST, load_weights
 from sdrun.config import flatten
 from sdrun.data.cifar import SPECS as CIFAR_SPECS
+from sdrun.data.fake import FAKE_MEAN, FAKE_STD
 from sdrun.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from sdrun.errors import CheckpointError, ConfigError
 from sdrun.transfer.config import BACKBONE_FORMS
+from sdrun.transfer.hub import cached_weights, offline_if_cached
+from sdrun.transfer.pretraining import Pretraining, read_pretraining
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +44,31 @@ Stats = tuple[float, float, float]
 PRETRAINING_STATS: dict[str, tuple[Stats, Stats]] = {
     **{name: (spec.mean, spec.std) for name, spec in CIFAR_SPECS.items()},
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "fake": (FAKE_MEAN, FAKE_STD),
 }
 
 
 @dataclass
 class Backbone:
-    kind: str  # run | timm | scratch
+    kind: str  # run | state_dict | timm | scratch
     spec: str  # as given
     model: str  # timm architecture name
-    method: str  # run: the report's method name (sd, cyclic, cosine, ...); else timm / scratch
+    # run: the report's method name (sd, cyclic, cosine, ...) or what the checkpoint is
+    # (sd@epoch3, cyclic@cycle1: see pretraining); else state_dict / timm / scratch
+    method: str
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     checkpoint: Optional[Path] = None
     dataset: Optional[str] = None  # pre-training data of a run
     distill: Optional[str] = None
     seed: Optional[int] = None
     state: Optional[dict[str, Tensor]] = field(default=None, repr=False)  # a run's student
+    pretraining: Optional[Pretraining] = None  # a run's: how far it trained, taught or not
+    pretrained_file: Optional[str] = None  # timm's weights found in the Hugging Face cache
 
     def summary(self) -> dict[str, Any]:
+        progress = self.pretraining.summary() if self.pretraining else {}
         return {
+            **progress,
             "backbone/source": str(self.checkpoint) if self.checkpoint else self.spec,
             "backbone/kind": self.kind,
             "backbone/model": self.model,
@@ -67,19 +79,29 @@ class Backbone:
         }
 
 
-def open_backbone(spec: str) -> Backbone:
-    """Parse `backbone=`, check that it exists and load a run's weights (one-line errors)."""
+def open_backbone(
+    spec: str, model: Optional[str] = None, allow_incomplete: bool = False
+) -> Backbone:
+    """Parse `backbone=`, check that it exists and load a run's weights (one-line errors).
+    `model` (backbone_model=) names the architecture of a plain state_dict file;
+    `allow_incomplete` accepts a run that did not finish (see `pretraining`)."""
     for kind in ("timm", "scratch"):
         if spec.startswith(f"{kind}:"):
             name = spec.split(":", 1)[1]
+            if model is not None:
+                raise ConfigError(
+                    f"backbone_model={model} is for a plain state_dict file; backbone={spec} "
+                    "names its model already: drop backbone_model"
+                )
             _check_model(name, spec)
             if kind == "timm" and not timm.is_model_pretrained(name):
                 raise ConfigError(
                     f"backbone={spec}: timm has no pretrained weights for {name!r}; "
                     f"use scratch:{name} or a model timm has weights for"
                 )
-            return Backbone(kind, spec, name, method=kind)
-    return _open_run(spec)
+            weights = cached_weights(name, spec) if kind == "timm" else None
+            return Backbone(kind, spec, name, method=kind, pretrained_file=weights)
+    return _open_run(spec, model, allow_incomplete)
 
 
 def _check_model(name: str, spec: str) -> None:
@@ -91,7 +113,7 @@ def _check_model(name: str, spec: str) -> None:
         )
 
 
-def _open_run(spec: str) -> Backbone:
+def _open_run(spec: str, model: Optional[str], allow_incomplete: bool) -> Backbone:
     path = Path(spec).expanduser()
     if not path.exists():
         raise ConfigError(f"backbone={spec}: no such file or directory; give {BACKBONE_FORMS}")
@@ -102,37 +124,59 @@ def _open_run(spec: str) -> Backbone:
             "finished at least one epoch, or at its checkpoints/*.pt"
         )
     payload = load_weights(checkpoint, "backbone")  # tensors and plain values only
+    if payload and all(isinstance(v, Tensor) for v in payload.values()):
+        return _open_state_dict(spec, checkpoint, payload, model)
     config = payload.get("config")
     state = payload.get("model")
     if not isinstance(config, dict) or not isinstance(state, dict):
         raise CheckpointError(
             f"backbone: {checkpoint} has no 'model' weights and 'config'; it was not written by "
-            "sdrun: use timm:<name> for timm weights, or an sdrun run's checkpoint"
+            "sdrun: give an sdrun run's checkpoint, a plain state_dict (torch.save("
+            "model.state_dict(), path)) with backbone_model=<timm name>, or timm:<name>"
         )
     flat = flatten(config)
+    if "task.name" in flat and "backbone" in flat:
+        raise ConfigError(
+            f"backbone={spec} is an sdrun-transfer run (fine-tuned for {flat['task.name']}), "
+            "not a pre-training run; give the sdrun run it fine-tuned "
+            f"(its backbone={flat['backbone']}) or another sdrun run"
+        )
     name = str(flat.get("model.name"))
+    if model is not None:
+        raise ConfigError(
+            f"backbone_model={model} is for a plain state_dict file; {checkpoint} is an sdrun "
+            f"checkpoint whose config names its model ({name}): drop backbone_model"
+        )
     _check_model(name, spec)
+    pretraining = read_pretraining(spec, checkpoint, payload, flat, allow_incomplete)
     return Backbone(
         kind="run",
         spec=spec,
         model=name,
-        method=_method(checkpoint, flat),
+        method=pretraining.label,
         model_kwargs=dict(config.get("model", {}).get("kwargs") or {}),
         checkpoint=checkpoint.resolve(),
         dataset=flat.get("dataset.name"),
         distill=flat.get("distill.name"),
         seed=flat.get("seed"),
         state=state,
+        pretraining=pretraining,
     )
 
 
-def _method(checkpoint: Path, config: dict[str, Any]) -> str:
-    """The report's name for how the run trained (sd, cyclic, cosine, step, born-again-gK)."""
-    from sdrun.report.runs import Run, link_teachers
-
-    run = Run(run_dir_of(checkpoint) or checkpoint, config, {}, [])
-    link_teachers([run])
-    return run.method
+def _open_state_dict(
+    spec: str, checkpoint: Path, state: dict[str, Any], model: Optional[str]
+) -> Backbone:
+    """A plain state_dict (what the refusal of a pickled model advises saving): its model is
+    `backbone_model`; its pre-training is unknown, its normalisation timm's pretrained_cfg."""
+    if model is None:
+        raise ConfigError(
+            f"backbone={spec}: {checkpoint} is a plain state_dict without sdrun's config; name "
+            "its timm architecture with backbone_model=<timm name> (e.g. backbone_model=resnet50)"
+        )
+    _check_model(model, f"{spec} backbone_model={model}")
+    return Backbone("state_dict", spec, model, method="state_dict",
+                    checkpoint=checkpoint.resolve(), state=state)  # fmt: skip
 
 
 def create_features(
@@ -144,7 +188,8 @@ def create_features(
         kwargs["out_indices"] = tuple(out_indices)
     pretrained = backbone.kind == "timm"
     try:
-        features = _create(backbone, kwargs, output_stride, pretrained)
+        with offline_if_cached(backbone.pretrained_file):
+            features = _create(backbone, kwargs, output_stride, pretrained)
     except (TypeError, AttributeError, AssertionError, RuntimeError, IndexError) as err:
         raise ConfigError(
             f"backbone={backbone.spec}: {backbone.model!r} gives no feature maps through timm "
@@ -227,8 +272,14 @@ def load_student(features: nn.Module, backbone: Backbone) -> None:
 
 
 def normalization(backbone: Backbone, features: nn.Module) -> tuple[Stats, Stats]:
-    """The mean/std the backbone was trained with: its sdrun data set's, else timm's cfg."""
-    if backbone.dataset in PRETRAINING_STATS:
+    """The mean/std the backbone was trained with: its sdrun data set's (a run's), else timm's
+    pretrained_cfg (timm weights; a plain state_dict, whose training is unknown)."""
+    if backbone.kind == "run":
+        if backbone.dataset not in PRETRAINING_STATS:
+            raise ConfigError(
+                f"backbone: {backbone.checkpoint} was trained on dataset {backbone.dataset!r}, "
+                f"whose normalisation sdrun-transfer does not know ({', '.join(PRETRAINING_STATS)})"
+            )
         return PRETRAINING_STATS[backbone.dataset]
     cfg = getattr(features, "pretrained_cfg", {}) or {}
     return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))

@@ -90,6 +90,10 @@ class TransferConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # What to fine-tune: see BACKBONE_FORMS.
     backbone: Optional[str] = None
+    # The timm model of a plain state_dict given as backbone= (a file without sdrun's config).
+    backbone_model: Optional[str] = None
+    # Fine-tune a run that did not finish (killed, stopped, diverged); labelled <method>@epoch<k>.
+    backbone_allow_incomplete: bool = False
     seed: int = 0
     resume: Optional[str] = None
 

@@ -83,7 +83,7 @@ def build(cfg: TransferConfig, runtime: Runtime, dist: distributed.Dist) -> Part
             "DeepLabV3's BatchNorm needs 2 or more: raise dataset.batch_size or set "
             "trainer.sync_bn=true"
         )
-    backbone = open_backbone(cfg.backbone or "")
+    backbone = open_backbone(cfg.backbone or "", cfg.backbone_model, cfg.backbone_allow_incomplete)
     task = TASKS[cfg.task.name]
     splits = open_data(cfg, dist)
     features = create_features(
