@@ -153,8 +153,18 @@ def _drop_unused_run_dir() -> None:
 
 
 def _exit_with(err: SdrunError, prog: str = "sdrun") -> NoReturn:
+    _log_to_files(f"{prog}: error: {err}")
     print(f"{prog}: error: {err}", file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)
+
+
+def _log_to_files(message: str) -> None:
+    """The reason a run stopped, into its sdrun.log too (Hydra's file handler), so that the
+    folder says why it ended; the console has it once already, on stderr."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 T = TypeVar("T")

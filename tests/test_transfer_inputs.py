@@ -216,3 +216,19 @@ def test_a_transfer_run_is_not_a_backbone(bad, tmp_path: Path):
     assert "is an sdrun-transfer run (fine-tuned for detection), not a pre-training run" in line
     assert "backbone=outputs/sd_run" in line
 
+
+def test_a_data_error_during_training_is_in_the_runs_log(monkeypatch, capsys, tmp_path, voc_root):
+    """A broken training image stops the run in its first epoch: the reason goes to stderr
+    and into the run's sdrun.log, which otherwise would not say why the run ended."""
+    root = tmp_path / "voc"
+    shutil.copytree(voc_root, root)
+    base = root / "VOCdevkit" / "VOC2007"
+    for name in (base / "ImageSets" / "Main" / "trainval.txt").read_text().split():
+        (base / "JPEGImages" / f"{name}.jpg").write_bytes(b"not a jpeg")
+    run = tmp_path / "run"
+    with torch_threads(1):
+        code = transfer(monkeypatch, *TINY, "backbone=scratch:resnet20", "dataset.years=[2007]",
+                        f"dataset.root={root}", f"hydra.run.dir={run}")  # fmt: skip
+    line = one_line(capsys.readouterr().err)
+    assert code == 2 and "JPEGImages" in line
+    assert line.split(": error: ", 1)[1] in (run / "sdrun.log").read_text()
