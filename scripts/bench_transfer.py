@@ -28,8 +28,9 @@ from sdrun.errors import SdrunError
 from sdrun.optim import build_optimizer
 from sdrun.runtime import resolve_runtime
 from sdrun.transfer import detection, loop, segmentation
-from sdrun.transfer.backbone import create_features, freeze, normalization, open_backbone
+from sdrun.transfer.backbone import create_features, normalization, open_backbone
 from sdrun.transfer.config import TransferConfig
+from sdrun.transfer.freezing import freeze
 from sdrun.transfer.schedule import FinetunePlan
 
 TASKS = ("detection", "segmentation")

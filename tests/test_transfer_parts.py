@@ -11,8 +11,9 @@ from transfer_helpers import torch_threads
 
 from sdrun.errors import ConfigError, DataError
 from sdrun.transfer import detection, segmentation
-from sdrun.transfer.backbone import create_features, freeze, open_backbone
+from sdrun.transfer.backbone import create_features, open_backbone
 from sdrun.transfer.config import TransferConfig
+from sdrun.transfer.freezing import freeze
 from sdrun.transfer.loader import TaskLoader
 from sdrun.transfer.miou import IGNORE
 from sdrun.transfer.tiny_voc import write_tiny_sbd

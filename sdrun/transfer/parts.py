@@ -19,8 +19,9 @@ from sdrun.errors import ConfigError
 from sdrun.optim import build_optimizer
 from sdrun.runtime import Runtime
 from sdrun.transfer import detection, segmentation
-from sdrun.transfer.backbone import Backbone, create_features, freeze, normalization, open_backbone
+from sdrun.transfer.backbone import Backbone, create_features, normalization, open_backbone
 from sdrun.transfer.config import TransferConfig
+from sdrun.transfer.freezing import freeze
 from sdrun.transfer.loader import TaskLoader
 from sdrun.transfer.schedule import FinetunePlan
 from sdrun.transfer.transforms import (
