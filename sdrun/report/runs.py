@@ -8,6 +8,7 @@ when it is not, and `link_teachers` follows each kd run to its teacher run to na
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ METRICS = "metrics.jsonl"
 MULTIRUN = "multirun.yaml"
 # Folders inside a run that never hold runs: not worth walking (checkpoints can be large).
 NOT_RUNS = {"checkpoints", "wandb", ".hydra", "report"}
+# Summary values the report averages: each must be a finite number (or absent/null). A NaN
+# would make its row `nan ± nan`, a string would stop the report.
+NUMBERS = ("student/top1", "student/best_top1", "student/top1_at_val_best", "teacher/top1",
+           "ensemble/top1", "val/top1", "time/wall_s", "time/train_s", "time/process_s",
+           "time/lost_process_s")  # fmt: skip
 
 
 @dataclass
@@ -127,27 +133,60 @@ def teacher_identity(run: Run) -> dict[str, Any]:
 def find_dirs(paths: Iterable[Path]) -> tuple[list[Path], list[Path], list[Path]]:
     """(run dirs, sweep dirs, orphans): orphans hold run files but no `.hydra/config.yaml`."""
     runs, sweeps, orphans = set(), set(), set()
+    seen: set[Path] = set()  # folders walked, resolved: a link loop is walked once
     for root in paths:
-        for folder, subdirs, files in os.walk(root):
+        # Symlinked folders are followed (a results tree often links runs in from scratch).
+        for folder, subdirs, files in os.walk(root, followlinks=True):
             here = Path(folder)
+            real = here.resolve()
+            if real in seen:
+                subdirs.clear()
+                continue
+            seen.add(real)
             if (here / CONFIG).is_file():
-                runs.add(here.resolve())
+                runs.add(real)
                 subdirs.clear()  # a run holds no other runs
                 continue
             if MULTIRUN in files:
-                sweeps.add(here.resolve())
+                sweeps.add(real)
             elif METRICS in files or SUMMARY in files:
-                orphans.add(here.resolve())
+                orphans.add(real)
             subdirs[:] = sorted(d for d in subdirs if d not in NOT_RUNS)
     return sorted(runs), sorted(sweeps), sorted(orphans)
 
 
+def bad_number(summary: dict[str, Any]) -> Optional[str]:
+    """Why a summary value the report averages is not usable (None: all are): each must be a
+    finite real number or absent."""
+    for key in NUMBERS:
+        value = summary.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{SUMMARY}: {key} is {value!r}, not a number"
+        if not math.isfinite(value):
+            return f"{SUMMARY}: {key} is {value}, not a finite number"
+    return None
+
+
 def load_run(path: Path) -> Run:
-    """Read a run directory; a run that cannot be averaged gets a `problem` saying why."""
+    """Read a run directory; a run that cannot be averaged gets a `problem` saying why. A
+    folder that cannot be read at all is a Run with a problem, never an exception: one
+    damaged folder does not stop the report of the others."""
     try:
-        config = effective_cycles(flatten(yaml.safe_load((path / CONFIG).read_text()) or {}))
+        return _load_run(path)
+    except Exception as err:  # noqa: BLE001 - any content, however malformed, is one bad run
+        return Run(path, {}, {}, [], problem=f"unreadable run folder ({type(err).__name__}: {err})")
+
+
+def _load_run(path: Path) -> Run:
+    try:
+        tree = yaml.safe_load((path / CONFIG).read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         return Run(path, {}, {}, [], problem=f"unreadable {CONFIG}: {err}")
+    if not isinstance(tree, dict):
+        return Run(path, {}, {}, [], problem=f"{CONFIG} is a {type(tree).__name__}, not a mapping")
+    config = effective_cycles(flatten(tree))
     metrics, cut = read_metrics(path / METRICS)
     run = Run(path, config, {}, metrics)
     epochs = config.get("schedule.epochs", "?")
@@ -161,12 +200,20 @@ def load_run(path: Path) -> Run:
     except (OSError, ValueError) as err:
         run.problem = f"unreadable {SUMMARY} ({err}); {done}"
         return run
+    if not isinstance(run.summary, dict):
+        kind = type(run.summary).__name__
+        run.summary = {}
+        run.problem = f"{SUMMARY} is a {kind}, not a mapping; {done}"
+        return run
+    bad = bad_number(run.summary)
     if run.diverged:
         where = f"epoch {run.summary.get('diverged_epoch', '?')}"
         where += f", step {run.summary.get('diverged_step', '?')}"
         run.problem = f"diverged: the loss became NaN or infinite in {where}; counted in its row"
     elif run.summary.get("complete") is not True:
         run.problem = f"incomplete: {SUMMARY} says complete={run.summary.get('complete')}; {done}"
+    elif bad is not None:
+        run.problem = f"{bad}; not averaged"
     elif run.summary.get("student/top1") is None:
         run.problem = f"{SUMMARY} has no student/top1"
     elif cut:
@@ -175,16 +222,21 @@ def load_run(path: Path) -> Run:
 
 
 def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """(records, number of unreadable lines): a kill can cut the last line short."""
+    """(records, number of unreadable lines): a kill can cut the last line short; a line that
+    is not a JSON object (a bare number, a list) is unreadable too."""
     if not path.is_file():
         return [], 0
     records, cut = [], 0
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
             cut += 1
     return records, cut
 
