@@ -13,7 +13,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 from omegaconf import OmegaConf
@@ -65,13 +65,13 @@ def write_runs(root: Path, n: int, epochs: int) -> None:
         (run / "summary.json").write_text(json.dumps(summary))
 
 
-def main() -> None:
+def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=240, help="metrics.jsonl lines per run")
     parser.add_argument("--run-plots", action="store_true", help="also time one PNG per run")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_runs(root, args.runs, args.epochs)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import load_script
 from report_builder import write_run
 
 from sdrun.report import build_report, gain_record, main, plots, row_record
@@ -201,3 +202,11 @@ def test_cycles_sweep_is_shown_in_cycles_and_in_errors(tmp_path: Path):
     assert set(report.sweeps[0].cells()) == {(1.0, 2), (1.0, 4), (4.0, 2), (4.0, 4)}
     assert "| distill.temperature | schedule.cycles | final top-1 err (%) |" in text
     assert "| 4.0 | 4 | 22.00 | 1 | 0 |" in text  # 100 - (70 + 4 + 4)
+
+
+# 11. the report benchmark runs (a smoke test: the timing itself is in docs/PERFORMANCE.md)
+def test_report_benchmark_runs(capsys):
+    bench = load_script("bench_report")
+    bench.main(["--runs", "8", "--epochs", "2", "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["runs"], result["rows"]) == (8, 4) and result["report_cpu_s"] > 0
