@@ -148,7 +148,7 @@ def broken(sweep: Path, tmp_path: Path) -> Path:
 
 def test_broken_runs_are_listed_never_averaged(sweep: Path, broken: Path, tmp_path: Path, capsys):
     out = tmp_path / "out"
-    assert main([str(sweep), str(broken), "--out", str(out)]) == 0
+    assert main([str(sweep), str(broken), "--out", str(out), "--run-plots"]) == 0
     err = capsys.readouterr().err
     rows = read_csv(out / "results.csv")
     assert [r["n"] for r in rows] == ["2"] * 4  # no damaged copy is in a mean

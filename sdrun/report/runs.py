@@ -8,7 +8,6 @@ when it is not, and `link_teachers` follows each kd run to its teacher run to na
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,19 +20,14 @@ from sdrun.checkpoint import LAST, run_dir_of
 from sdrun.config import effective_cycles, flatten
 from sdrun.report import costs
 from sdrun.report.identity import runtime_of, settings_read
+from sdrun.report.run_files import SUMMARY, bad_number, read_metrics, safe_yaml
 
 CONFIG = Path(".hydra") / "config.yaml"
 HYDRA = Path(".hydra") / "hydra.yaml"
-SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
 MULTIRUN = "multirun.yaml"
 # Folders inside a run that never hold runs: not worth walking (checkpoints can be large).
 NOT_RUNS = {"checkpoints", "wandb", ".hydra", "report"}
-# Summary values the report averages: each must be a finite number (or absent/null). A NaN
-# would make its row `nan ± nan`, a string would stop the report.
-NUMBERS = ("student/top1", "student/best_top1", "student/top1_at_val_best", "teacher/top1",
-           "ensemble/top1", "val/top1", "time/wall_s", "time/train_s", "time/process_s",
-           "time/lost_process_s")  # fmt: skip
 
 
 @dataclass
@@ -155,20 +149,6 @@ def find_dirs(paths: Iterable[Path]) -> tuple[list[Path], list[Path], list[Path]
     return sorted(runs), sorted(sweeps), sorted(orphans)
 
 
-def bad_number(summary: dict[str, Any]) -> Optional[str]:
-    """Why a summary value the report averages is not usable (None: all are): each must be a
-    finite real number or absent."""
-    for key in NUMBERS:
-        value = summary.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"{SUMMARY}: {key} is {value!r}, not a number"
-        if not math.isfinite(value):
-            return f"{SUMMARY}: {key} is {value}, not a finite number"
-    return None
-
-
 def load_run(path: Path) -> Run:
     """Read a run directory; a run that cannot be averaged gets a `problem` saying why. A
     folder that cannot be read at all is a Run with a problem, never an exception: one
@@ -177,17 +157,6 @@ def load_run(path: Path) -> Run:
         return _load_run(path)
     except Exception as err:  # noqa: BLE001 - any content, however malformed, is one bad run
         return Run(path, {}, {}, [], problem=f"unreadable run folder ({type(err).__name__}: {err})")
-
-
-# libyaml's safe loader when PyYAML was built with it: the same safe subset of YAML (no Python
-# objects), several times faster than the pure-Python one; reading configs is most of a large
-# report's time.
-SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def safe_yaml(text: str) -> Any:
-    """YAML text as plain data (never constructs Python objects)."""
-    return yaml.load(text, Loader=SafeLoader)  # noqa: S506 - a safe loader
 
 
 def _load_run(path: Path) -> Run:
@@ -230,26 +199,6 @@ def _load_run(path: Path) -> Run:
     elif cut:
         run.problem = f"{METRICS} has {cut} unreadable line(s): the file was damaged"
     return run
-
-
-def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """(records, number of unreadable lines): a kill can cut the last line short; a line that
-    is not a JSON object (a bare number, a list) is unreadable too."""
-    if not path.is_file():
-        return [], 0
-    records, cut = [], 0
-    for line in path.read_text(errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if isinstance(record, dict):
-            records.append(record)
-        else:
-            cut += 1
-    return records, cut
 
 
 def launch_dirs(run_dir: Path) -> list[Path]:

@@ -17,7 +17,8 @@ from typing import Any, Optional
 import yaml
 
 from sdrun.report.markdown import num, table
-from sdrun.report.runs import Run, safe_yaml
+from sdrun.report.run_files import safe_yaml
+from sdrun.report.runs import Run
 from sdrun.sweep import read_record
 
 RESULTS = "optimization_results.yaml"
