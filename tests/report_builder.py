@@ -89,3 +89,40 @@ def write_run(
 def diverged(epoch: int = 2, step: int = 7) -> dict[str, Any]:
     """Summary keys of a run sdrun stopped on a non-finite loss."""
     return {"complete": False, "diverged": True, "diverged_epoch": epoch, "diverged_step": step}
+
+
+def backbone_run(folder: Path, method: str, seed: int, **config: Any) -> Path:
+    """A finished pre-training run with its `checkpoints/last.pt` (an empty stand-in: the
+    report reads the run's config, never the weights)."""
+    write_run(folder, method, seed, 70.0, config=_dotted(config))
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "last.pt").write_bytes(b"")
+    return folder
+
+
+def _dotted(config: dict[str, Any]) -> dict[str, Any]:
+    """`distill__temperature` -> `distill.temperature` (keyword arguments cannot hold dots)."""
+    return {k.replace("__", "."): v for k, v in config.items()}
+
+
+def write_transfer_run(
+    folder: Path, backbone: Path, method: str, seed: int, value: float, task: str = "detection"
+) -> Path:
+    """A finished `sdrun-transfer` run fine-tuning `backbone` (a backbone_run) with `seed`."""
+    config = {"task": {"name": task}, "backbone": str(backbone), "seed": seed,
+              "dataset": {"name": "voc", "batch_size": 8}, "schedule": {"epochs": 1},
+              "optim": {"lr": 0.02}}  # fmt: skip
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    source = yaml.safe_load((backbone / ".hydra" / "config.yaml").read_text())
+    metric = {"detection": "test/map50", "segmentation": "test/miou"}[task]
+    summary = {
+        "complete": True, metric: value, "backbone/kind": "run",
+        "backbone/source": str(backbone / "checkpoints" / "last.pt"),
+        "backbone/model": source["model"]["name"], "backbone/method": method,
+        "backbone/dataset": source["dataset"]["name"], "backbone/seed": source["seed"],
+    }  # fmt: skip
+    (folder / "summary.json").write_text(json.dumps(summary))
+    _clock[0] += 10
+    os.utime(folder / "summary.json", (_clock[0], _clock[0]))
+    return folder

@@ -89,3 +89,13 @@ def test_unpaired_difference_is_welch():
     assert not stats.difference({0: 1.0, 1: 2.0}, {1: 1.0, 2: 3.0}).paired
     one = stats.difference({0: 1.0}, {0: 2.0})
     assert one.se is None and one.ci95 is None and one.includes_zero is None
+
+
+def test_pairing_needs_the_shared_seeds_to_be_most_runs_and_no_interval_without_spread():
+    three = {0: 1.0, 1: 2.0, 2: 4.0}
+    assert stats.difference(three, {1: 1.0, 2: 2.5, 7: 0.0}).paired  # 2 of 3 on each side
+    assert not stats.difference(three, {1: 1.0, 2: 2.5, 7: 0.0, 8: 1.0}).paired  # 2 of 4
+    flat = stats.difference({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.0})  # every difference is 1
+    assert flat.paired and flat.se == 0.0 and flat.ci95 is None
+    assert flat.no_interval == "no interval: zero variance (every value equal)"
+    assert stats.mean_interval([5.0, 5.0, 5.0]) is None

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from sdrun.report.runs import Run
-from sdrun.report.transfer import TransferRow, gain, newest_per_seed
 from sdrun.transfer.miou import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from sdrun.transfer.schedule import FinetunePlan
 from sdrun.transfer.voc import parse_annotation
@@ -137,27 +134,3 @@ def test_finetune_lr_warmup_step_and_poly():
     assert poly.lr_at(0) == pytest.approx(0.01)
     assert poly.lr_at(5) == pytest.approx(0.01 * 0.5**0.9)
     assert poly.lr_at(9) > 0  # never zero on the last step
-
-
-def test_gain_pairs_only_on_two_shared_seeds_and_counts_a_seed_once(tmp_path: Path):
-    """The main table's statistics (sdrun.report.stats); a seed run twice keeps its newest run."""
-
-    def row(method: str, runs: list[tuple[int, float]]) -> TransferRow:
-        made = []
-        for i, (seed, value) in enumerate(runs):
-            folder = tmp_path / f"{method}{i}"
-            folder.mkdir()
-            (folder / "summary.json").write_text("{}")
-            os.utime(folder / "summary.json", (1e9 + i, 1e9 + i))  # later runs are newer
-            made.append(Run(folder, {"seed": seed}, {"test/miou": value}, []))
-        return TransferRow("segmentation", "resnet56", method, method, (), newest_per_seed(made))
-
-    sd = row("sd", [(0, 60.0), (1, 62.0)])
-    assert gain(sd, row("step", [(0, 59.0), (1, 60.0)])).pairing == "paired n=2"
-    one_shared = gain(sd, row("step1", [(1, 58.0), (2, 60.0), (3, 62.0)]))
-    assert one_shared.pairing == "unpaired" and (one_shared.n_a, one_shared.n_b) == (2, 3)
-    assert one_shared.gain == pytest.approx(61.0 - 60.0)
-    twice = row("step2", [(0, 59.0), (0, 61.0), (1, 60.0)])  # seed 0 ran twice: 61 is newer
-    assert [r.summary["test/miou"] for r in twice.runs] == [61.0, 60.0]
-    paired = gain(sd, twice)
-    assert paired.pairing == "paired n=2" and paired.gain == pytest.approx(0.5)

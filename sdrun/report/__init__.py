@@ -4,8 +4,9 @@ Every directory under PATH holding `.hydra/config.yaml` is a run. Runs are group
 by what they computed (identity.py: the settings their method reads, how they ran, and a
 student's teacher), and each row shows its final-epoch top-1 error as mean ± standard error
 with a t-based 95 % interval over its seeds (stats.py). A run without a complete summary
-(killed, still running, half-written), or a student of such a teacher, is listed and never
-averaged; a diverged run is counted in its row.
+(killed, still running, half-written, malformed), or a student of such a teacher, is listed
+with the reason and never averaged; a diverged run is counted in its row. The trials of a
+hyperparameter search are in their search's section only (search.py), never in a row or gain.
 
 The method of a run is read from its config, not from its name: distill=sd -> `sd`;
 distill=none with schedule sd/cosine/step -> `cyclic`/`cosine`/`step`; distill=kd ->
@@ -13,8 +14,9 @@ distill=none with schedule sd/cosine/step -> `cyclic`/`cosine`/`step`; distill=k
 generation 1), or `kd` when the teacher is a file outside any run directory.
 
 Writes into `PATH/report/` (or `--out`): RESULTS.md, results.csv, gains.csv and PNG plots:
-per run (accuracy and LR against epochs, cycle ends marked), per sweep (heatmap of final
-accuracy over the two swept values) and per dataset (methods side by side per network).
+per sweep (heatmap of the final error over the two swept values), per dataset (methods side by
+side per network) and, with `--run-plots`, per run (accuracy and LR against epochs, cycle ends
+marked); transfer runs get their own table (transfer.py, transfer_write.py).
 """
 
 from sdrun.report.cli import main

@@ -19,13 +19,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("paths", nargs="+", type=Path, help="run dirs, sweep dirs or any parent")
     parser.add_argument("--out", type=Path, help="output folder (default: <first PATH>/report)")
+    parser.add_argument(
+        "--run-plots",
+        action="store_true",
+        help="draw each run's curves into <out>/runs/ (one PNG per run: slow for hundreds of "
+        "runs; without it, RESULTS.md links the curves.png sdrun wrote into each run folder)",
+    )
     args = parser.parse_args(argv)
     missing = [p for p in args.paths if not p.is_dir()]
     if missing:
         print(f"sdrun-report: error: {missing[0]} is not a directory", file=sys.stderr)
         return 2
     out = args.out or args.paths[0] / "report"
-    report = build_report(args.paths, out)
+    report = build_report(args.paths, out, run_plots=args.run_plots)
     if not report.runs and not report.transfer_runs:
         where = ", ".join(map(str, args.paths))
         print(

@@ -4,8 +4,8 @@ An SD row is compared with every other row of the same dataset and network whose
 agree with it wherever both read a setting (identity.differences); every row left out is
 listed with the settings that differ. The gain is in top-1 points (= error points SD
 removes), with its standard error and t-based 95 % interval (stats.difference): paired on the
-seeds both rows have when there are at least 2 (a born-again row pairs on its chain's root
-seed), else unpaired over all runs of both rows.
+seeds both rows have when they are at least 2 and at least 2/3 of each row's runs (a born-again
+row pairs on its chain's root seed), else unpaired (Welch) over all runs of both rows.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ ran (processes, SyncBN, AMP dtype, device kind: numerics and BN statistics diffe
 them) and, for a student of a teacher run, that teacher's own identity. Runs with the same
 identity but different seeds are one row.
 
-Two rows of different methods are compared when every setting both of them read agrees, the
-method itself aside (schedule and distillation names; the distillation settings and teacher
-when the distillation methods differ: SD's T=2 is not KD's T=4).
+Two rows of different methods are compared when every setting agrees, the method itself aside
+(schedule and distillation names; the distillation settings and teacher when the distillation
+methods differ: SD's T=2 is not KD's T=4). A setting one side has and the other lacks (a model
+kwarg given to one run only) is a difference, unless the side without it does not read it.
 """
 
 from __future__ import annotations
@@ -45,22 +46,23 @@ RUNTIME = ("runtime.processes", "runtime.sync_bn", "runtime.amp", "runtime.devic
 UNKNOWN = "unknown"  # a value an older sdrun did not record
 
 
+def method_reads(config: Mapping[str, Any], key: str) -> bool:
+    """Whether a run with these settings (a flattened config or an identity: only its
+    `dataset.name`, `schedule.name` and `distill.name` are used) reads the run-defining `key`,
+    set or not. This is the one place that knows which key each method ignores."""
+    if not key.startswith(DEFINING) or key in NOT_DEFINING:
+        return False
+    if key in DATASET_ONLY and config.get("dataset.name") not in DATASET_ONLY[key]:
+        return False
+    if key in SCHEDULE_IGNORES.get(str(config.get("schedule.name")), ()):
+        return False
+    return not (key.startswith("distill.") and key != "distill.name" and _no_teacher(config))
+
+
 def settings_read(config: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
     """The run-defining config values (flattened keys) that this run's code actually reads."""
-    dataset = config.get("dataset.name")
-    schedule = config.get("schedule.name")
-    out = {}
-    for key, value in config.items():
-        if not key.startswith(DEFINING) or key in NOT_DEFINING:
-            continue
-        if key in DATASET_ONLY and dataset not in DATASET_ONLY[key]:
-            continue
-        if key in SCHEDULE_IGNORES.get(str(schedule), ()):
-            continue
-        if key.startswith("distill.") and key != "distill.name" and _no_teacher(config):
-            continue
-        out[key] = _hashable(value)
-    if schedule == "sd":
+    out = {key: _hashable(value) for key, value in config.items() if method_reads(config, key)}
+    if config.get("schedule.name") == "sd":
         out["schedule.cycle_length"] = _cycle_length(config, summary)
     return out
 
@@ -127,13 +129,33 @@ def method_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> set[str]:
 
 
 def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    """`key: a vs b` for every setting both identities read that differs, the method aside."""
+    """`key: a vs b` for every setting that differs, the method aside: a key set on one side
+    only (`+model.kwargs.drop_rate=0.3` against no kwargs, which flattening leaves out) differs
+    from the other side's default, unless the other side's method does not read it."""
     skip = method_keys(a, b)
-    return [
-        f"{key}: {_fmt(a[key])} vs {_fmt(b[key])}"
-        for key in sorted(set(a) & set(b))
-        if key not in skip and a[key] != b[key]
-    ]
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key in skip:
+            continue
+        if key in a and key in b:
+            if a[key] != b[key]:
+                out.append(f"{key}: {_fmt(a[key])} vs {_fmt(b[key])}")
+        elif one_sided_differs(a, b, key):
+            value_a = _fmt(a[key]) if key in a else NOT_SET
+            value_b = _fmt(b[key]) if key in b else NOT_SET
+            out.append(f"{key}: {value_a} vs {value_b}")
+    return out
+
+
+NOT_SET = "not set"
+
+
+def one_sided_differs(a: Mapping[str, Any], b: Mapping[str, Any], key: str) -> bool:
+    """A key only one identity has: a difference when the identity without it would read it
+    (it is then missing from its config, and the code uses its default), no difference when
+    that identity's method ignores the key (a `step` run has no cycle length)."""
+    lacking = b if key in a else a
+    return method_reads(lacking, key)
 
 
 def _fmt(value: Any) -> str:

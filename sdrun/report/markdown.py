@@ -56,6 +56,8 @@ def mean_se(values: Sequence[float], interval: bool = False) -> str:
     se = stats.standard_error(values)
     text = num(stats.mean(values)) + ("" if se is None else f" ± {num(se)}")
     ci = stats.mean_interval(values) if interval else None
+    if interval and ci is None and se == 0.0:
+        return text + " [no interval: every value equal]"
     return text + ("" if ci is None else f" [{num(ci[0])}, {num(ci[1])}]")
 
 
@@ -148,7 +150,7 @@ def _gain_note(gain: Gain) -> str:
     if d.includes_zero:
         notes.append("interval includes 0")
     elif d.ci95 is None:
-        notes.append("no interval: fewer than 2 runs on a side")
+        notes.append(d.no_interval or "no interval")
     if not gain.uses_all_runs:
         notes.append(f"shared seeds only: {d.n_a} of {gain.sd.n} SD runs, "
                      f"{d.n_b} of {gain.baseline.n} baseline runs")  # fmt: skip
@@ -156,6 +158,31 @@ def _gain_note(gain: Gain) -> str:
         if row.diverged:
             notes.append(f"{side}: {len(row.diverged)} diverged run(s) not in the gain")
     return "; ".join(notes)
+
+
+def _verdict(all_gains: Sequence[Gain]) -> str:
+    """What the intervals say, and for which gains there is none (never "no interval includes
+    0" when some gains have no interval at all)."""
+
+    def name(g: Gain) -> str:
+        return f"{g.sd.label} vs {g.baseline.label} ({g.sd.model})"
+
+    zero = [name(g) for g in all_gains if g.diff.includes_zero]
+    none = [name(g) for g in all_gains if g.diff.ci95 is None]
+    if len(none) == len(all_gains):
+        return (
+            "No 95 % interval could be computed for any gain (each note says why): "
+            "these gains are not evidence either way."
+        )
+    parts = []
+    if zero:
+        parts.append("The 95 % interval **includes 0** - no difference shown at this number "
+                     f"of seeds - for: {', '.join(zero)}.")  # fmt: skip
+    else:
+        parts.append("No computed 95 % interval includes 0.")
+    if none:
+        parts.append(f"No interval could be computed for: {', '.join(none)}.")
+    return " ".join(parts)
 
 
 def gains(report: Report) -> list[str]:
@@ -169,14 +196,7 @@ def gains(report: Report) -> list[str]:
                       num(d.gain) + ("" if d.se is None else f" ± {num(d.se)}"), ci,
                       d.pairing, f"{d.n_a} / {d.n_b}", f"{num(d.mean_a)} / {num(d.mean_b)}",
                       _gain_note(g)])  # fmt: skip
-    zero = [f"{g.sd.label} vs {g.baseline.label} ({g.sd.model})"
-            for g in report.gains if g.diff.includes_zero]  # fmt: skip
-    verdict = (
-        "The 95 % interval **includes 0** - no difference shown at this number of seeds - "
-        f"for: {', '.join(zero)}."
-        if zero
-        else "No 95 % interval includes 0."
-    )
+    verdict = _verdict(report.gains)
     header = ["dataset", "model", "SD", "baseline", "gain ± SE", "95 % interval", "pairing",
               "n SD / baseline", "top-1 SD / baseline (these runs)", "note"]  # fmt: skip
     return [
@@ -186,9 +206,12 @@ def gains(report: Report) -> list[str]:
         "Top-1 points SD is better by (= error points it removes), ± its standard error, and "
         "the t-based 95 % interval. Paired by seed (*paired n=k*: the mean of the k per-seed "
         "differences; a born-again row pairs on its chain's root seed) when the rows share at "
-        "least 2 seeds, else *unpaired*: the difference of the means of all runs, with "
-        "Welch's standard error. The top-1 means shown are over exactly the runs the gain "
-        "uses. Rows are compared when every setting both read agrees, the method aside.",
+        "least 2 seeds and the shared seeds are at least 2/3 of each row's runs, else "
+        "*unpaired*: the difference of the means of all runs, with Welch's standard error "
+        "(pairing on a few shared seeds would drop most runs). The top-1 means shown are over "
+        "exactly the runs the gain uses. Rows are compared when every setting agrees, the "
+        "method aside; a setting one row has and the other lacks is a difference, unless the "
+        "row without it does not read it.",
         "",
         *table(header, lines),
         "",
@@ -213,17 +236,17 @@ def not_compared(report: Report) -> list[str]:
 
 def _sweep_lines(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
     cells = sorted(sweep.cells().items(), key=lambda kv: [_sort_key(v) for v in kv[0]])
-    header = [*sweep.axes, "final top-1 (%)", "n", "diverged"]
+    header = [*sweep.axes, "final top-1 err (%)", "n", "diverged"]
     if sweep.has_val:
-        header.append("val top-1 (%)")
-    best_val = max((c.val_mean for _, c in cells if c.val_mean is not None), default=None)
+        header.append("val top-1 err (%)")
+    best_val = min((c.val_mean for _, c in cells if c.val_mean is not None), default=None)
     lines = []
     for key, cell in cells:
-        line = [*map(_fmt_value, key), mean_se(cell.top1()), str(len(cell.runs)),
+        line = [*map(_fmt_value, key), mean_se(cell.errors()), str(len(cell.runs)),
                 str(len(cell.diverged))]  # fmt: skip
         if sweep.has_val:
             mark = " (best on val)" if best_val is not None and cell.val_mean == best_val else ""
-            line.append(mean_se(cell.top1("val/top1")) + mark)
+            line.append(mean_se(cell.errors("val/top1")) + mark)
         lines.append(line)
     return header, lines
 

@@ -21,17 +21,30 @@ def _figure(width: float = 7.0, height: float = 4.0):
 
 
 def plot_run(run: Run, path: Path) -> bool:
-    """Student and teacher test accuracy and the LR against epochs, cycle ends dashed."""
+    """Draw `run_figure` into `path`; False when the run has no finished epoch."""
+    fig = run_figure(run)
+    if fig is None:
+        return False
+    fig.savefig(path)
+    return True
+
+
+def run_figure(run: Run):
+    """Student and teacher test accuracy (and the student's validation accuracy when the run
+    holds out a split) and the LR against epochs, cycle ends dashed; None without epochs."""
     from matplotlib.ticker import MaxNLocator
 
     records = [r for r in run.metrics if r.get("epoch") is not None]
     if not records:
-        return False
+        return None
     epochs = [r["epoch"] for r in records]
     fig = _figure()
     ax = fig.subplots()
     student = [_nan(r.get("student/top1")) for r in records]
-    ax.plot(epochs, student, marker=".", ms=3, lw=1.6, label="student top-1")
+    ax.plot(epochs, student, marker=".", ms=3, lw=1.6, label="student top-1 (test)")
+    val = [_nan(r.get("val/top1")) for r in records]
+    if not all(math.isnan(v) for v in val):  # what a selection on the split would look at
+        ax.plot(epochs, val, marker=".", ms=3, lw=1.2, ls=":", label="student top-1 (val split)")
     teacher = [_nan(r.get("teacher/top1")) for r in records]
     if not all(math.isnan(v) for v in teacher):
         ax.plot(epochs, teacher, marker=".", ms=3, lw=1.2, drawstyle="steps-post",
@@ -39,7 +52,7 @@ def plot_run(run: Run, path: Path) -> bool:
     for i, end in enumerate(_cycle_ends(records)):
         ax.axvline(end, color="grey", ls="--", lw=0.8, label=None if i else "cycle end")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("top-1 accuracy (%)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     lr_ax = ax.twinx()
     lr_ax.plot(epochs, [_nan(r.get("lr")) for r in records], color="tab:red", lw=0.9, alpha=0.6)
@@ -48,8 +61,7 @@ def plot_run(run: Run, path: Path) -> bool:
     ax.legend(loc="lower right", fontsize=8)
     state = "  [INCOMPLETE]" if not run.complete else ""
     ax.set_title(f"{run.dataset} {run.model} {run.method} seed {run.seed}{state}", fontsize=10)
-    fig.savefig(path)
-    return True
+    return fig
 
 
 def _nan(value: Any) -> float:
@@ -109,7 +121,8 @@ def plot_methods(rows: list[Row], path: Path) -> None:
 
 
 def plot_sweep(sweep: Sweep, path: Path) -> bool:
-    """Heatmap of mean final accuracy over the two swept values (rows: first key)."""
+    """Heatmap of mean final top-1 error over the two swept values (rows: first key); the
+    lowest error is the brightest cell."""
     if len(sweep.axes) != 2:
         return False
     cells = sweep.cells()
@@ -122,21 +135,21 @@ def plot_sweep(sweep: Sweep, path: Path) -> bool:
     fig = _figure(max(4.8, 2.6 + 1.0 * len(xs)), max(3.6, 1.8 + 0.6 * len(ys)))
     ax = fig.subplots()
     image = ax.imshow(
-        [[math.nan if v is None else v for v in line] for line in grid], cmap="viridis"
+        [[math.nan if v is None else v for v in line] for line in grid], cmap="viridis_r"
     )
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
             value, n = grid[i][j], counts.get((y, x), 0)
             text = "n/a" if value is None else f"{value:.2f}" + (f"\nn={n}" if n > 1 else "")
-            # dark text on the bright end of viridis, light text on the dark end
-            dark = value is not None and image.norm(value) > 0.6
+            # dark text on the bright (low-error) end of viridis_r, light text on the dark end
+            dark = value is not None and image.norm(value) < 0.4
             ax.text(j, i, text, ha="center", va="center", fontsize=8,
                     color="black" if dark else "white")  # fmt: skip
     ax.set_xticks(range(len(xs)), [str(x) for x in xs])
     ax.set_yticks(range(len(ys)), [str(y) for y in ys])
     ax.set_xlabel(sweep.axes[1])
     ax.set_ylabel(sweep.axes[0])
-    fig.colorbar(image, ax=ax, label="final top-1 (%), mean over seeds")
+    fig.colorbar(image, ax=ax, label="final top-1 error (%), mean over seeds")
     # the brightest cell is the best on the test set: picking it is a test-set choice
     ax.set_title(f"{sweep.path.name}\n(test set: do not pick the best cell here)", fontsize=9)
     fig.savefig(path)

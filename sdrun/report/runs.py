@@ -20,10 +20,10 @@ from sdrun.checkpoint import LAST, run_dir_of
 from sdrun.config import effective_cycles, flatten
 from sdrun.report import costs
 from sdrun.report.identity import runtime_of, settings_read
+from sdrun.report.run_files import SUMMARY, bad_number, read_metrics, safe_yaml
 
 CONFIG = Path(".hydra") / "config.yaml"
 HYDRA = Path(".hydra") / "hydra.yaml"
-SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
 MULTIRUN = "multirun.yaml"
 # Folders inside a run that never hold runs: not worth walking (checkpoints can be large).
@@ -127,27 +127,46 @@ def teacher_identity(run: Run) -> dict[str, Any]:
 def find_dirs(paths: Iterable[Path]) -> tuple[list[Path], list[Path], list[Path]]:
     """(run dirs, sweep dirs, orphans): orphans hold run files but no `.hydra/config.yaml`."""
     runs, sweeps, orphans = set(), set(), set()
+    seen: set[Path] = set()  # folders walked, resolved: a link loop is walked once
     for root in paths:
-        for folder, subdirs, files in os.walk(root):
+        # Symlinked folders are followed (a results tree often links runs in from scratch).
+        for folder, subdirs, files in os.walk(root, followlinks=True):
             here = Path(folder)
+            real = here.resolve()
+            if real in seen:
+                subdirs.clear()
+                continue
+            seen.add(real)
             if (here / CONFIG).is_file():
-                runs.add(here.resolve())
+                runs.add(real)
                 subdirs.clear()  # a run holds no other runs
                 continue
             if MULTIRUN in files:
-                sweeps.add(here.resolve())
+                sweeps.add(real)
             elif METRICS in files or SUMMARY in files:
-                orphans.add(here.resolve())
+                orphans.add(real)
             subdirs[:] = sorted(d for d in subdirs if d not in NOT_RUNS)
     return sorted(runs), sorted(sweeps), sorted(orphans)
 
 
 def load_run(path: Path) -> Run:
-    """Read a run directory; a run that cannot be averaged gets a `problem` saying why."""
+    """Read a run directory; a run that cannot be averaged gets a `problem` saying why. A
+    folder that cannot be read at all is a Run with a problem, never an exception: one
+    damaged folder does not stop the report of the others."""
     try:
-        config = effective_cycles(flatten(yaml.safe_load((path / CONFIG).read_text()) or {}))
+        return _load_run(path)
+    except Exception as err:  # noqa: BLE001 - any content, however malformed, is one bad run
+        return Run(path, {}, {}, [], problem=f"unreadable run folder ({type(err).__name__}: {err})")
+
+
+def _load_run(path: Path) -> Run:
+    try:
+        tree = safe_yaml((path / CONFIG).read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         return Run(path, {}, {}, [], problem=f"unreadable {CONFIG}: {err}")
+    if not isinstance(tree, dict):
+        return Run(path, {}, {}, [], problem=f"{CONFIG} is a {type(tree).__name__}, not a mapping")
+    config = effective_cycles(flatten(tree))
     metrics, cut = read_metrics(path / METRICS)
     run = Run(path, config, {}, metrics)
     epochs = config.get("schedule.epochs", "?")
@@ -161,32 +180,25 @@ def load_run(path: Path) -> Run:
     except (OSError, ValueError) as err:
         run.problem = f"unreadable {SUMMARY} ({err}); {done}"
         return run
+    if not isinstance(run.summary, dict):
+        kind = type(run.summary).__name__
+        run.summary = {}
+        run.problem = f"{SUMMARY} is a {kind}, not a mapping; {done}"
+        return run
+    bad = bad_number(run.summary)
     if run.diverged:
         where = f"epoch {run.summary.get('diverged_epoch', '?')}"
         where += f", step {run.summary.get('diverged_step', '?')}"
         run.problem = f"diverged: the loss became NaN or infinite in {where}; counted in its row"
     elif run.summary.get("complete") is not True:
         run.problem = f"incomplete: {SUMMARY} says complete={run.summary.get('complete')}; {done}"
+    elif bad is not None:
+        run.problem = f"{bad}; not averaged"
     elif run.summary.get("student/top1") is None:
         run.problem = f"{SUMMARY} has no student/top1"
     elif cut:
         run.problem = f"{METRICS} has {cut} unreadable line(s): the file was damaged"
     return run
-
-
-def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """(records, number of unreadable lines): a kill can cut the last line short."""
-    if not path.is_file():
-        return [], 0
-    records, cut = [], 0
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            cut += 1
-    return records, cut
 
 
 def launch_dirs(run_dir: Path) -> list[Path]:
@@ -196,7 +208,7 @@ def launch_dirs(run_dir: Path) -> list[Path]:
     found = []
     for path in files:
         try:
-            cwd = (yaml.safe_load(path.read_text()) or {})["hydra"]["runtime"]["cwd"]
+            cwd = (safe_yaml(path.read_text()) or {})["hydra"]["runtime"]["cwd"]
         except (OSError, yaml.YAMLError, KeyError, TypeError):
             continue
         if cwd and Path(cwd) not in found:

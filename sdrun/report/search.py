@@ -17,6 +17,7 @@ from typing import Any, Optional
 import yaml
 
 from sdrun.report.markdown import num, table
+from sdrun.report.run_files import safe_yaml
 from sdrun.report.runs import Run
 from sdrun.sweep import read_record
 
@@ -86,7 +87,7 @@ def _search_dir(path: Path) -> Optional[Path]:
 
 def _read_yaml(path: Path) -> Optional[dict[str, Any]]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_yaml(path.read_text())
     except (OSError, yaml.YAMLError):
         return None
     return data if isinstance(data, dict) else None

@@ -16,10 +16,15 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Optional
 
 LEVEL = 0.95
 MIN_PAIRS = 2  # a paired comparison needs at least this many shared seeds
+# ... and the shared seeds must be at least this share of each side's runs: pairing on a few
+# shared seeds throws the other runs away (SD seeds 0-9 vs a baseline's 8-17 would pair 2 of
+# 20 runs), and the seed noise pairing removes does not make up for that.
+PAIR_SHARE = Fraction(2, 3)  # exact: 2 of 3 seeds pair
 
 
 def mean(values: Sequence[float]) -> Optional[float]:
@@ -106,11 +111,10 @@ def t_quantile(p: float, df: float) -> float:
 def t_interval(
     center: float, se: Optional[float], df: Optional[float], level: float = LEVEL
 ) -> Optional[tuple[float, float]]:
-    """center +- t_{(1+level)/2, df} x se; None without an SE."""
-    if se is None or df is None or df <= 0:
+    """center +- t_{(1+level)/2, df} x se; None without an SE, and None for an SE of 0 (values
+    all equal): a zero-width interval would claim a certainty a few equal runs do not give."""
+    if se is None or df is None or df <= 0 or se == 0.0:
         return None
-    if se == 0.0:
-        return (center, center)
     half = t_quantile(0.5 + level / 2.0, df) * se
     return (center - half, center + half)
 
@@ -143,6 +147,7 @@ class Difference:
     mean_b: float
     keys_a: tuple  # which samples (seeds) of each side were used
     keys_b: tuple
+    no_interval: Optional[str] = None  # why there is no interval, when there is none
 
     @property
     def pairing(self) -> str:
@@ -152,6 +157,16 @@ class Difference:
     def includes_zero(self) -> Optional[bool]:
         """Whether the interval includes 0 (no detectable difference); None without one."""
         return None if self.ci95 is None else self.ci95[0] <= 0.0 <= self.ci95[1]
+
+
+def why_no_interval(*sides: Sequence[float]) -> Optional[str]:
+    """Why samples give no t interval (None: they give one): fewer than 2 values on a side,
+    or no spread at all (every value equal: SE 0)."""
+    if any(len(side) < 2 for side in sides):
+        return "no interval: fewer than 2 runs on a side"
+    if all(sample_std(side) == 0.0 for side in sides):
+        return "no interval: zero variance (every value equal)"
+    return None
 
 
 def paired_difference(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> Difference:
@@ -164,7 +179,7 @@ def paired_difference(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) 
     df = len(keys) - 1
     mean_a, mean_b = mean([a[k] for k in keys]), mean([b[k] for k in keys])
     return Difference(gain, se, df, t_interval(gain, se, df), True, len(keys), len(keys),
-                      mean_a, mean_b, keys, keys)  # fmt: skip
+                      mean_a, mean_b, keys, keys, why_no_interval(diffs))  # fmt: skip
 
 
 def unpaired_difference(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> Difference:
@@ -182,14 +197,19 @@ def unpaired_difference(a: Mapping[Hashable, float], b: Mapping[Hashable, float]
         df = welch_df(sa * sa, len(va), sb * sb, len(vb))
     keys_a, keys_b = (tuple(sorted(x, key=str)) for x in (a, b))
     return Difference(gain, se, df, t_interval(gain, se, df), False, len(va), len(vb),
-                      mean_a, mean_b, keys_a, keys_b)  # fmt: skip
+                      mean_a, mean_b, keys_a, keys_b, why_no_interval(va, vb))  # fmt: skip
+
+
+def pairs(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> bool:
+    """Whether to pair: at least MIN_PAIRS shared keys (seeds), and the shared keys at least
+    PAIR_SHARE of each side's samples. The same seed gives both methods the same initial
+    weights and data order, so per-seed differences are less noisy; but pairing on a few
+    shared seeds would drop most runs, and Welch over all of them is then the better use."""
+    shared = len(set(a) & set(b))
+    return shared >= MIN_PAIRS and all(shared >= PAIR_SHARE * len(side) for side in (a, b))
 
 
 def difference(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> Difference:
-    """Paired on the shared keys (seeds) when there are at least MIN_PAIRS of them, else
-    unpaired over every sample: the same seed gives both methods the same initial weights and
-    data order, so per-seed differences are less noisy, but pairing on one seed would drop
-    every other run."""
-    if len(set(a) & set(b)) >= MIN_PAIRS:
-        return paired_difference(a, b)
-    return unpaired_difference(a, b)
+    """Paired on the shared keys (seeds) when `pairs` says so, else unpaired over every sample
+    with Welch's standard error."""
+    return paired_difference(a, b) if pairs(a, b) else unpaired_difference(a, b)

@@ -1,29 +1,35 @@
-"""The transfer table: fine-tuning results of `sdrun-transfer` runs by backbone pre-training
-method x task, and SD's gain over each other backbone.
+"""The transfer table's rows: fine-tuning results of `sdrun-transfer` runs by backbone
+pre-training recipe x task, and SD's gain over each other backbone.
 
 A transfer run is a run directory whose config has `task.name` and `backbone` (its summary
-then holds `backbone/*`). Complete runs are grouped by task, backbone network, pre-training
-(method and data set, or timm / scratch) and every fine-tuning setting but the seed; each
-group is a row: mAP50 (detection, VOC07 11-point) or mIoU (segmentation), mean +- std over
-its seeds, with n.
+then holds `backbone/*`). Complete runs are grouped by task, backbone network, the backbone's
+pre-training recipe (backbones.py: the source run's method and settings, e.g. SD's T; not its
+seed) and every fine-tuning setting but the seed. A row holds every run of its recipe: each
+backbone (pre-training seed) with each of its fine-tuning seeds. Only a backbone fine-tuned
+twice with one seed keeps its newest run, and the other is listed.
 
-SD's gain over another backbone (same task, network and fine-tuning settings) is the
-difference of the metric with the main table's statistics (`sdrun.report.stats.difference`):
-paired by seed when the rows share at least 2 seeds, else unpaired over all their runs
-(Welch); with its standard error and a t-based 95 % interval. A seed run twice counts once
-(its newest run), as in the main table.
+What a row's statistics are over (`TransferRow.samples`): with 2 or more backbones, the mean
+of each backbone's fine-tuning runs, one sample per backbone - the pre-training seed is what
+varies between recipes' samples, and fine-tuning runs of one backbone are not independent
+draws of its recipe; with one backbone (timm, scratch, or a single pre-training seed), its
+fine-tuning runs, and the spread is then the fine-tuning's alone. Mean ± SE with a t-based
+95 % interval, as in the main table; n says what it counts.
+
+SD's gain over another backbone (same task, network and fine-tuning settings) uses
+`sdrun.report.stats.difference` on those samples: paired on the pre-training seed (or the
+fine-tuning seed, for rows of one backbone) under the main table's rule, else Welch.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
-from sdrun.report.markdown import num, table
+from sdrun.report.backbones import Backbone, Backbones
 from sdrun.report.runs import SUMMARY, Run
-from sdrun.report.stats import MIN_PAIRS, Difference, difference, mean, sample_std
+from sdrun.report.stats import Difference, difference
 
 METRICS = {"detection": "test/map50", "segmentation": "test/miou"}
 METRIC_NAMES = {"detection": "mAP50 (VOC07 11-pt)", "segmentation": "mIoU"}
@@ -31,6 +37,7 @@ SD = "sd"
 # Config keys that say how a backbone was fine-tuned; paths and loader settings do not.
 RECIPE = ("task.", "dataset.", "schedule.", "optim.")
 NOT_RECIPE = {"dataset.root", "dataset.download", "dataset.num_workers", "dataset.eval_batch_size"}
+BACKBONE_UNIT, RUN_UNIT = "backbones", "fine-tuning runs (one backbone)"
 
 
 def is_transfer(run: Run) -> bool:
@@ -47,23 +54,17 @@ def problem(run: Run) -> Optional[str]:
     """Why a transfer run cannot be averaged (None: it can). Judged from its summary alone:
     the report's own completeness check looks for classification keys."""
     if not run.summary:
-        return run.problem or "no summary.json (killed, failed or still running)"
+        return run.problem or f"no {SUMMARY} (killed, failed or still running)"
     if run.summary.get("complete") is not True:
-        return f"incomplete: summary.json says complete={run.summary.get('complete')}"
-    metric = METRICS.get(str(run.config.get("task.name")))
-    if metric is None or run.summary.get(metric) is None:
-        return (
-            f"summary.json has no {metric or 'metric for task ' + str(run.config.get('task.name'))}"
-        )
+        return f"incomplete: {SUMMARY} says complete={run.summary.get('complete')}"
+    task = str(run.config.get("task.name"))
+    metric = METRICS.get(task)
+    value = None if metric is None else run.summary.get(metric)
+    if value is None:
+        return f"{SUMMARY} has no {metric or 'metric for task ' + task}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"{SUMMARY}: {metric} is {value!r}, not a finite number"
     return None
-
-
-def pretraining(run: Run) -> str:
-    """How the backbone was pre-trained: `sd (cifar100)`, `cosine (imagenet)`, `timm`, ..."""
-    s = run.summary
-    method = str(s.get("backbone/method", "?"))
-    data = s.get("backbone/dataset")
-    return f"{method} ({data})" if data else method
 
 
 def recipe(run: Run) -> tuple:
@@ -78,64 +79,123 @@ class TransferRow:
     model: str
     method: str  # the backbone's pre-training method (sd, cosine, ..., timm, scratch)
     pretraining: str  # method with its data set
-    recipe: tuple
+    recipe: tuple  # fine-tuning settings
     runs: list[Run] = field(default_factory=list)
     variant: str = ""
+    backbone_recipe: tuple = ()
+    backbones: dict[Any, Backbone] = field(default_factory=dict)  # run path -> its backbone
 
     @property
     def metric(self) -> str:
         return METRICS[self.task]
 
-    def by_seed(self) -> dict[Any, float]:
-        """The metric per seed; `runs` holds each seed once (build_rows keeps the newest)."""
-        return {r.seed: float(r.summary[self.metric]) for r in self.runs}
+    def value(self, run: Run) -> float:
+        return float(run.summary[self.metric])
+
+    def by_backbone(self) -> dict[str, list[Run]]:
+        """The runs of each backbone (checkpoint), in run order."""
+        out: dict[str, list[Run]] = {}
+        for run in self.runs:
+            out.setdefault(self._backbone(run).source, []).append(run)
+        return out
+
+    def _backbone(self, run: Run) -> Backbone:
+        found = self.backbones.get(run.path)
+        return found if found is not None else Backbone("?", "?", (), None, str(run.path))
+
+    @property
+    def unit(self) -> str:
+        """What one sample is: a backbone (2 or more) or a fine-tuning run (one backbone)."""
+        return BACKBONE_UNIT if len(self.by_backbone()) >= 2 else RUN_UNIT
+
+    def samples(self) -> dict[Any, float]:
+        """The values the row's statistics and gains are over (see the module docstring), keyed
+        for pairing: ("backbone seed", s) or ("fine-tuning seed", s)."""
+        if self.unit == RUN_UNIT:
+            return {("fine-tuning seed", r.seed): self.value(r) for r in self.runs}
+        groups = self.by_backbone()
+        seeds = [self._backbone(runs[0]).seed for runs in groups.values()]
+        unique = None not in seeds and len(set(map(str, seeds))) == len(seeds)
+        return {
+            ("backbone seed", seed if unique else (seed, source)): math.fsum(
+                self.value(r) for r in runs
+            )
+            / len(runs)
+            for seed, (source, runs) in zip(seeds, groups.items())
+        }
 
     def values(self) -> list[float]:
-        return [float(r.summary[self.metric]) for r in self.runs]
+        return list(self.samples().values())
+
+    def design(self) -> str:
+        """What n counts: `9 runs = 3 backbones x 3 fine-tuning seeds`."""
+        sizes = sorted(len(runs) for runs in self.by_backbone().values())
+        n, b = len(self.runs), len(sizes)
+        if b == 1:
+            return f"{n} run{'s' if n > 1 else ''}, one backbone"
+        each = f"{sizes[0]}" if sizes[0] == sizes[-1] else f"{sizes[0]}-{sizes[-1]}"
+        return f"{n} runs = {b} backbones x {each} fine-tuning seed{'s' if sizes[-1] > 1 else ''}"
 
     @property
     def label(self) -> str:
         return f"{self.pretraining} [{self.variant}]" if self.variant else self.pretraining
 
 
-def newest_per_seed(runs: Sequence[Run]) -> list[Run]:
-    """One run per seed, the one whose summary was written last (a seed run again replaces
-    its earlier run, never counts twice)."""
-    newest: dict[Any, Run] = {}
+def newest_per_seed(runs: Sequence[Run], backbones: dict[Any, Backbone]) -> tuple[list, list]:
+    """(kept, notes): one run per backbone and fine-tuning seed, the one whose summary was
+    written last; every run left out is named in a note."""
+    newest: dict[tuple, Run] = {}
+    notes = []
     for run in sorted(runs, key=lambda r: (r.path / SUMMARY).stat().st_mtime):
-        newest[run.seed] = run
-    return sorted(newest.values(), key=lambda r: str(r.seed))
+        key = (backbones[run.path].source, str(run.seed))
+        if key in newest:
+            notes.append(
+                f"{newest[key].path}: backbone {key[0]} was fine-tuned twice with seed "
+                f"{run.seed}; not averaged, the newer {run.path} is"
+            )
+        newest[key] = run
+    return sorted(newest.values(), key=lambda r: (str(backbones[r.path].seed), str(r.seed))), notes
 
 
-def build_rows(runs: Sequence[Run]) -> list[TransferRow]:
+def build_rows(runs: Sequence[Run]) -> tuple[list[TransferRow], list[str]]:
+    """(rows, notes on runs left out of them)."""
+    identify = Backbones()
+    backbones = {run.path: identify.of(run) for run in runs}
     rows: dict[tuple, TransferRow] = {}
     for run in runs:
-        task = str(run.config.get("task.name"))
-        model = str(run.summary.get("backbone/model", "?"))
-        key = (task, model, pretraining(run), recipe(run))
-        method = str(run.summary.get("backbone/method", "?"))
-        rows.setdefault(key, TransferRow(task, model, method, key[2], key[3])).runs.append(run)
+        bb = backbones[run.path]
+        task, model = str(run.config.get("task.name")), str(run.summary.get("backbone/model", "?"))
+        key = (task, model, bb.label, bb.recipe, recipe(run))
+        row = rows.setdefault(key, TransferRow(task, model, bb.method, bb.label, key[4],
+                                               backbone_recipe=bb.recipe))  # fmt: skip
+        row.runs.append(run)
+        row.backbones[run.path] = bb
+    notes = sorted({bb.note for bb in backbones.values() if bb.note})
     for row in rows.values():
-        row.runs = newest_per_seed(row.runs)
+        row.runs, dropped = newest_per_seed(row.runs, row.backbones)
+        notes += dropped
     out = sorted(rows.values(), key=lambda r: (r.task, r.model, r.method != SD, r.pretraining))
     _name_variants(out)
-    return out
+    return out, notes
 
 
 def _name_variants(rows: list[TransferRow]) -> None:
-    """Rows of one task/model/pre-training that differ in fine-tuning settings: say how."""
+    """Rows of one task/model/pre-training that differ in the backbone's recipe or in the
+    fine-tuning settings: say how (`backbone distill.temperature=2.0`)."""
     groups: dict[tuple, list[TransferRow]] = {}
     for row in rows:
         groups.setdefault((row.task, row.model, row.pretraining), []).append(row)
     for same in (g for g in groups.values() if len(g) > 1):
-        dicts = [dict(r.recipe) for r in same]
+        dicts = [
+            {**{f"backbone {k}": v for k, v in r.backbone_recipe}, **dict(r.recipe)} for r in same
+        ]
         differ = sorted(k for k in set().union(*dicts) if len({d.get(k) for d in dicts}) > 1)
         for row, d in zip(same, dicts):
             row.variant = ", ".join(f"{k}={d.get(k)}" for k in differ)
 
 
 def gain(sd: TransferRow, other: TransferRow) -> Difference:
-    return difference(sd.by_seed(), other.by_seed())
+    return difference(sd.samples(), other.samples())
 
 
 def sd_gains(rows: Sequence[TransferRow]) -> list[tuple[TransferRow, TransferRow, Difference]]:
@@ -147,86 +207,3 @@ def sd_gains(rows: Sequence[TransferRow]) -> list[tuple[TransferRow, TransferRow
             if same and other.method != SD:
                 out.append((sd, other, gain(sd, other)))
     return out
-
-
-# --- writing --------------------------------------------------------------------------------
-
-ROW_COLUMNS = ["task", "model", "pretraining", "variant", "metric", "n", "mean", "std", "seeds"]
-GAIN_COLUMNS = ["task", "model", "sd", "other", "gain", "gain_se", "gain_ci95_low",
-                "gain_ci95_high", "ci95_includes_0", "pairing", "n_sd", "n_other"]  # fmt: skip
-
-
-def row_record(row: TransferRow) -> dict[str, Any]:
-    values = row.values()
-    return {
-        "task": row.task, "model": row.model, "pretraining": row.pretraining,
-        "variant": row.variant, "metric": row.metric, "n": len(values),
-        "mean": mean(values),
-        "std": sample_std(values),
-        "seeds": " ".join(str(r.seed) for r in sorted(row.runs, key=lambda r: str(r.seed))),
-    }  # fmt: skip
-
-
-def gain_record(sd: TransferRow, other: TransferRow, est: Difference) -> dict[str, Any]:
-    low, high = est.ci95 or (None, None)
-    return {
-        "task": sd.task, "model": sd.model, "sd": sd.label, "other": other.label,
-        "gain": est.gain, "gain_se": est.se, "gain_ci95_low": low, "gain_ci95_high": high,
-        "ci95_includes_0": None if est.includes_zero is None else str(est.includes_zero).lower(),
-        "pairing": est.pairing, "n_sd": est.n_a, "n_other": est.n_b,
-    }  # fmt: skip
-
-
-def markdown(rows: Sequence[TransferRow], incomplete: Sequence[tuple[Run, str]]) -> list[str]:
-    """The RESULTS.md section (empty without transfer runs)."""
-    if not rows and not incomplete:
-        return []
-    md = [
-        "", "## Transfer to PASCAL VOC", "",
-        "Fine-tuned with `sdrun-transfer`: detection = Faster R-CNN + FPN, VOC07+12 -> VOC2007 "
-        "test, mAP at IoU 0.5 (VOC07 11-point AP, the test set's own protocol; all-point AP is "
-        "in each summary.json); segmentation = DeepLabV3, VOC2012 train -> val, mIoU. Mean ± "
-        "std over seeds (std from 2 seeds on), n runs.", "",
-    ]  # fmt: skip
-    lines = []
-    for row in rows:
-        rec = row_record(row)
-        mean_std = num(rec["mean"]) + ("" if rec["std"] is None else f" ± {num(rec['std'])}")
-        lines.append([row.task, row.model, row.label, METRIC_NAMES[row.task], mean_std,
-                      str(rec["n"]), rec["seeds"]])  # fmt: skip
-    md += table(["task", "backbone", "pre-training", "metric", "mean ± std", "n", "seeds"], lines)
-    gains = sd_gains(rows)
-    if gains:
-        md += [
-            "", "### SD backbone's gain over each other backbone", "",
-            "Metric points SD's backbone is better by: paired by seed when both rows share at "
-            f"least {MIN_PAIRS} seeds (same head initialisation and data order), else the "
-            "difference of the means over all runs (Welch); SE and t-based 95 % interval "
-            "(none below 2 runs a side).", "",
-        ]  # fmt: skip
-        lines = [
-            [sd.task, sd.model, sd.label, other.label, num(e.gain), num(e.se),
-             "-" if e.ci95 is None else f"[{num(e.ci95[0])}, {num(e.ci95[1])}]", e.pairing,
-             str(e.n_a), str(e.n_b)]
-            for sd, other, e in gains
-        ]  # fmt: skip
-        md += table(["task", "backbone", "SD", "other", "gain", "SE", "95 % CI", "pairing",
-                      "n SD", "n other"], lines)  # fmt: skip
-    if incomplete:
-        md += ["", "Transfer runs not averaged:", ""]
-        md += [f"- `{run.path}`: {why}" for run, why in incomplete]
-    return md
-
-
-def transfer_section(runs: Sequence[Run], out: Path) -> list[str]:
-    """Write transfer.csv and transfer_gains.csv into `out`; return the markdown section."""
-    from sdrun.report.write import write_csv  # the report's CSV writer (rounding, empty cells)
-
-    complete = [r for r in runs if problem(r) is None]
-    incomplete = [(r, problem(r) or "") for r in runs if problem(r) is not None]
-    rows = build_rows(complete)
-    if rows:
-        write_csv(out / "transfer.csv", [row_record(r) for r in rows], ROW_COLUMNS)
-        records = [gain_record(*g) for g in sd_gains(rows)]
-        write_csv(out / "transfer_gains.csv", records, GAIN_COLUMNS)
-    return markdown(rows, incomplete)

@@ -14,10 +14,18 @@ from sdrun.report.gains import GAIN_COLUMNS, Gain, NotCompared, gain_record, sd_
 from sdrun.report.markdown import results_md
 from sdrun.report.plots import plot_methods, plot_run, plot_sweep
 from sdrun.report.runs import Run, load_runs
-from sdrun.report.search import SEARCH_COLUMNS, find_searches, search_markdown, trial_record
+from sdrun.report.search import (
+    SEARCH_COLUMNS,
+    Search,
+    find_searches,
+    search_markdown,
+    trial_record,
+)
 from sdrun.report.sweeps import Sweep, build_sweep
 from sdrun.report.table import RESULT_COLUMNS, Row, build_rows, row_record
-from sdrun.report.transfer import split_runs, transfer_section
+from sdrun.report.transfer import split_runs
+from sdrun.report.transfer_write import transfer_section
+from sdrun.run_plots import CURVES
 
 MAX_NAME = 120  # characters of a plot's file name
 
@@ -37,6 +45,8 @@ class Report:
     method_plots: dict[str, Path] = field(default_factory=dict)
     sweep_plots: dict[Path, Path] = field(default_factory=dict)
     transfer_runs: list[Run] = field(default_factory=list)  # sdrun-transfer's, own table
+    searches: list[Search] = field(default_factory=list)  # their trials are in no row
+    draw_run_plots: bool = False  # one PNG per run: most of a large report's time
 
     def link(self, path: Path) -> str:
         """`path` relative to RESULTS.md, so the report folder can be moved as a whole."""
@@ -57,25 +67,39 @@ def slug(path: Path, roots: Sequence[Path]) -> str:
     return name
 
 
-def build_report(paths: Sequence[Path], out: Path) -> Report:
+def build_report(paths: Sequence[Path], out: Path, run_plots: bool = False) -> Report:
     roots = [p.resolve() for p in paths]
     runs, sweep_dirs, notes = load_runs(roots)
     runs, transfer_runs = split_runs(runs)
-    rows = build_rows(runs)
+    searches = find_searches(runs)
+    results = without_trials(runs, searches)
+    rows = build_rows(results)
     notes += [note for row in rows for note in row.notes]
     gains, not_compared = sd_gains(rows)
+    search_dirs = {s.path for s in searches}
+    sweeps = [build_sweep(p, rows) for p in sweep_dirs if p not in search_dirs]
     return Report(
         roots=roots,
         out=out,
         rows=rows,
         gains=gains,
         not_compared=not_compared,
-        sweeps=[build_sweep(p, rows) for p in sweep_dirs],
-        incomplete=[r for r in runs if not r.complete and not r.diverged],
+        sweeps=[s for s in sweeps if s.cells_list],
+        incomplete=[r for r in results if not r.complete and not r.diverged],
         notes=notes,
         runs=runs,
         transfer_runs=transfer_runs,
+        searches=searches,
+        draw_run_plots=run_plots,
     )
+
+
+def without_trials(runs: Sequence[Run], searches: Sequence[Search]) -> list[Run]:
+    """The runs that are not trials of a search. A trial is picked by its validation score
+    among many: its test number is a selected one, and the trials are not seeds of one
+    setting. They belong in their search's section, never in a row or a gain."""
+    trials = {run.path for search in searches for run in search.trials}
+    return [run for run in runs if run.path not in trials]
 
 
 def draw_plots(report: Report) -> None:
@@ -84,6 +108,11 @@ def draw_plots(report: Report) -> None:
         for stale in folder.glob("*.png"):  # plots of runs that are gone would mislead
             stale.unlink()
     for run in report.runs:
+        if not report.draw_run_plots:
+            # the curves sdrun drew into the run folder when it finished, if it did
+            if (run.path / CURVES).is_file():
+                report.run_plots[run.path] = run.path / CURVES
+            continue
         target = report.out / "runs" / f"{slug(run.path, report.roots)}.png"
         if plot_run(run, target):
             report.run_plots[run.path] = target
@@ -97,9 +126,10 @@ def draw_plots(report: Report) -> None:
             report.sweep_plots[sweep.path] = target
 
 
-def write_report(paths: Sequence[Path], out: Path) -> Report:
-    """Scan `paths` and write RESULTS.md, results.csv, gains.csv and the plots into `out`."""
-    report = build_report(paths, out)
+def write_report(paths: Sequence[Path], out: Path, run_plots: bool = False) -> Report:
+    """Scan `paths` and write RESULTS.md, results.csv, gains.csv and the plots into `out`
+    (a plot per run too with `run_plots`)."""
+    report = build_report(paths, out, run_plots)
     write(report)
     return report
 
@@ -110,7 +140,7 @@ def write(report: Report) -> None:
     draw_plots(report)
     write_csv(out / "results.csv", [row_record(r) for r in report.rows], RESULT_COLUMNS)
     write_csv(out / "gains.csv", [gain_record(g) for g in report.gains], GAIN_COLUMNS)
-    searches = find_searches(report.runs)
+    searches = report.searches
     if searches:
         trials = [trial_record(s, run) for s in searches for run in s.trials]
         write_csv(out / "searches.csv", trials, SEARCH_COLUMNS)
