@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -18,9 +19,13 @@ from typing import Any, Optional
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from sdrun.errors import ConfigError
+from sdrun.schedule import resolve_cycle_length
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +113,31 @@ def search_space(overrides: list[str], params: Optional[dict[str, Any]]) -> dict
     return space
 
 
+def swept_first(hydra_cfg: Any, dirname: str) -> str:
+    """A job's override_dirname with the keys its multirun varies first, each part sorted as
+    Hydra sorts the whole (`dirname` itself when the job's overrides are not known): a folder
+    name cut to a file system's limit keeps what tells the jobs apart."""
+    lines = OmegaConf.select(hydra_cfg, "overrides.task", default=None)
+    options = OmegaConf.select(hydra_cfg, "job.config.override_dirname", default=None)
+    if lines is None or options is None or hydra_cfg.mode != RunMode.MULTIRUN:
+        return dirname
+    swept = set(multirun_swept(hydra_cfg))
+    kept = [o for o in OverridesParser.create().parse_overrides(list(lines))
+            if o.key_or_group not in options.exclude_keys]  # fmt: skip
+    first = sorted(str(o.input_line) for o in kept if o.key_or_group.lstrip("+~") in swept)
+    rest = sorted(str(o.input_line) for o in kept if o.key_or_group.lstrip("+~") not in swept)
+    return str(options.item_sep).join(first + rest).replace("=", str(options.kv_sep))
+
+
+def multirun_swept(hydra_cfg: Any) -> list[str]:
+    """The keys a running multirun varies: from its sweep.yaml, else from the sweeper's own
+    params (no SweepCallback)."""
+    record = read_record(Path(str(hydra_cfg.sweep.dir)))
+    if record is not None and isinstance(record.get("swept"), list):
+        return [str(key) for key in record["swept"]]
+    return swept_keys([], sweeper_params(hydra_cfg))
+
+
 def read_record(sweep_dir: Path) -> Optional[dict[str, Any]]:
     """The sweep's `sweep.yaml`, or None when it is missing or unreadable."""
     try:
@@ -117,19 +147,109 @@ def read_record(sweep_dir: Path) -> Optional[dict[str, Any]]:
     return record if isinstance(record, dict) else None
 
 
+# Keys whose values decide the cycles: every value a multirun gives them must fit the epochs.
+CYCLE_KEYS = ("schedule.epochs", "schedule.cycles", "schedule.cycle_length")
+MAX_DRAWS = 10_000  # an int range wider than this is not enumerated (its ends are checked)
+
+
+def values_of(spec: str, key: str, search: bool) -> list[Any]:
+    """Every value the override `key=spec` can give a job: a choice's values, a range's (the
+    Optuna sweeper draws `range(a,b)` as the integers a..b, both ends included), a plain value
+    itself. Hydra's intervals are floats (Optuna draws them as such): ConfigError, as a key
+    that counts cycles or epochs takes whole numbers."""
+    override = OverridesParser.create().parse_override(f"{key}={spec}")
+    if not override.is_sweep_override():
+        return [override.value()]
+    if override.is_interval_sweep():
+        interval = override.value()
+        low, high = math.floor(interval.start), math.ceil(interval.end)
+        raise ConfigError(
+            f"{key}={spec} draws non-integer values, and {key} counts whole epochs or cycles; "
+            f"search it with {key}=range({low},{high}) (Optuna draws {low}..{high}) or a choice"
+        )
+    if override.is_range_sweep() and search:  # Optuna: IntUniformDistribution(start, stop)
+        rng = override.value()
+        return _ints(int(rng.start), int(rng.stop), int(rng.step or 1))
+    return list(override.sweep_iterator())
+
+
+def _ints(low: int, high: int, step: int) -> list[int]:
+    if (high - low) // max(step, 1) > MAX_DRAWS:
+        return [low, high]
+    return list(range(low, high + 1, max(step, 1)))
+
+
+def check_cycles(space: dict[str, str], epochs: Any, search: bool) -> None:
+    """Every cycles (and cycle length) value the multirun can draw must divide every epochs
+    value it can draw, by the runner's own rule (`resolve_cycle_length`): a search would
+    otherwise fail at the trial that draws one, possibly hours in. Raises ConfigError naming
+    the space entry and a value that does not fit."""
+    if not any(key in space for key in CYCLE_KEYS[1:]):
+        return
+    try:
+        drawn = {k: values_of(space[k], k, search) for k in CYCLE_KEYS if k in space}
+    except HydraException:
+        return  # not an override Hydra reads: the sweeper says so itself
+    for n_epochs in drawn.get("schedule.epochs", [epochs]):
+        if not isinstance(n_epochs, int):
+            return  # not a number here: each job's own validation says so
+        for key in CYCLE_KEYS[1:]:
+            values = drawn.get(key, [])
+            fits = [v for v in values if _fits(key, v, n_epochs)]
+            for value in values:
+                if value in fits:
+                    continue
+                where = "search space" if search else "sweep"
+                fit = ",".join(map(str, fits))
+                hint = f"; the values that fit: {key}=choice({fit})" if fits else ""
+                raise ConfigError(
+                    f"the {where}'s {key}={space[key]} can draw {value}: "
+                    f"{_problem(key, value, n_epochs)} (checked before any job starts){hint}"
+                )
+
+
+def _fits(key: str, value: Any, epochs: int) -> bool:
+    return _problem(key, value, epochs) is None
+
+
+def _problem(key: str, value: Any, epochs: int) -> Optional[str]:
+    """Why `key=value` cannot run with `epochs` (the runner's own message), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        return f"{key}={value!r} is not a whole number; give integers"
+    try:
+        if key == "schedule.cycles":
+            resolve_cycle_length(epochs, None, value)
+        else:
+            resolve_cycle_length(epochs, value, None)
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+def _refuse(message: str) -> None:
+    """One line on stderr and exit 2, before any job (and before sweep.yaml is written)."""
+    print(f"sdrun: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         search = is_search(config.hydra)
         if search and not OmegaConf.select(config, "dataset.val_split", default=0):
-            print(
-                "sdrun: error: a hyperparameter search selects on what it evaluates, and "
+            _refuse(
+                "a hyperparameter search selects on what it evaluates, and "
                 "without a validation split that is the test set; add dataset.val_split=N "
-                "(e.g. 5000 of CIFAR's 50000 training images)",
-                file=sys.stderr,
+                "(e.g. 5000 of CIFAR's 50000 training images)"
             )
-            sys.exit(EXIT_USER_ERROR)
         params = sweeper_params(config.hydra)
         overrides = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        space = search_space(overrides, params)
+        try:
+            check_cycles(space, OmegaConf.select(config, "schedule.epochs"), search)
+        except ConfigError as err:
+            _refuse(str(err))
         record: dict[str, Any] = {
             "sweeper": str(config.hydra.sweeper.get("_target_", "")),
             "swept": swept_keys(overrides, params),
@@ -139,7 +259,7 @@ class SweepCallback(Callback):
             record.update(
                 objective=OBJECTIVE,
                 direction=str(config.hydra.sweeper.get("direction", "")),
-                space=search_space(overrides, params),
+                space=space,
                 n_trials=int(config.hydra.sweeper.get("n_trials", 0)),
             )
         sweep_dir = Path(str(config.hydra.sweep.dir))
