@@ -228,6 +228,46 @@ def _problem(key: str, value: Any, epochs: int) -> Optional[str]:
     return None
 
 
+SAME_SEARCH = ("objective", "direction", "space")
+
+
+def restart_problem(sweep_dir: Path, record: dict[str, Any], sweeper: Any) -> Optional[str]:
+    """Why a search cannot run in `sweep_dir`, which holds trials already (None if it can: a
+    continued search, sdrun/search.py). It must be the same search - same objective, space
+    and task overrides; hydra.* settings such as n_trials may change - and its study must be
+    stored, or new trials would take the job numbers, and folders, of the old ones."""
+    trials = list(sweep_dir.rglob(".hydra/hydra.yaml")) if sweep_dir.is_dir() else []
+    if not trials:
+        return None
+    old = read_record(sweep_dir) or {}
+    changed = [key for key in SAME_SEARCH if old.get(key) != record.get(key)]
+    if _task_overrides(old.get("overrides")) != _task_overrides(record.get("overrides")):
+        changed.append("overrides")
+    if changed:
+        return (
+            f"hydra.sweep.dir={sweep_dir} holds {len(trials)} trial(s) of another search "
+            f"({', '.join(changed)} differ from its {RECORD}); continue it with the command it "
+            "was started with (only hydra.* settings such as hydra.sweeper.n_trials may "
+            "change), or give a new hydra.sweep.dir"
+        )
+    from sdrun.search import stored_trials
+
+    storage, name = sweeper.get("storage"), sweeper.get("study_name")
+    if not stored_trials(None if storage is None else str(storage), name):
+        return (
+            f"hydra.sweep.dir={sweep_dir} holds {len(trials)} trial(s) of a search whose study "
+            f"is not in hydra.sweeper.storage={storage} (study {name}), so it cannot be "
+            "continued; give a new hydra.sweep.dir"
+        )
+    return None
+
+
+def _task_overrides(overrides: Any) -> list[str]:
+    """A command's overrides that decide what its jobs compute (not hydra.* settings)."""
+    given = [str(o) for o in overrides] if isinstance(overrides, list) else []
+    return sorted(o for o in given if not o.lstrip("+~").startswith("hydra."))
+
+
 def _refuse(message: str) -> None:
     """One line on stderr and exit 2, before any job (and before sweep.yaml is written)."""
     print(f"sdrun: error: {message}", file=sys.stderr)
@@ -256,13 +296,19 @@ class SweepCallback(Callback):
             "overrides": overrides,
         }
         if search:
+            storage = config.hydra.sweeper.get("storage")
             record.update(
                 objective=OBJECTIVE,
                 direction=str(config.hydra.sweeper.get("direction", "")),
                 space=space,
                 n_trials=int(config.hydra.sweeper.get("n_trials", 0)),
+                storage=None if storage is None else str(storage),
             )
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        if search:
+            problem = restart_problem(sweep_dir, record, config.hydra.sweeper)
+            if problem:
+                _refuse(problem)  # before sweep.yaml: the stopped search's stays as it was
         try:
             sweep_dir.mkdir(parents=True, exist_ok=True)
             (sweep_dir / RECORD).write_text(yaml.safe_dump(record, sort_keys=False))
