@@ -52,7 +52,8 @@ def run_installed(target: Path, *args: str, cwd: Path) -> subprocess.CompletedPr
 def test_the_wheel_holds_every_package_and_every_config(installed: tuple[Path, Path]):
     wheel, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
-    packages = {p.parent.relative_to(CHECKOUT).as_posix() for p in CHECKOUT.glob("sdrun/**/*.py")}
+    sources = [*CHECKOUT.glob("sdrun/**/*.py"), *CHECKOUT.glob("hydra_plugins/**/*.py")]
+    packages = {p.parent.relative_to(CHECKOUT).as_posix() for p in sources}
     missing = {p for p in packages if f"{p}/__init__.py" not in names}
     assert not missing, f"add {missing} to [tool.setuptools] packages in pyproject.toml"
     configs = {
