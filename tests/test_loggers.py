@@ -175,3 +175,29 @@ def test_reproduce_puts_a_table_in_one_wandb_group(tmp_path: Path):
         for job in jobs
     }
     assert groups == {"logger.group=table/cifar100"}
+
+
+def test_steps_are_logged_every_log_every_global_steps_when_epochs_are_shorter():
+    """2 steps per epoch, log_every=3: the LR and loss of steps 3 and 6 (counted over the
+    run), not nothing because no epoch reaches its own third step."""
+    import torch
+    from torch import nn
+
+    from sdrun.distill import LossWeights
+    from sdrun.engine import LoopOptions, StepState, train_one_epoch
+    from sdrun.runtime import Runtime
+    from sdrun.schedule import CyclePlan
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    state = StepState(torch.optim.SGD(model.parameters(), lr=0.1), None, 0)
+    plan = CyclePlan(kind="cosine", epochs=3, cycle_length=3, steps_per_epoch=2, peak=0.1)
+    batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(2)]
+    logged: list[tuple[int, dict]] = []
+    options = LoopOptions(log_every=3, check_every=3, on_log=lambda s, v: logged.append((s, v)))
+    runtime = Runtime(torch.device("cpu"), None, False)
+    for _ in range(3):
+        train_one_epoch(model, None, batches, 2, state, plan, LossWeights(), runtime,
+                        options=options)  # fmt: skip
+    assert [step for step, _ in logged] == [3, 6]
+    assert all({"train/lr", "train/loss"} <= set(values) for _, values in logged)
