@@ -327,6 +327,15 @@ def distributed_overrides(argv: list[str]) -> list[str]:
             "hydra/hydra_logging=disabled"]  # fmt: skip
 
 
+def show_resolved(argv: list[str]) -> list[str]:
+    """`--cfg` prints the config with its values (schedule.cycles as the number a run uses),
+    not the interpolations the files hold."""
+    shows = any(a in ("--cfg", "-c") or a.startswith("--cfg=") for a in argv)
+    if shows and "--resolve" not in argv:
+        return [*argv, "--resolve"]
+    return argv
+
+
 def _cuda() -> bool:
     import torch
 
@@ -340,7 +349,7 @@ def main() -> None:
     problem = sweep.missing_search_plugin(argv)
     if problem:
         _exit_with(ConfigError(problem))
-    sys.argv = [sys.argv[0], *argv]
+    sys.argv = [sys.argv[0], *show_resolved(argv)]
     try:
         hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")(_task)()
     finally:

@@ -22,7 +22,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     # later wheels. No build isolation: tests never use the network (setuptools is in [dev]).
     source = work / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md", "sdrun", "conf"):
+    for name in ("pyproject.toml", "README.md", "sdrun", "hydra_plugins", "conf"):
         copy = shutil.copytree if (CHECKOUT / name).is_dir() else shutil.copy
         copy(CHECKOUT / name, source / name, **_skip_caches(CHECKOUT / name))
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
