@@ -19,6 +19,7 @@ from sdrun.cli import CONFIG_PACKAGE
 from sdrun.config import register_configs
 from sdrun.errors import ConfigError
 from sdrun.report import write_report
+from sdrun.space_check import check_cycles
 from sdrun.sweep import (
     SweepCallback,
     missing_search_plugin,
@@ -204,10 +205,10 @@ def test_every_value_an_int_range_or_choice_can_draw_is_checked(space, epochs, b
     fixed = [] if space.startswith("schedule.cycles=") else ["schedule.cycles=null"]
     space_of = search_space([space, *fixed], PARAMS)
     if bad is None:
-        sweep.check_cycles(space_of, epochs, search=True)
+        check_cycles(space_of, epochs, search=True)
         return
     with pytest.raises(ConfigError, match=bad):
-        sweep.check_cycles(space_of, epochs, search=True)
+        check_cycles(space_of, epochs, search=True)
 
 
 def test_a_plain_sweep_over_cycles_is_checked_too(tmp_path: Path, cifar100_root: Path):
