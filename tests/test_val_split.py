@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,26 @@ def test_report_has_the_test_error_at_the_epoch_validation_selects(val_run: Path
     expected = 100.0 - summary["student/top1_at_val_best"]
     assert float(row["val_selected_err_mean"]) == pytest.approx(expected, abs=1e-3)
     assert "val-selected epoch err" in (tmp_path / "report" / "RESULTS.md").read_text()
+
+
+def test_the_runs_curves_show_validation_accuracy(val_run: Path, tmp_path: Path, monkeypatch):
+    """curves.png (sdrun/run_plots.py) of a run with a split: the val/top1 line is drawn."""
+    import yaml
+    from matplotlib.figure import Figure
+
+    from sdrun.run_plots import final_plots
+
+    drawn: list[Figure] = []
+    real = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), real(fig, *a, **k))
+    )
+    run_dir = tmp_path / "run"
+    shutil.copytree(val_run, run_dir)
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert final_plots(run_dir, config, summary) == {"plots/curves": run_dir / "curves.png"}
+    (fig,) = drawn
+    lines = {line.get_label(): line for ax in fig.axes for line in ax.get_lines()}
+    val = [r["val/top1"] for r in read_jsonl(run_dir / "metrics.jsonl")]
+    assert list(lines["student val top-1"].get_ydata()) == val

@@ -32,6 +32,9 @@ def plot_run(run: Run, path: Path) -> bool:
     ax = fig.subplots()
     student = [_nan(r.get("student/top1")) for r in records]
     ax.plot(epochs, student, marker=".", ms=3, lw=1.6, label="student top-1")
+    val = [_nan(r.get("val/top1")) for r in records]  # with dataset.val_split
+    if not all(math.isnan(v) for v in val):
+        ax.plot(epochs, val, marker=".", ms=3, lw=1.2, ls=":", label="student val top-1")
     teacher = [_nan(r.get("teacher/top1")) for r in records]
     if not all(math.isnan(v) for v in teacher):
         ax.plot(epochs, teacher, marker=".", ms=3, lw=1.2, drawstyle="steps-post",
@@ -39,7 +42,7 @@ def plot_run(run: Run, path: Path) -> bool:
     for i, end in enumerate(_cycle_ends(records)):
         ax.axvline(end, color="grey", ls="--", lw=0.8, label=None if i else "cycle end")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("test accuracy (%)" if all(math.isnan(v) for v in val) else "accuracy (%)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     lr_ax = ax.twinx()
     lr_ax.plot(epochs, [_nan(r.get("lr")) for r in records], color="tab:red", lw=0.9, alpha=0.6)
