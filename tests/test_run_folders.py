@@ -37,7 +37,8 @@ def test_sweep_job_folders_say_what_was_swept_without_equals_or_commas(sweep: Pa
     assert len(names) == 2
     for num, name in enumerate(names):
         assert name.startswith(f"{num}_") and not set("=,[]'\" ") & set(name)
-        assert f"distill.temperature-{(1, 4)[num]}" in name.split("__")
+        # the swept key first, the fixed overrides after it
+        assert name.startswith(f"{num}_distill.temperature-{(1, 4)[num]}__dataset.")
 
 
 @pytest.mark.parametrize("quoted", [False, True], ids=["plain", "quoted"])
