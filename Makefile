@@ -56,12 +56,12 @@ bench: install
 	$(BIN)/python scripts/bench.py $(ARGS)
 
 lint: install
-	$(BIN)/ruff check sdrun tests scripts
-	$(BIN)/ruff format --check sdrun tests scripts
+	$(BIN)/ruff check sdrun hydra_plugins tests scripts
+	$(BIN)/ruff format --check sdrun hydra_plugins tests scripts
 
 format: install
-	$(BIN)/ruff format sdrun tests scripts
-	$(BIN)/ruff check --fix sdrun tests scripts
+	$(BIN)/ruff format sdrun hydra_plugins tests scripts
+	$(BIN)/ruff check --fix sdrun hydra_plugins tests scripts
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -291,14 +291,19 @@ def _parses(override: str) -> bool:
     return True
 
 
-def job_dirname(num: Any, overrides: str) -> str:
+def job_dirname(num: Any, overrides: str, *, _root_: Any = None) -> str:
     """A multirun job's folder: `<num>_<key>-<value>__<key>-<value>...` (from Hydra's
-    override_dirname, configured with those separators in conf/config.yaml).
+    override_dirname, configured with those separators in conf/config.yaml), the keys the
+    multirun varies first (`sweep.swept_first`; `_root_`: the job's config, which OmegaConf
+    passes to the resolver).
 
     Brackets and quotes are dropped and other characters Hydra's override grammar or file
     systems give a meaning (`=`, `,`, `/`, spaces) become `-`, so the folder can be pasted into
-    `resume=` as it is; a name too long for a file system keeps its start and a hash of the rest.
+    `resume=` as it is; a name too long for a file system keeps its start (the swept values
+    that tell the jobs apart) and a hash of the rest.
     """
+    if _root_ is not None:
+        overrides = sweep.swept_first(_root_.hydra, str(overrides))
     name = re.sub(r"[\[\](){}'\"]", "", str(overrides))
     name = re.sub(r"[^\w.+@%-]+", "-", name, flags=re.ASCII).strip("-")
     if len(name) > MAX_DIRNAME:
@@ -332,6 +337,15 @@ def distributed_overrides(argv: list[str]) -> list[str]:
             "hydra/hydra_logging=disabled"]  # fmt: skip
 
 
+def show_resolved(argv: list[str]) -> list[str]:
+    """`--cfg` prints the config with its values (schedule.cycles as the number a run uses),
+    not the interpolations the files hold."""
+    shows = any(a in ("--cfg", "-c") or a.startswith("--cfg=") for a in argv)
+    if shows and "--resolve" not in argv:
+        return [*argv, "--resolve"]
+    return argv
+
+
 def _cuda() -> bool:
     import torch
 
@@ -345,7 +359,7 @@ def main() -> None:
     problem = sweep.missing_search_plugin(argv)
     if problem:
         _exit_with(ConfigError(problem))
-    sys.argv = [sys.argv[0], *argv]
+    sys.argv = [sys.argv[0], *show_resolved(argv)]
     try:
         hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")(_task)()
     finally:

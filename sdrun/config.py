@@ -158,10 +158,15 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("sdrun_cycles", default_cycles, replace=True)
 
 
-def default_cycles(cycles: int, cycle_length: Optional[int]) -> Optional[int]:
-    """`schedule.cycles: ${sdrun_cycles:4,${.cycle_length}}` in a config file: 4 cycles unless
-    the cycle length is given, so either key can be set alone on the command line."""
-    return None if cycle_length is not None else cycles
+def default_cycles(cycles: int, cycle_length: Optional[int], epochs: Any = None) -> Optional[int]:
+    """`schedule.cycles: ${sdrun_cycles:4,${.cycle_length},${.epochs}}` in a config file: 4
+    cycles unless the cycle length is given, so either key can be set alone on the command
+    line; with a cycle length that divides the epochs, the count it makes (so `sdrun --cfg job`
+    shows the number), else None (the cycle length's own check then names the problem)."""
+    if cycle_length is None:
+        return cycles
+    whole = isinstance(epochs, int) and isinstance(cycle_length, int) and cycle_length > 0
+    return epochs // cycle_length if whole and epochs % cycle_length == 0 else None
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -288,7 +293,7 @@ def effective_cycles(flat: dict[str, Any]) -> dict[str, Any]:
     cycles = flat.get("schedule.cycles")
     if isinstance(cycles, str):  # as the sdrun_cycles resolver reads it (default_cycles)
         found = re.fullmatch(r"\$\{sdrun_cycles:(\d+),.*\}", cycles)
-        cycles = default_cycles(int(found.group(1)), length) if found else None
+        cycles = default_cycles(int(found.group(1)), length, epochs) if found else None
     if not isinstance(epochs, int):
         return flat
     try:

@@ -99,8 +99,9 @@ class LoopOptions:
     nan_at_step: Optional[int] = None  # fault injection for tests: this step's loss is NaN
     # Combines the epoch's sums over processes (a sum over ranks under torchrun).
     reduce: Callable[[Tensor], Tensor] = field(default=lambda sums: sums)
-    # Called every `log_every` steps with the global step and {"train/step", "train/lr",
-    # "train/loss"} (the mean loss of this process's last `log_every` steps).
+    # Called every `log_every` global steps with the global step and {"train/step",
+    # "train/lr", "train/loss"} (the mean loss of this process's steps since the last call or
+    # the epoch's start).
     on_log: Optional[StepLog] = None
 
 
@@ -153,9 +154,8 @@ def train_one_epoch(
         if tally.batches % options.check_every == 0 and agreed_check(tally, state.step, options):
             stopped = True
             break
-        if tally.batches % options.log_every == 0 and (
-            options.on_log is not None or not bar.disable
-        ):
+        # the run's step, not the epoch's: epochs shorter than log_every still log
+        if state.step % options.log_every == 0 and (options.on_log is not None or not bar.disable):
             sums = tally.sums.tolist()  # this process's sums (its share under torchrun)
             _show(bar, sums, lr, time.perf_counter() - start)
             window.report(sums, state.step, lr, options.on_log)

@@ -8,7 +8,6 @@ method. Each can be set instead with `logger.run_name`, `logger.group`, `logger.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.hydra_config import HydraConfig
@@ -55,13 +54,7 @@ def current_sweep() -> Optional[SweepInfo]:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
-    sweep_dir = str(hydra_cfg.sweep.dir)
-    record = sweep.read_record(Path(sweep_dir))
-    if record is not None:
-        swept = list(record.get("swept") or [])
-    else:  # no SweepCallback: the sweeper's own params are all that is known
-        swept = sweep.swept_keys([], sweep.sweeper_params(hydra_cfg))
-    return SweepInfo(sweep_dir, swept)
+    return SweepInfo(str(hydra_cfg.sweep.dir), sweep.multirun_swept(hydra_cfg))
 
 
 def run_identity(cfg: Config, sweep_info: Optional[SweepInfo] = None) -> RunIdentity:

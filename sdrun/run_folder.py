@@ -9,15 +9,23 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
 from sdrun import checkpoint as ckpt
-from sdrun import distributed, run_state
+from sdrun import distributed, run_state, wandb_record
 from sdrun.config import LoggerConfig, TrainerConfig
 from sdrun.identity import RunIdentity
-from sdrun.loggers import METRICS, SUMMARY, Logger, MetricsFile, NullLogger, build_logger
+from sdrun.loggers import (
+    METRICS,
+    SUMMARY,
+    Logger,
+    MetricsFile,
+    NullLogger,
+    build_logger,
+    read_metrics,
+)
 from sdrun.loggers import write_summary as write_summary_file
 from sdrun.run_state import RUN_DEFINING, Progress
 from sdrun.runtime import (
@@ -105,12 +113,19 @@ def outputs(
     the logger and the heartbeat, on rank 0 only (one set of files, one wandb run); the
     logger is finished, with the run's exit code, however the block ends."""
     metrics, logger, heartbeat = MetricsFile(run_dir / METRICS), NullLogger(), None
+    kept = None
     if dist.is_main:
         metrics.truncate_after(progress.epoch)
         who = identity or RunIdentity(name=run_dir.name, group=cfg.group, job_type="", tags=[])
+        kept = wandb_record.read(run_dir) if resuming else None
+        who = wandb_record.kept_identity(kept, who, cfg)  # a resumed run keeps its name
         logger = build_logger(cfg, run_dir, config, name=who.name, run_id=progress.wandb_id,
                               group=who.group, job_type=who.job_type or None,
                               tags=who.tags or None)  # fmt: skip
+        if logger.active:
+            _send_unsent(logger, metrics, kept, progress.epoch)
+            kept = wandb_record.WandbRecord(who, kept.synced_epoch if kept else 0)
+            wandb_record.write(run_dir, kept)
         heartbeat = run_state.start_session(run_dir, progress, dist.world_size, resuming=resuming)
     progress.wandb_id = getattr(logger, "run_id", None)
     exit_code = 1
@@ -118,7 +133,20 @@ def outputs(
         yield Outputs(metrics, logger, heartbeat)
         exit_code = 0
     finally:
+        active = logger.active
         logger.finish(exit_code)
+        if kept is not None and active:  # a clean end: what it logged is sent
+            wandb_record.write(run_dir, replace(kept, synced_epoch=progress.epoch))
+
+
+def _send_unsent(
+    logger: Logger, metrics: MetricsFile, kept: Optional[wandb_record.WandbRecord], epoch: int
+) -> None:
+    """A killed session's epochs up to the checkpoint, logged again (wandb_record.py)."""
+    if kept is None or not metrics.path.is_file():
+        return
+    for record in wandb_record.unsent(read_metrics(metrics.path), kept, epoch):
+        logger.log(record, step=record["epoch"])
 
 
 def how_it_ran(progress: Progress, runtime: Runtime, dist: distributed.Dist) -> dict[str, Any]:

@@ -22,6 +22,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from sdrun.errors import ConfigError
+from sdrun.space_check import check_cycles
+
 log = logging.getLogger(__name__)
 
 RECORD = "sweep.yaml"
@@ -108,6 +111,31 @@ def search_space(overrides: list[str], params: Optional[dict[str, Any]]) -> dict
     return space
 
 
+def swept_first(hydra_cfg: Any, dirname: str) -> str:
+    """A job's override_dirname with the keys its multirun varies first, each part sorted as
+    Hydra sorts the whole (`dirname` itself when the job's overrides are not known): a folder
+    name cut to a file system's limit keeps what tells the jobs apart."""
+    lines = OmegaConf.select(hydra_cfg, "overrides.task", default=None)
+    options = OmegaConf.select(hydra_cfg, "job.config.override_dirname", default=None)
+    if lines is None or options is None or hydra_cfg.mode != RunMode.MULTIRUN:
+        return dirname
+    swept = set(multirun_swept(hydra_cfg))
+    kept = [o for o in OverridesParser.create().parse_overrides(list(lines))
+            if o.key_or_group not in options.exclude_keys]  # fmt: skip
+    first = sorted(str(o.input_line) for o in kept if o.key_or_group.lstrip("+~") in swept)
+    rest = sorted(str(o.input_line) for o in kept if o.key_or_group.lstrip("+~") not in swept)
+    return str(options.item_sep).join(first + rest).replace("=", str(options.kv_sep))
+
+
+def multirun_swept(hydra_cfg: Any) -> list[str]:
+    """The keys a running multirun varies: from its sweep.yaml, else from the sweeper's own
+    params (no SweepCallback)."""
+    record = read_record(Path(str(hydra_cfg.sweep.dir)))
+    if record is not None and isinstance(record.get("swept"), list):
+        return [str(key) for key in record["swept"]]
+    return swept_keys([], sweeper_params(hydra_cfg))
+
+
 def read_record(sweep_dir: Path) -> Optional[dict[str, Any]]:
     """The sweep's `sweep.yaml`, or None when it is missing or unreadable."""
     try:
@@ -117,32 +145,87 @@ def read_record(sweep_dir: Path) -> Optional[dict[str, Any]]:
     return record if isinstance(record, dict) else None
 
 
+SAME_SEARCH = ("objective", "direction", "space")
+
+
+def restart_problem(sweep_dir: Path, record: dict[str, Any], sweeper: Any) -> Optional[str]:
+    """Why a search cannot run in `sweep_dir`, which holds trials already (None if it can: a
+    continued search, sdrun/search.py). It must be the same search - same objective, space
+    and task overrides; hydra.* settings such as n_trials may change - and its study must be
+    stored, or new trials would take the job numbers, and folders, of the old ones."""
+    trials = list(sweep_dir.rglob(".hydra/hydra.yaml")) if sweep_dir.is_dir() else []
+    if not trials:
+        return None
+    old = read_record(sweep_dir) or {}
+    changed = [key for key in SAME_SEARCH if old.get(key) != record.get(key)]
+    if _task_overrides(old.get("overrides")) != _task_overrides(record.get("overrides")):
+        changed.append("overrides")
+    if changed:
+        return (
+            f"hydra.sweep.dir={sweep_dir} holds {len(trials)} trial(s) of another search "
+            f"({', '.join(changed)} differ from its {RECORD}); continue it with the command it "
+            "was started with (only hydra.* settings such as hydra.sweeper.n_trials may "
+            "change), or give a new hydra.sweep.dir"
+        )
+    from sdrun.search import stored_trials
+
+    storage, name = sweeper.get("storage"), sweeper.get("study_name")
+    if not stored_trials(None if storage is None else str(storage), name):
+        return (
+            f"hydra.sweep.dir={sweep_dir} holds {len(trials)} trial(s) of a search whose study "
+            f"is not in hydra.sweeper.storage={storage} (study {name}), so it cannot be "
+            "continued; give a new hydra.sweep.dir"
+        )
+    return None
+
+
+def _task_overrides(overrides: Any) -> list[str]:
+    """A command's overrides that decide what its jobs compute (not hydra.* settings)."""
+    given = [str(o) for o in overrides] if isinstance(overrides, list) else []
+    return sorted(o for o in given if not o.lstrip("+~").startswith("hydra."))
+
+
+def _refuse(message: str) -> None:
+    """One line on stderr and exit 2, before any job (and before sweep.yaml is written)."""
+    print(f"sdrun: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         search = is_search(config.hydra)
         if search and not OmegaConf.select(config, "dataset.val_split", default=0):
-            print(
-                "sdrun: error: a hyperparameter search selects on what it evaluates, and "
+            _refuse(
+                "a hyperparameter search selects on what it evaluates, and "
                 "without a validation split that is the test set; add dataset.val_split=N "
-                "(e.g. 5000 of CIFAR's 50000 training images)",
-                file=sys.stderr,
+                "(e.g. 5000 of CIFAR's 50000 training images)"
             )
-            sys.exit(EXIT_USER_ERROR)
         params = sweeper_params(config.hydra)
         overrides = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        space = search_space(overrides, params)
+        try:
+            check_cycles(space, OmegaConf.select(config, "schedule.epochs"), search)
+        except ConfigError as err:
+            _refuse(str(err))
         record: dict[str, Any] = {
             "sweeper": str(config.hydra.sweeper.get("_target_", "")),
             "swept": swept_keys(overrides, params),
             "overrides": overrides,
         }
         if search:
+            storage = config.hydra.sweeper.get("storage")
             record.update(
                 objective=OBJECTIVE,
                 direction=str(config.hydra.sweeper.get("direction", "")),
-                space=search_space(overrides, params),
+                space=space,
                 n_trials=int(config.hydra.sweeper.get("n_trials", 0)),
+                storage=None if storage is None else str(storage),
             )
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        if search:
+            problem = restart_problem(sweep_dir, record, config.hydra.sweeper)
+            if problem:
+                _refuse(problem)  # before sweep.yaml: the stopped search's stays as it was
         try:
             sweep_dir.mkdir(parents=True, exist_ok=True)
             (sweep_dir / RECORD).write_text(yaml.safe_dump(record, sort_keys=False))

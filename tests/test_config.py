@@ -4,7 +4,8 @@ import importlib.resources
 from pathlib import Path
 
 import pytest
-from helpers import CONF
+import yaml
+from helpers import CONF, sdrun_here
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
@@ -125,3 +126,13 @@ def test_effective_cycles_derive_the_cycles_as_the_runner_does():
     assert cycles(epochs=240, cycles=None, cycle_length=None) == (1, 240)  # one cycle
     # keys that disagree were never a run sdrun made: compared as saved, not silently fixed
     assert cycles(epochs=240, cycles=3, cycle_length=60) == (3, 60)
+
+
+@pytest.mark.parametrize(
+    "given,cycles", [((), 4), (("schedule.cycle_length=60",), 4), (("schedule.cycles=8",), 8)]
+)
+def test_cfg_job_shows_the_number_of_cycles(given: tuple, cycles: int, tmp_path: Path):
+    proc = sdrun_here("--cfg", "job", *given, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    schedule = yaml.safe_load(proc.stdout)["schedule"]
+    assert schedule["cycles"] == cycles and schedule["epochs"] == 240

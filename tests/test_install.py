@@ -22,7 +22,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     # later wheels. No build isolation: tests never use the network (setuptools is in [dev]).
     source = work / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md", "sdrun", "conf"):
+    for name in ("pyproject.toml", "README.md", "sdrun", "hydra_plugins", "conf"):
         copy = shutil.copytree if (CHECKOUT / name).is_dir() else shutil.copy
         copy(CHECKOUT / name, source / name, **_skip_caches(CHECKOUT / name))
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
@@ -52,7 +52,8 @@ def run_installed(target: Path, *args: str, cwd: Path) -> subprocess.CompletedPr
 def test_the_wheel_holds_every_package_and_every_config(installed: tuple[Path, Path]):
     wheel, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
-    packages = {p.parent.relative_to(CHECKOUT).as_posix() for p in CHECKOUT.glob("sdrun/**/*.py")}
+    sources = [*CHECKOUT.glob("sdrun/**/*.py"), *CHECKOUT.glob("hydra_plugins/**/*.py")]
+    packages = {p.parent.relative_to(CHECKOUT).as_posix() for p in sources}
     missing = {p for p in packages if f"{p}/__init__.py" not in names}
     assert not missing, f"add {missing} to [tool.setuptools] packages in pyproject.toml"
     configs = {

@@ -175,3 +175,60 @@ def test_reproduce_puts_a_table_in_one_wandb_group(tmp_path: Path):
         for job in jobs
     }
     assert groups == {"logger.group=table/cifar100"}
+
+
+def test_steps_are_logged_every_log_every_global_steps_when_epochs_are_shorter():
+    """2 steps per epoch, log_every=3: the LR and loss of steps 3 and 6 (counted over the
+    run), not nothing because no epoch reaches its own third step."""
+    import torch
+    from torch import nn
+
+    from sdrun.distill import LossWeights
+    from sdrun.engine import LoopOptions, StepState, train_one_epoch
+    from sdrun.runtime import Runtime
+    from sdrun.schedule import CyclePlan
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    state = StepState(torch.optim.SGD(model.parameters(), lr=0.1), None, 0)
+    plan = CyclePlan(kind="cosine", epochs=3, cycle_length=3, steps_per_epoch=2, peak=0.1)
+    batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(2)]
+    logged: list[tuple[int, dict]] = []
+    options = LoopOptions(log_every=3, check_every=3, on_log=lambda s, v: logged.append((s, v)))
+    runtime = Runtime(torch.device("cpu"), None, False)
+    for _ in range(3):
+        train_one_epoch(model, None, batches, 2, state, plan, LossWeights(), runtime,
+                        options=options)  # fmt: skip
+    assert [step for step, _ in logged] == [3, 6]
+    assert all({"train/lr", "train/loss"} <= set(values) for _, values in logged)
+
+
+def test_a_resumed_search_job_keeps_its_wandb_identity_and_resends_a_killed_sessions_epochs(
+    val_run: Path, tmp_path: Path
+):
+    """The search's trial resumed on its own (no sweep around it): its wandb name keeps the
+    swept values, its group the search. Its record then says no clean end (what a kill
+    leaves): the resumed session logs epochs 1-2 of metrics.jsonl again."""
+    import shutil
+
+    from helpers import sdrun_here, wandb_env
+
+    from sdrun import wandb_record
+
+    run_dir = tmp_path / "trial"
+    shutil.copytree(val_run, run_dir)
+    kept = wandb_record.read(run_dir)
+    assert kept is not None and kept.synced_epoch == 2  # the trial ended cleanly
+    assert "lr=0.05" in kept.identity.name and kept.identity.group == str(val_run.parent)
+    wandb_record.write(run_dir, wandb_record.WandbRecord(kept.identity, synced_epoch=0))
+    before = set((run_dir / "wandb").glob("offline-run-*"))
+    proc = sdrun_here(f"resume={run_dir}", cwd=tmp_path, env=wandb_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (session,) = set((run_dir / "wandb").glob("offline-run-*")) - before
+    (path,) = session.glob("run-*.wandb")
+    (run,) = by_type(path, "run")
+    assert run.display_name == kept.identity.name and run.run_group == kept.identity.group
+    assert run.job_type == kept.identity.job_type
+    epochs = [int(r["epoch"]) for r in history_rows(path) if "val/top1" in r]
+    assert epochs == [1, 2]  # the unsent epochs, from metrics.jsonl
+    assert wandb_record.read(run_dir).synced_epoch == 2  # this session ended cleanly

@@ -7,7 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import read_jsonl, sdrun_here, tiny
+import yaml
+from helpers import CONF, read_jsonl, sdrun_here, tiny
+from hydra.types import RunMode
+from omegaconf import OmegaConf
 
 from sdrun.cli import job_dirname, quote_paths
 
@@ -34,7 +37,8 @@ def test_sweep_job_folders_say_what_was_swept_without_equals_or_commas(sweep: Pa
     assert len(names) == 2
     for num, name in enumerate(names):
         assert name.startswith(f"{num}_") and not set("=,[]'\" ") & set(name)
-        assert f"distill.temperature-{(1, 4)[num]}" in name.split("__")
+        # the swept key first, the fixed overrides after it
+        assert name.startswith(f"{num}_distill.temperature-{(1, 4)[num]}__dataset.")
 
 
 @pytest.mark.parametrize("quoted", [False, True], ids=["plain", "quoted"])
@@ -101,3 +105,28 @@ def test_job_dirname_is_short_enough_for_any_file_system():
     name = job_dirname(12, "__".join(f"key{i}-{'v' * 30}" for i in range(20)))
     assert name.startswith("12_key0-") and len(name.encode()) < 255
     assert job_dirname(3, "") == "3"
+
+
+def test_a_long_job_folder_name_keeps_the_swept_values_before_the_fixed_overrides(
+    tmp_path: Path,
+):
+    """Many fixed overrides sort before the swept key: the cut at 240 characters would drop
+    the one value that tells the jobs apart. The swept keys (from sweep.yaml) come first."""
+    fixed = [f"+model.kwargs.a{i}={'v' * 20}" for i in range(12)]
+    (tmp_path / "sweep.yaml").write_text("swept: [seed, optim.lr]\n")
+    subdir = yaml.safe_load((CONF / "config.yaml").read_text())["hydra"]["sweep"]["subdir"]
+    OmegaConf.register_new_resolver("sdrun_job", job_dirname, replace=True)  # as main() does
+    names = []
+    for seed in (0, 1):
+        cfg = OmegaConf.create({"hydra": {
+            "mode": RunMode.MULTIRUN,
+            "sweep": {"dir": str(tmp_path), "subdir": subdir},
+            "overrides": {"task": [*fixed, f"seed={seed}", "optim.lr=0.1", "logger=none"]},
+            "job": {"num": seed, "override_dirname": "unused",
+                    "config": {"override_dirname": {"kv_sep": "-", "item_sep": "__",
+                                                    "exclude_keys": ["logger"]}}},
+        }})  # fmt: skip
+        names.append(cfg.hydra.sweep.subdir)
+    assert names[0].startswith("0_optim.lr-0.1__seed-0__+model.kwargs.a0-")
+    assert names[1].startswith("1_optim.lr-0.1__seed-1__")
+    assert all(len(name) <= 255 and "logger" not in name for name in names)

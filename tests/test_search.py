@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import complete, search_trials
+from helpers import complete, sdrun_here, search_trials
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from wandb_records import by_type
@@ -17,7 +17,9 @@ from wandb_records import by_type
 from sdrun import sweep
 from sdrun.cli import CONFIG_PACKAGE
 from sdrun.config import register_configs
+from sdrun.errors import ConfigError
 from sdrun.report import write_report
+from sdrun.space_check import check_cycles
 from sdrun.sweep import (
     SweepCallback,
     missing_search_plugin,
@@ -171,3 +173,50 @@ def test_a_fixed_list_in_the_space_is_not_a_searched_parameter(tmp_path: Path):
 def test_a_deleted_key_leaves_the_search_space():
     params = {"distill.temperature": "interval(1,4)", "distill.kd_weight": "interval(0,2)"}
     assert search_space(["~distill.kd_weight"], params) == {"distill.temperature": "interval(1,4)"}
+
+
+def test_a_space_with_cycles_that_do_not_divide_the_epochs_is_refused_before_any_trial(
+    tmp_path: Path, capsys
+):
+    """The preset's cycles=choice(2,4,8) with a shortened budget of 12 epochs: 8 does not
+    divide 12, which a trial drawing it would say hours into the search."""
+    cfg = compose_search("dataset.val_split=32", "schedule.epochs=12",
+                         f"hydra.sweep.dir={tmp_path / 'search'}")  # fmt: skip
+    with pytest.raises(SystemExit) as stop:
+        SweepCallback().on_multirun_start(config=cfg)
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("sdrun: error: ") and "schedule.cycles=choice(2, 4, 8)" in line
+    assert "can draw 8" in line and "schedule.epochs=12" in line
+    assert "schedule.cycles=choice(2,4)" in line  # the values that fit
+    assert not (tmp_path / "search").exists()  # no sweep.yaml, no trial
+
+
+@pytest.mark.parametrize(
+    "space,epochs,bad",
+    [("schedule.cycles=range(2,5)", 12, "can draw 5"),  # Optuna draws both ends
+     ("schedule.cycles=range(2,4)", 12, None),
+     ("schedule.cycles=range(2,8,2)", 24, None),
+     ("schedule.cycles=interval(1,4)", 12, r"non-integer.*range\(1,4\)"),
+     ("schedule.cycle_length=choice(3,5)", 15, None),
+     ("schedule.cycle_length=choice(3,4)", 15, "can draw 4")],
+)  # fmt: skip
+def test_every_value_an_int_range_or_choice_can_draw_is_checked(space, epochs, bad):
+    fixed = [] if space.startswith("schedule.cycles=") else ["schedule.cycles=null"]
+    space_of = search_space([space, *fixed], PARAMS)
+    if bad is None:
+        check_cycles(space_of, epochs, search=True)
+        return
+    with pytest.raises(ConfigError, match=bad):
+        check_cycles(space_of, epochs, search=True)
+
+
+def test_a_plain_sweep_over_cycles_is_checked_too(tmp_path: Path, cifar100_root: Path):
+    proc = sdrun_here("-m", "schedule.epochs=6", "schedule.cycle_length=null",
+                      "schedule.cycles=2,3,4", f"dataset.root={cifar100_root}",
+                      "dataset.download=false", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                      cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "the sweep's schedule.cycles=2,3,4 can draw 4" in line
+    assert not (tmp_path / "sweep").exists()

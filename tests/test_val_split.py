@@ -15,6 +15,7 @@ from helpers import read_jsonl
 
 from sdrun.config import DatasetConfig
 from sdrun.data import build_loaders
+from sdrun.data.folder import class_balanced_order
 from sdrun.data.holdout import holdout_indices
 from sdrun.errors import ConfigError
 from sdrun.report import write_report
@@ -101,6 +102,36 @@ def test_a_split_that_leaves_nothing_to_train_is_one_line(val_split: int, what: 
     assert "\n" not in message
 
 
+def test_a_small_class_keeps_a_training_image_and_the_remainder_is_spread():
+    """Class 0 has 2 images, the others 30: the split takes at most one of class 0; the round
+    that fits only partly goes to classes in a fixed random order, not the lowest ids."""
+    labels = torch.cat([torch.zeros(2, dtype=torch.long), torch.arange(1, 10).repeat(30)])
+    train, val = holdout_indices(labels, 25)
+    per_class = torch.bincount(labels[val], minlength=10)
+    assert per_class[0] == 1 and per_class.sum() == 25
+    assert labels[train].unique().tolist() == list(range(10))  # every class still trains
+    assert per_class[1:].max() - per_class[1:].min() == 1  # 24 over 9 classes: 2 or 3 each
+    assert set(torch.nonzero(per_class[1:] == 3).flatten().add(1).tolist()) != {1, 2, 3, 4, 5, 6}
+
+
+def test_a_split_that_would_empty_a_class_is_refused_in_one_line():
+    labels = torch.tensor([0, 1, 1, 2, 2, 2])  # at most 0 + 1 + 2 can be held out
+    assert len(holdout_indices(labels, 3)[1]) == 3
+    with pytest.raises(ConfigError) as err:
+        holdout_indices(labels, 4)
+    message = str(err.value)
+    assert "dataset.val_split=4" in message and "at most 3" in message and "\n" not in message
+
+
+def test_a_balanced_split_of_whole_rounds_holds_out_what_it_always_did():
+    """Classes of equal size, val_split a multiple of their number (5000 of CIFAR-100's
+    50000): the first images of the class-balanced order, as before the rule above."""
+    labels = torch.arange(600) % 12
+    labels = labels[torch.randperm(600, generator=torch.Generator().manual_seed(3))]
+    _, val = holdout_indices(labels, 48)
+    assert torch.equal(val, class_balanced_order(labels.tolist(), seed=0)[:48].sort().values)
+
+
 def test_run_reports_validation_accuracy_and_the_epoch_it_selects(val_run: Path):
     records = read_jsonl(val_run / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [1, 2]
@@ -109,7 +140,7 @@ def test_run_reports_validation_accuracy_and_the_epoch_it_selects(val_run: Path)
     assert records[0]["teacher/val_top1"] is None  # no teacher during cycle 1
     assert records[1]["teacher/val_top1"] is not None  # cycle 1's snapshot, on the val split
     summary = json.loads((val_run / "summary.json").read_text())
-    assert summary["val_split"] == 32 and summary["cycles"] == 2
+    assert summary["val_split"] == 24 and summary["cycles"] == 2
     assert summary["val/top1"] == records[-1]["val/top1"]
     best = max(records, key=lambda r: r["val/top1"])  # max() keeps the first of equals
     assert summary["val/best_epoch"] == best["epoch"]
@@ -128,3 +159,26 @@ def test_report_has_the_test_error_at_the_epoch_validation_selects(val_run: Path
     expected = 100.0 - summary["student/top1_at_val_best"]
     assert float(row["val_selected_err_mean"]) == pytest.approx(expected, abs=1e-3)
     assert "val-selected epoch err" in (tmp_path / "report" / "RESULTS.md").read_text()
+
+
+def test_the_runs_curves_show_validation_accuracy(val_run: Path, tmp_path: Path, monkeypatch):
+    """curves.png (sdrun/run_plots.py) of a run with a split: the val/top1 line is drawn."""
+    import yaml
+    from matplotlib.figure import Figure
+
+    from sdrun.run_plots import final_plots
+
+    drawn: list[Figure] = []
+    real = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), real(fig, *a, **k))
+    )
+    run_dir = tmp_path / "run"
+    shutil.copytree(val_run, run_dir)
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert final_plots(run_dir, config, summary) == {"plots/curves": run_dir / "curves.png"}
+    (fig,) = drawn
+    lines = {line.get_label(): line for ax in fig.axes for line in ax.get_lines()}
+    val = [r["val/top1"] for r in read_jsonl(run_dir / "metrics.jsonl")]
+    assert list(lines["student top-1 (val split)"].get_ydata()) == val

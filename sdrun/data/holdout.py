@@ -2,10 +2,10 @@
 every run, so that choices made on them (a hyperparameter search, the epoch to keep) never
 look at the test set.
 
-The N images are the first N of `class_balanced_order` under a fixed seed (not the run's):
-as close to N / classes per class as the data allows, and identical across the seeds and
-settings of a comparison. The same function splits in-memory sets (CIFAR, fake) and image
-folders.
+The N images follow `class_balanced_order` under a fixed seed (not the run's): as close to
+N / classes per class as the data allows, never a class's last training image, and identical
+across the seeds and settings of a comparison (`held_out`). The same function splits
+in-memory sets (CIFAR, fake) and image folders.
 """
 
 from __future__ import annotations
@@ -26,12 +26,45 @@ VAL_SEED = 0
 
 
 def holdout_indices(labels: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """(train, val) indices into `labels`: val is the first `n` of the class-balanced order,
-    train the rest; both in ascending order (the loaders shuffle training themselves)."""
-    val = class_balanced_order(labels.tolist(), seed=VAL_SEED)[:n]
+    """(train, val) indices into `labels`, both in ascending order (the loaders shuffle training
+    themselves): val is `held_out`, train the rest."""
+    val = held_out(labels, n)
     keep = torch.ones(len(labels), dtype=torch.bool)
     keep[val] = False
     return torch.nonzero(keep).flatten(), val.sort().values
+
+
+def held_out(labels: Tensor, n: int) -> Tensor:
+    """The `n` held-out indices: `class_balanced_order` without each class's last image (every
+    class keeps at least one training image), taken round by round; the round that only partly
+    fits goes to classes in a fixed random order, not to the lowest class ids. With classes of
+    equal size and `n` a multiple of their number, this is the first `n` of the order as before.
+    Raises ConfigError when `n` would take a class's last training image."""
+    order = class_balanced_order(labels.tolist(), seed=VAL_SEED)
+    ordered = labels[order]
+    counts = torch.bincount(labels)
+    by_class = torch.sort(ordered, stable=True).indices  # the order's positions, class by class
+    rank = torch.empty_like(ordered)
+    rank[by_class] = (
+        torch.arange(len(ordered)) - (torch.cumsum(counts, 0) - counts)[ordered[by_class]]
+    )
+    spare = rank < counts[ordered] - 1  # a class's last image in the order stays in training
+    order, ordered, rank = order[spare], ordered[spare], rank[spare]
+    if n > len(order):
+        raise ConfigError(
+            f"dataset.val_split={n} would hold out the last training image of some classes: "
+            f"at most {len(order)} can be held out while every class keeps one; lower "
+            f"dataset.val_split to {len(order)} or train on more images (dataset.limit_train)"
+        )
+    if n == 0:
+        return order[:0]
+    last = rank[n - 1]  # the round that may fit only partly
+    full = order[rank < last]
+    pool, pool_classes = order[rank == last], ordered[rank == last]
+    g = torch.Generator().manual_seed(VAL_SEED)
+    priority = torch.randperm(len(counts), generator=g)[pool_classes]
+    chosen = pool[torch.argsort(priority)][: n - len(full)]
+    return torch.cat([full, chosen])
 
 
 def check_holdout(n: int, num_train: int, batch_size: int, world_size: int = 1) -> None:

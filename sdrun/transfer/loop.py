@@ -92,7 +92,7 @@ def train_one_epoch(
         ):
             stopped = True
             break
-        if tally.batches % options.log_every == 0 and not bar.disable:
+        if state.step % options.log_every == 0 and not bar.disable:  # the run's step
             sums = tally.sums.tolist()  # sums, not tally.images: a resumed epoch's are global
             elapsed = time.perf_counter() - start
             bar.set_postfix(loss=f"{sums[LOSS] / max(sums[IMAGES], 1):.3f}", lr=f"{lr:.5f}",
