@@ -39,7 +39,8 @@ def one_line(err: Exception) -> str:
     cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
     key = getattr(cause, "full_key", None)
     if not isinstance(cause, OmegaConfBaseException) or not key:
-        return _joined(str(err))
+        override = getattr(err, "override", None)  # an override Hydra's grammar cannot parse
+        return f"{override}: {_joined(str(err))}" if override else _joined(str(err))
     text = _joined(getattr(cause, "msg", None) or str(cause))
     if cause is not err:  # Hydra's own line says which override, and may hint at the fix
         text = f"{text} ({_joined(str(err))})"
@@ -62,7 +63,7 @@ def _joined(text: str) -> str:
             out[-1] += (" " if out[-1].endswith(":") else ", ") + line
         else:
             out.append(line)
-    return "; ".join(out)
+    return " ".join(f"{p}" if p.endswith(".") else f"{p};" for p in out).rstrip(";")
 
 
 def _schema_type(err: OmegaConfBaseException) -> Optional[str]:

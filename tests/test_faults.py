@@ -251,6 +251,8 @@ BAD_COMMAND_LINES = [
     (["dataset.batch_size=abc"], "dataset.batch_size"),
     (["dataset.batch_size=1.5"], "dataset.batch_size"),
     (["schedule.warmup_epochs=0.5"], "schedule.warmup_epochs"),
+    (["distill.temprature=2"], "distill.temprature"),  # Hydra's own errors, shortened too
+    (["seed=[1"], "seed=[1"),
 ]
 
 
