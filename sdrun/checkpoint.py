@@ -3,7 +3,8 @@
 `checkpoints/last.pt` is written at every epoch end to a temporary file in the same folder
 and flushed to disk; only then does the old `last.pt` become `prev.pt` and the new file
 `last.pt`. A kill at any moment leaves at least one complete checkpoint, and a damaged
-`last.pt` (a disk fault, a copy cut short) falls back to `prev.pt` with a message.
+`last.pt` (a disk fault, a copy cut short, a flipped bit: every record's CRC-32 is checked)
+falls back to `prev.pt` with a message.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def save_atomic(payload: dict[str, Any], path: Path, keep_previous: Optional[Pat
     """Write `payload` to `path` so that no reader ever sees a partial file.
 
     With `keep_previous`, the file `path` held before becomes that file, but only once the new
-    one is complete on disk. A failed write (disk full, permissions) leaves both untouched.
+    one is complete on disk. A failed write (disk full, a file-size limit, permissions) removes
+    the temporary file and leaves both untouched.
     """
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -47,13 +49,31 @@ def save_atomic(payload: dict[str, Any], path: Path, keep_previous: Optional[Pat
             os.replace(path, keep_previous)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        reason = _write_failure(err)
+        if reason is None:
+            raise  # not a write that failed: a bug, with its traceback
         raise CheckpointError(
-            f"could not write {path} ({err.strerror or err}); the previous checkpoint is kept; "
-            "free disk space or fix permissions, then resume from the run directory"
+            f"could not write {path} ({reason}); the previous checkpoint is kept; "
+            "free disk space (or raise the file-size limit) or fix permissions, then resume from "
+            "the run directory"
         ) from None
+
+
+def _write_failure(err: BaseException) -> Optional[str]:
+    """Why a write failed, or None if `err` is not a failed write. torch's zip writer reports a
+    full disk or a file-size limit as a RuntimeError ("PytorchStreamWriter failed writing
+    file ..."), sometimes over the OSError of the Python file it writes to."""
+    seen: Optional[BaseException] = err
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen.strerror or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    if "PytorchStreamWriter failed" in str(err) or "file write failed" in str(err):
+        return "the write failed: the disk is full or a file-size limit was reached"
+    return None
 
 
 def save_last(payload: dict[str, Any], run_dir: Path) -> None:
@@ -85,6 +105,9 @@ def load_weights(path: Path, key: str) -> dict[str, Any]:
         raise CheckpointError(
             f"{key}: no checkpoint at {path}; point {key} at a run directory or a .pt file"
         )
+    damage = _zip_damage(path)
+    if damage:
+        raise CheckpointError(f"{key}: {path} is damaged ({damage}); use another checkpoint")
     try:
         with warnings.catch_warnings():  # torch warns about some pickle protocols: one line only
             warnings.simplefilter("ignore")
@@ -110,6 +133,29 @@ def load_weights(path: Path, key: str) -> dict[str, Any]:
             "use a .pt written by sdrun or a saved state_dict"
         )
     return payload
+
+
+def _zip_damage(path: Path) -> Optional[str]:
+    """What is damaged in a zip-format checkpoint (torch's format since 1.6), or None.
+
+    torch stores every record uncompressed with its CRC-32 but never checks them on load: a
+    flipped bit in a tensor loads as a wrong weight without a word. zipfile checks each CRC as
+    it reads a record to its end. A record stored with CRC 0 was written without checksums
+    (torch.serialization.config.save.compute_crc32=False) and is not checked.
+    """
+    if not zipfile.is_zipfile(path):
+        return None  # not a zip (the legacy format, or cut short): torch.load judges it
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.CRC == 0:
+                    continue
+                with archive.open(info) as record:
+                    while record.read(1 << 22):
+                        pass
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        return " ".join(str(err).split()) or type(err).__name__
+    return None
 
 
 def _parses(path: Path) -> bool:

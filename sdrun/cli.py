@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sdrun import distributed, sweep
+from sdrun import distributed, hydra_errors, run_lock, sweep
 from sdrun.checkpoint import CHECKPOINT_DIR, LAST, guard_run_dir
 from sdrun.config import Config, register_configs, validate
 from sdrun.errors import ConfigError, SdrunError, TrainingDiverged
@@ -62,7 +62,8 @@ _last_at_start: Optional[tuple[int, int]] = None
 # The run dir and the outermost of its folders this command created (none existed before
 # Hydra made them), or None.
 _created_run_dir: Optional[tuple[Path, Path]] = None
-HYDRA_ONLY = {".hydra", "sdrun.log"}  # what Hydra writes into a run dir before the task runs
+# What Hydra (and the run folder's lock) put into a run dir before the task runs.
+HYDRA_ONLY = {".hydra", "sdrun.log", run_lock.LOCK_FILE}
 
 
 class RunDirGuard(Callback):
@@ -72,14 +73,18 @@ class RunDirGuard(Callback):
         global _resume_backup, _created_run_dir, _last_at_start
         _resume_backup = _created_run_dir = None
         run_dir = Path(config.hydra.run.dir)
+        is_main = distributed.from_env().is_main
+        created = None if run_dir.exists() else (run_dir, _first_missing(run_dir))
         try:
+            if is_main:  # before Hydra writes a file: a second process must change nothing
+                run_lock.acquire(run_dir)  # held until the task ends (`run_task`)
             guard_run_dir(run_dir, resuming=config.resume is not None)
         except SdrunError as err:
+            run_lock.release_all(refused=True)
             _exit_with(err)
-        if not distributed.from_env().is_main:
+        if not is_main:
             return  # the run dir's files are rank 0's under torchrun: one backup, one undo
-        if not run_dir.exists():
-            _created_run_dir = (run_dir, _first_missing(run_dir))
+        _created_run_dir = created
         hydra_dir = run_dir / ".hydra"
         if (hydra_dir / "config.yaml").exists():  # resuming: keep what the run was started with
             _last_at_start = _stamp(run_dir / CHECKPOINT_DIR / LAST)
@@ -182,8 +187,11 @@ def run_task(work: Callable[[], T], prog: str = "sdrun") -> T:
         _exit_with(err, prog)
     except SdrunError as err:
         _undo_resume_files()  # refused (a changed key, a bad file...): the run stays as it was
+        run_lock.release_all(refused=True)
         _drop_unused_run_dir()
         _exit_with(err, prog)
+    finally:
+        run_lock.release_all()  # the run is over (a process that lives on must not hold it)
 
 
 def _task(dict_cfg: DictConfig) -> float:
@@ -361,8 +369,13 @@ def main() -> None:
         _exit_with(ConfigError(problem))
     sys.argv = [sys.argv[0], *show_resolved(argv)]
     try:
-        hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")(_task)()
+        hydra_errors.run(
+            hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")(_task)
+        )
+    except ConfigError as err:  # Hydra's composition errors (the task reports its own)
+        _exit_with(err)
     finally:
+        run_lock.release_all()
         distributed.shutdown()
 
 

@@ -8,6 +8,7 @@ express (ranges, combinations) live in `validate`, which raises `ConfigError` na
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -175,9 +176,24 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
+    # `nan < 0` is False: a NaN would pass a plain comparison, and inf is no setting either.
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{key}={value} must be {bound}; set {key} to a value {bound}")
+        raise ConfigError(f"{key}={value} must be {bound} and finite; set {key} to such a value")
+
+
+def _fraction(key: str, value: float) -> None:
+    """A value in [0, 1): momentum, dropout rates."""
+    if not 0 <= value < 1:  # False for nan
+        raise ConfigError(f"{key}={value} must be in [0, 1); set {key} to such a value")
+
+
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
+
+
+def check_seed(key: str, value: Optional[int]) -> None:
+    if value is not None and not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+        raise ConfigError(f"{key}={value} does not fit in 64 bits; pick a smaller {key}")
 
 
 def validate(cfg: Config) -> None:
@@ -209,6 +225,11 @@ def validate(cfg: Config) -> None:
     _choice("schedule.name", s.name, SCHEDULES)
     _positive("schedule.epochs", s.epochs)
     _positive("schedule.lr_min", s.lr_min, allow_zero=True)
+    if s.lr_min > cfg.optim.lr:
+        raise ConfigError(
+            f"schedule.lr_min={s.lr_min} is above optim.lr={cfg.optim.lr}: the schedule would "
+            "raise the rate; set schedule.lr_min <= optim.lr"
+        )
     _positive("schedule.warmup_epochs", s.warmup_epochs, allow_zero=True)
     cycle = cycle_length_of(s)
     if s.name in ("cosine", "step") and cycle != s.epochs:
@@ -250,6 +271,9 @@ def validate(cfg: Config) -> None:
         )
 
     validate_shared(o, t, cfg.logger)
+    check_seed("seed", cfg.seed)
+    check_seed("root_seed", cfg.root_seed)
+    _check_model_kwargs(cfg.model.kwargs)
     _choice("trainer.compile_mode", t.compile_mode, COMPILE_MODES)
     _positive("trainer.teacher_precompute", t.teacher_precompute, allow_zero=True)
     if t.teacher_precompute and d.name == "imagenet":
@@ -262,13 +286,29 @@ def validate(cfg: Config) -> None:
 def validate_shared(optim: OptimConfig, trainer: TrainerConfig, logger: LoggerConfig) -> None:
     """The checks of the groups sdrun-transfer shares with sdrun (optim, trainer, logger)."""
     _positive("optim.lr", optim.lr)
-    _positive("optim.momentum", optim.momentum, allow_zero=True)
+    _fraction("optim.momentum", optim.momentum)
     _positive("optim.weight_decay", optim.weight_decay, allow_zero=True)
+    if optim.nesterov and optim.momentum == 0:
+        raise ConfigError(
+            "optim.nesterov=true needs momentum, but optim.momentum=0; "
+            "set optim.momentum > 0 or optim.nesterov=false"
+        )
     _choice("trainer.device", trainer.device, DEVICES)
     _choice("trainer.amp", trainer.amp, AMP_MODES)
     _positive("trainer.log_every", trainer.log_every)
     _choice("logger.name", logger.name, ("wandb", "none"))
     _choice("logger.mode", logger.mode, WANDB_MODES)
+
+
+# timm's dropout-like rates: torch refuses them outside [0, 1] only once the model is built.
+RATE_KWARGS = ("drop_rate", "drop_path_rate", "drop_block_rate", "attn_drop_rate", "proj_drop_rate")
+
+
+def _check_model_kwargs(kwargs: dict[str, Any]) -> None:
+    for key in RATE_KWARGS:
+        value = kwargs.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            _fraction(f"model.kwargs.{key}", value)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdrun import checkpoint as ckpt
-from sdrun import distributed, run_state, wandb_record
+from sdrun import distributed, run_lock, run_state, wandb_record
 from sdrun.config import LoggerConfig, TrainerConfig
 from sdrun.identity import RunIdentity
 from sdrun.loggers import (
@@ -61,10 +61,17 @@ def opened(
         dist = distributed.init(runtime.device.type)
         device = distributed.local_device(runtime.device, dist)
         runtime = dataclasses.replace(runtime, device=device)
-        payload = run_state.load_for_resume(resume, config, defining)
-        ckpt.guard_run_dir(run_dir, resuming=payload is not None)
-        seed_everything(seed)
-        yield Opened(runtime, dist, payload)
+        # A single run's command took the lock already (cli.RunDirGuard); a multirun job's
+        # folder and a run started in-process are locked here. Rank 0 for all processes.
+        locked = dist.is_main and run_lock.acquire(run_dir)
+        try:
+            payload = run_state.load_for_resume(resume, config, defining)
+            ckpt.guard_run_dir(run_dir, resuming=payload is not None)
+            seed_everything(seed)
+            yield Opened(runtime, dist, payload)
+        finally:
+            if locked:
+                run_lock.release(run_dir)
 
 
 @dataclass

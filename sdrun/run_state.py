@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,6 +30,7 @@ from sdrun import checkpoint as ckpt
 from sdrun.config import effective_cycles, flatten
 from sdrun.engine import EpochTally, StepState
 from sdrun.errors import CheckpointError
+from sdrun.resume_checks import check_payload
 from sdrun.runtime import rng_state, set_rng_state
 from sdrun.schedule import CyclePlan
 
@@ -133,6 +134,7 @@ def load_for_resume(
         return None
     path = ckpt.checkpoint_path(resume)
     payload = ckpt.load_for_resume(path)
+    check_payload(payload, path, {f.name for f in fields(Progress)})
     check_same_run(config, payload["config"], path, defining)
     return payload
 
@@ -167,21 +169,32 @@ def restore(
     """Put model, optimizer, step, scaler, progress and RNGs back; returns a partial epoch.
 
     A partial epoch's sums are over all processes (summed at the stop): only the process with
-    `counted_here` (rank 0) takes them back, the others start that epoch's sums from zero."""
-    model.load_state_dict(payload["model"])
-    state.optimizer.load_state_dict(payload["optimizer"])
-    state.step = payload["scheduler"]["step"]
-    if state.scaler is not None and payload.get("scaler"):
-        state.scaler.load_state_dict(payload["scaler"])
-    for key, value in payload["progress"].items():
-        setattr(progress, key, value)
-    if "process_seconds" not in payload["progress"]:
-        progress.process_seconds = None  # an older checkpoint: the count so far is unknown
-    set_rng_state(payload["rng"])
+    `counted_here` (rank 0) takes them back, the others start that epoch's sums from zero.
+    Entries that do not fit (a checkpoint edited or made elsewhere, past `check_payload`'s
+    checks: tensors of other shapes, a bad RNG state) raise CheckpointError in one line."""
+    try:
+        model.load_state_dict(payload["model"])
+        state.optimizer.load_state_dict(payload["optimizer"])
+        state.step = payload["scheduler"]["step"]
+        if state.scaler is not None and payload.get("scaler"):
+            state.scaler.load_state_dict(payload["scaler"])
+        for key, value in payload["progress"].items():
+            setattr(progress, key, value)
+        if "process_seconds" not in payload["progress"]:
+            progress.process_seconds = None  # an older checkpoint: the count so far is unknown
+        set_rng_state(payload["rng"])
+        tally = None
+        if payload.get("epoch_tally"):
+            tally = EpochTally.from_state(payload["epoch_tally"], device)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+        detail = " ".join(str(err).split())[:200]
+        raise CheckpointError(
+            f"resume: the checkpoint does not fit this run ({type(err).__name__}: {detail}); "
+            "it was not written by sdrun for this config: use another checkpoint"
+        ) from None
     log.info("resumed after epoch %d, step %d", progress.epoch, state.step)
-    if not payload.get("epoch_tally"):
+    if tally is None:
         return None
-    tally = EpochTally.from_state(payload["epoch_tally"], device)
     if not counted_here:
         tally.sums = None  # the loop starts them at zero
     return tally

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from sdrun.data.folder import FolderLoader, open_folders
 from sdrun.data.holdout import check_holdout, split_folder, split_image_set
 from sdrun.data.loader import DeviceLoader, hflip, normalize, random_crop
 from sdrun.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Batches",
@@ -104,6 +107,7 @@ def build_loaders(
         check_holdout(cfg.val_split, len(data.train_y), cfg.batch_size, world_size)
         data, val_x, val_y = split_image_set(data, cfg.val_split)
         held = (val_x, val_y)
+    warn_one_class(cfg, data.train_y.unique().numel(), data.test_y.unique().numel())
     common = dict(
         mean=data.mean,
         std=data.std,
@@ -119,6 +123,19 @@ def build_loaders(
 
     val = None if held is None else eval_loader(*held)
     return DataBundle(train, eval_loader(data.test_x, data.test_y), data.num_classes, val)
+
+
+def warn_one_class(cfg: DatasetConfig, train_classes: int, test_classes: int) -> None:
+    """A split of one class trains nothing worth a number: a net that always answers that class
+    scores 100 % on such a test set. Allowed (a smoke test may want it), but never silently."""
+    for split, count in (("training", train_classes), ("test", test_classes)):
+        if count == 1:
+            log.warning(
+                "dataset %s (root %s): the %s images are all of one class, so top-1 on them is "
+                "meaningless (100 %% for a net that always answers that class); check the "
+                "labels or dataset.limit_%s",
+                cfg.name, cfg.root, split, "train" if split == "training" else "test",
+            )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -165,6 +182,7 @@ def _folder_loaders(
     def eval_loader(dataset: Dataset) -> FolderLoader:
         return FolderLoader(dataset, batches.eval, train=False, **common)
 
+    warn_one_class(cfg, splits.num_classes, splits.num_classes)
     train = FolderLoader(train_set, batches.train, train=True, **common)
     val = None if held is None else eval_loader(held)
     return DataBundle(train, eval_loader(splits.val), splits.num_classes, val)

@@ -170,10 +170,7 @@ def _read_batch(path: Path, spec: _Spec) -> tuple[np.ndarray, np.ndarray]:
     ):
         what = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{path}: 'data' is {what}, expected uint8 of shape (N, {PIXELS}); {hint}")
-    try:
-        labels = np.asarray(raw_labels, dtype=np.int64)
-    except (TypeError, ValueError) as e:
-        raise DataError(f"{path}: labels are not integers ({e}); {hint}") from e
+    labels = _integer_labels(raw_labels, path, hint)
     if labels.shape != (data.shape[0],):
         raise DataError(
             f"{path}: {data.shape[0]} images but labels of shape {labels.shape}; {hint}"
@@ -184,6 +181,25 @@ def _read_batch(path: Path, spec: _Spec) -> tuple[np.ndarray, np.ndarray]:
             f"found {labels.min()}..{labels.max()}; {hint}"
         )
     return data, labels
+
+
+def _integer_labels(raw: Any, path: Path, hint: str) -> np.ndarray:
+    """The labels as int64, refusing anything that is not whole numbers: a cast would cut 3.7
+    to 3 and read the string '3' as 3 without a word."""
+    try:
+        labels = np.asarray(raw)
+    except (TypeError, ValueError) as e:  # ragged lists
+        raise DataError(f"{path}: labels are not a list of integers ({e}); {hint}") from e
+    if labels.dtype.kind == "f" and np.all(np.isfinite(labels) & (labels == np.round(labels))):
+        return labels.astype(np.int64)  # whole numbers stored as floats: nothing is lost
+    if labels.dtype.kind not in "iu":
+        bad = next((v for v in labels.reshape(-1) if not _whole(v)), labels.dtype)
+        raise DataError(f"{path}: labels must be integers, found {bad!r}; {hint}")
+    return labels.astype(np.int64)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _read_split(

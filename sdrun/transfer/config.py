@@ -20,6 +20,7 @@ from sdrun.config import (
     TrainerConfig,
     _choice,
     _positive,
+    check_seed,
     validate_shared,
 )
 from sdrun.errors import ConfigError
@@ -173,6 +174,7 @@ def validate(cfg: TransferConfig) -> None:
         )
 
     validate_shared(cfg.optim, cfg.trainer, cfg.logger)
+    check_seed("seed", cfg.seed)
     tr = cfg.trainer
     if tr.compile:
         raise ConfigError(
