@@ -30,6 +30,7 @@ from sdrun.config import flatten
 from sdrun.data.cifar import SPECS as CIFAR_SPECS
 from sdrun.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from sdrun.errors import CheckpointError, ConfigError
+from sdrun.model_files import check_received_model
 from sdrun.transfer.config import BACKBONE_FORMS
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def _open_run(spec: str) -> Backbone:
     flat = flatten(config)
     name = str(flat.get("model.name"))
     _check_model(name, spec)
+    check_received_model(config.get("model"), f"backbone: {checkpoint}")  # timm reads no file
     return Backbone(
         kind="run",
         spec=spec,
