@@ -253,7 +253,7 @@ def _read(override: str) -> Optional[str]:
 def quote(value: str) -> str:
     """`value` as one quoted Hydra string that the config holds as exactly `value`: any
     character, `${` not an interpolation, backslashes (a trailing one too) kept."""
-    # OmegaConf reads `\${` as a backslash and an interpolation: double the backslashes before
+    # OmegaConf reads `\\${` as a backslash and an interpolation: double the backslashes before
     # each `${`, then escape it.
     text = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
     mark = "'" if "'" not in value else '"'
