@@ -142,7 +142,7 @@ def test_the_transfer_resume_takes_its_groups_and_keys(
 def test_the_search_trials_saved_overrides_pass(val_run: Path):
     """A folder a search made (hparams_search, its sampled values) resumes: every entry passes."""
     entries = yaml.safe_load((val_run / ".hydra" / "overrides.yaml").read_text())
-    assert "hparams_search=sd_optuna" in entries
+    assert any(e.startswith("optim.lr=") for e in entries)  # a value the search drew
     groups = shipped_options(CONF, SDRUN)
     assert [e for e in entries if entry_problem(e, SDRUN, groups)] == []
 
