@@ -2,7 +2,9 @@
 
 `resume=<run dir>` re-applies the overrides the run was started with (from its
 `.hydra/overrides.yaml`) and writes into the same run directory, so `sdrun resume=outputs/X`
-is all a user types to continue a killed run; overrides given now win over the old ones.
+is all a user types to continue a killed run; overrides given now win over the old ones. The
+saved overrides are read as data and checked first (`sdrun.saved_overrides`): a folder from
+someone else can set sdrun's settings, never Hydra's flags, files or callbacks.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from pathlib import Path
 from typing import Any, NoReturn, Optional, TypeVar
 
 import hydra
-import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -29,6 +30,7 @@ from sdrun.checkpoint import CHECKPOINT_DIR, LAST, guard_run_dir
 from sdrun.config import Config, register_configs, validate
 from sdrun.errors import ConfigError, SdrunError, TrainingDiverged
 from sdrun.interrupt import RunStopped
+from sdrun.saved_overrides import INTERPOLATION, SAVED, Command, read_saved_overrides
 
 CONFIG_PACKAGE = "sdrun.conf"
 
@@ -53,6 +55,8 @@ MAX_DIRNAME = 240  # file systems allow 255 bytes per name; leave room for the j
 
 log = logging.getLogger("sdrun")
 
+
+SDRUN = Command("sdrun", Config, "config", presets=("experiment",))
 
 HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
 # The copy of a resumed run's .hydra/ files made before Hydra wrote this session's over them,
@@ -213,23 +217,28 @@ def _task(dict_cfg: DictConfig) -> float:
     return run_task(work)
 
 
-def resume_overrides(argv: list[str]) -> list[str]:
-    """With `resume=<run dir or its checkpoint>`, continue in that run dir with its overrides."""
-    resume = next((override_value(a) for a in argv if _key(a) == "resume"), None)
-    if not resume or any(_key(a) == "hydra.run.dir" for a in argv):
+def resume_overrides(argv: list[str], command: Command = SDRUN) -> list[str]:
+    """With `resume=<run dir or its checkpoint>`, continue in that run dir with its overrides.
+
+    The saved overrides are checked as data first (`sdrun.saved_overrides`): a run folder may
+    come from someone else. They go in just before `resume=` itself, so that the overrides stay
+    one block after any flag (`sdrun --cfg job resume=X`)."""
+    at = next((i for i, a in enumerate(argv) if _key(a) == "resume"), None)
+    resume = None if at is None else override_value(argv[at])
+    if at is None or not resume or any(_key(a) == "hydra.run.dir" for a in argv):
         return argv
     path = Path(resume).expanduser()
     run_dir = path if path.is_dir() else path.parent.parent
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    if not overrides_file.is_file():
+    if not (run_dir / SAVED).is_file():
         return argv  # a checkpoint outside a run dir: the command line must give the config
+    try:
+        saved = read_saved_overrides(run_dir, command, CONFIG_DIR)
+    except ConfigError as err:
+        _exit_with(err, command.prog)
     given = {_key(a) for a in argv}
-    old = [
-        o
-        for o in yaml.safe_load(overrides_file.read_text()) or []
-        if _key(o) not in given and not _key(o).startswith("hydra.")
-    ]
-    return old + argv + [f"hydra.run.dir={quote(str(run_dir.resolve()))}"]
+    old = [o for o in saved if _key(o) not in given]
+    run_dir_override = f"hydra.run.dir={quote(str(run_dir.resolve()))}"
+    return [*argv[:at], *old, argv[at], run_dir_override, *argv[at + 1 :]]
 
 
 def _key(override: str) -> str:
@@ -237,44 +246,77 @@ def _key(override: str) -> str:
 
 
 def override_value(override: str) -> str:
-    """The value of `key=value` as Hydra reads it: quotes removed, escapes undone."""
+    """The value of `key=value` as the config will hold it: quotes removed, escapes undone."""
+    raw = override.split("=", 1)[1] if "=" in override else ""
+    value = _read(override)
+    if value is None:
+        return raw  # not valid override syntax (Hydra will say so itself), or not a string
+    if INTERPOLATION.search(value):
+        return value  # resolved only when the config is: not a path known now
+    # OmegaConf's escapes: n backslashes before `${` stand for n // 2 (an odd one escapes it)
+    return re.sub(r"\\+(?=\$\{)", lambda m: "\\" * (len(m.group()) // 2), value)
+
+
+def _read(override: str) -> Optional[str]:
+    """The string value Hydra's grammar reads from `override`, None if it reads none."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    raw = override.split("=", 1)[1] if "=" in override else ""
     try:
         value = OverridesParser.create().parse_override(override).value()
-    except Exception:  # noqa: BLE001 - not valid override syntax: Hydra will say so itself
-        return raw
-    return value if isinstance(value, str) else raw
+    except Exception:  # noqa: BLE001 - any parse failure
+        return None
+    return value if isinstance(value, str) else None
 
 
 def quote(value: str) -> str:
-    """`value` as one quoted Hydra string (any character allowed inside)."""
-    if "'" not in value:
-        return f"'{value}'"
-    return '"' + value.replace('"', '\\"') + '"'
+    """`value` as one quoted Hydra string that the config holds as exactly `value`: any
+    character, `${` not an interpolation, backslashes (a trailing one too) kept."""
+    # OmegaConf reads `\\${` as a backslash and an interpolation: double the backslashes before
+    # each `${`, then escape it.
+    text = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
+    mark = "'" if "'" not in value else '"'
+    # Hydra reads the backslashes before a quote (an escaped one, or the closing one) in pairs.
+    text = re.sub(rf"(\\*){mark}", lambda m: m.group(1) * 2 + "\\" + mark, text)
+    text = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text)
+    return f"{mark}{text}{mark}"
 
 
 def quote_paths(argv: list[str], keys: tuple[str, ...] = PATH_KEYS) -> list[str]:
     """Make path overrides that Hydra's grammar cannot read as typed readable, unchanged in value.
 
     A pasted run folder may hold characters the grammar gives a meaning (Hydra multirun job
-    folders of sdrun < 0.2 are named `0_a=1,b=2`). Such a value is quoted whole, or, when each of
-    its comma-separated parts is an existing path (a sweep over run folders under -m), part by
-    part. Values that already parse (quoted ones included) are left as they are.
+    folders of sdrun < 0.2 are named `0_a=1,b=2`; a `${...}` would be resolved, a trailing
+    backslash escapes the closing quote). Such a value is quoted whole, or, when each of its
+    comma-separated parts is an existing path (a sweep over run folders under -m), part by part.
+    Values that Hydra reads as typed (quoted ones included) are left as they are.
     """
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if not sep or key.lstrip("+~") not in keys or _parses(arg):
-            out.append(arg)
-            continue
-        parts = None if Path(value).expanduser().exists() else _existing_paths(value)
-        if parts:
-            out.append(f"{key}={','.join(quote(p) for p in parts)}")
-        else:
-            out.append(f"{key}={quote(value)}")
+        if sep and key.lstrip("+~") in keys:
+            arg = f"{key}={_path_value(arg, value)}"
+        out.append(arg)
     return out
+
+
+def _path_value(override: str, value: str) -> str:
+    """The text of a path override's `value` that Hydra reads as the path meant."""
+    read = _read(override)
+    literal = read is not None and not INTERPOLATION.search(read)
+    if literal and (read == value or not _exists(value)):
+        return value  # read as typed, or as the user quoted it
+    if _exists(value):
+        return quote(value)  # pasted as it is
+    if read is not None and _exists(read):
+        return quote(read)  # quoted by hand, but Hydra would still resolve its `${`
+    if read is not None or _parses(override):
+        return value  # a new path, a sweep, an interpolation meant: Hydra's to read
+    parts = _existing_paths(value)
+    return ",".join(quote(p) for p in parts) if parts else quote(value)
+
+
+def _exists(path: str) -> bool:
+    return Path(path).expanduser().exists()
 
 
 def _existing_paths(value: str) -> Optional[list[str]]:
@@ -283,7 +325,7 @@ def _existing_paths(value: str) -> Optional[list[str]]:
     current: Optional[str] = None
     for piece in value.split(","):
         current = piece if current is None else f"{current},{piece}"
-        if Path(current).expanduser().exists():
+        if _exists(current):
             parts.append(current)
             current = None
     return parts if current is None and len(parts) > 1 else None

@@ -32,6 +32,7 @@ from sdrun.data.cifar import SPECS as CIFAR_SPECS
 from sdrun.data.fake import FAKE_MEAN, FAKE_STD
 from sdrun.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from sdrun.errors import CheckpointError, ConfigError
+from sdrun.model_files import check_received_model
 from sdrun.transfer.config import BACKBONE_FORMS
 from sdrun.transfer.hub import cached_weights, offline_if_cached
 from sdrun.transfer.pretraining import Pretraining, read_pretraining
@@ -147,6 +148,7 @@ def _open_run(spec: str, model: Optional[str], allow_incomplete: bool) -> Backbo
             f"checkpoint whose config names its model ({name}): drop backbone_model"
         )
     _check_model(name, spec)
+    check_received_model(config.get("model"), f"backbone: {checkpoint}")  # timm reads no file
     pretraining = read_pretraining(spec, checkpoint, payload, flat, allow_incomplete)
     return Backbone(
         kind="run",

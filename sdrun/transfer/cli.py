@@ -23,7 +23,12 @@ from sdrun.cli import (
     resume_overrides,
     run_task,
 )
+from sdrun.saved_overrides import Command
 from sdrun.transfer.config import TransferConfig, register_configs, validate
+
+# What `resume=` takes from a run folder's saved overrides: keys of the transfer schema and its
+# groups' shipped configs (task, trainer, logger).
+TRANSFER = Command("sdrun-transfer", TransferConfig, "transfer")
 
 
 def backbone_tag(spec: Optional[str]) -> str:
@@ -63,7 +68,7 @@ def main() -> None:
     register_configs()
     # `backbone=` takes a run folder too: pasted as it is, quoted or not (see quote_paths).
     argv = distributed_overrides(
-        resume_overrides(quote_paths(sys.argv[1:], PATH_KEYS + ("backbone",)))
+        resume_overrides(quote_paths(sys.argv[1:], PATH_KEYS + ("backbone",)), TRANSFER)
     )
     sys.argv = [sys.argv[0], *argv]
     try:
