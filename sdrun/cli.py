@@ -402,6 +402,24 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def launch(
+    task: Callable[[DictConfig], Any], config_name: str, argv: list[str], prog: str = "sdrun"
+) -> None:
+    """Run a command's Hydra task on `argv` (already checked and completed): Hydra's
+    composition errors are one line, and the run-folder lock and the process group are given
+    back however the task ends. Shared by sdrun and sdrun-transfer."""
+    sys.argv = [sys.argv[0], *argv]
+    try:
+        hydra_errors.run(
+            hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")(task)
+        )
+    except ConfigError as err:  # Hydra's composition errors (the task reports its own)
+        _exit_with(err, prog)
+    finally:
+        run_lock.release_all()
+        distributed.shutdown()
+
+
 def main() -> None:
     register_configs()
     OmegaConf.register_new_resolver("sdrun_job", job_dirname, replace=True)
@@ -409,16 +427,7 @@ def main() -> None:
     problem = sweep.missing_search_plugin(argv)
     if problem:
         _exit_with(ConfigError(problem))
-    sys.argv = [sys.argv[0], *show_resolved(argv)]
-    try:
-        hydra_errors.run(
-            hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")(_task)
-        )
-    except ConfigError as err:  # Hydra's composition errors (the task reports its own)
-        _exit_with(err)
-    finally:
-        run_lock.release_all()
-        distributed.shutdown()
+    launch(_task, "config", show_resolved(argv))
 
 
 if __name__ == "__main__":

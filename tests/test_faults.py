@@ -33,10 +33,10 @@ from sdrun.run_state import load_for_resume
 NAN, INF = math.nan, math.inf
 
 
-def one_line(stderr: str) -> str:
+def one_line(stderr: str, prog: str = "sdrun") -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr[-3000:]
-    assert lines[0].startswith("sdrun: error: "), lines[0]
+    assert lines[0].startswith(f"{prog}: error: "), lines[0]
     return lines[0]
 
 
@@ -366,3 +366,17 @@ def test_a_one_class_training_set_is_warned_about(tmp_path: Path, caplog):
         build_loaders(cfg, seed=0, device=torch.device("cpu"), channels_last=False)
     (warning,) = [r.getMessage() for r in caplog.records if "one class" in r.getMessage()]
     assert "training" in warning
+
+
+@pytest.mark.parametrize("override", ["dataset.batch_size=abc", "schedule.epochs=1.5"])
+def test_sdrun_transfer_composition_errors_are_one_line(monkeypatch, capsys, tmp_path, override):
+    """sdrun-transfer launches through the same code as sdrun (cli.launch): a value of the wrong
+    type is one line naming the key, not Hydra's report."""
+    from transfer_helpers import transfer
+
+    run_dir = tmp_path / "run"
+    code = transfer(monkeypatch, "backbone=scratch:resnet20", override, f"hydra.run.dir={run_dir}")
+    assert code == 2
+    line = one_line(capsys.readouterr().err, prog="sdrun-transfer")
+    assert override.split("=")[0] in line and "type int" in line
+    assert not run_dir.exists()

@@ -10,15 +10,13 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from sdrun import distributed
 from sdrun.cli import (
-    CONFIG_DIR,
     PATH_KEYS,
     distributed_overrides,
+    launch,
     quote_paths,
     resume_overrides,
     run_task,
@@ -70,11 +68,7 @@ def main() -> None:
     argv = distributed_overrides(
         resume_overrides(quote_paths(sys.argv[1:], PATH_KEYS + ("backbone",)), TRANSFER)
     )
-    sys.argv = [sys.argv[0], *argv]
-    try:
-        hydra.main(config_path=CONFIG_DIR, config_name="transfer", version_base="1.3")(_task)()
-    finally:
-        distributed.shutdown()
+    launch(_task, "transfer", argv, prog="sdrun-transfer")
 
 
 if __name__ == "__main__":
