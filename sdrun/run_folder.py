@@ -61,7 +61,7 @@ def opened(
         dist = distributed.init(runtime.device.type)
         device = distributed.local_device(runtime.device, dist)
         runtime = dataclasses.replace(runtime, device=device)
-        # A single run's command took the lock already (cli.RunDirGuard); a multirun job's
+        # A single run's command took the lock already (run_dir_guard.RunDirGuard); a multirun job's
         # folder and a run started in-process are locked here. Rank 0 for all processes.
         locked = dist.is_main and run_lock.acquire(run_dir)
         try:

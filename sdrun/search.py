@@ -70,7 +70,7 @@ class ResumableSearch(OptunaSweeperImpl):
     ) -> None:
         """Run a trial a kill left RUNNING again, as job `trial.number` (its own folder), from
         its last checkpoint when it has one, and tell the study how it ended."""
-        from sdrun.cli import quote
+        from sdrun.overrides import quote
 
         params = {**trial.params, **trial.user_attrs}  # as the sweeper sets them up
         overrides = [f"{name}={value}" for name, value in params.items()]

@@ -260,7 +260,7 @@ def test_only_rank_0_backs_up_a_resumed_runs_files(tmp_path: Path, monkeypatch: 
     """Under torchrun every process runs Hydra's callbacks on the one shared run dir."""
     from omegaconf import OmegaConf
 
-    from sdrun.cli import RunDirGuard
+    from sdrun.run_dir_guard import RunDirGuard
 
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text("seed: 0\n")

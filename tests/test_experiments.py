@@ -11,9 +11,9 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 import sdrun.models.densenet  # noqa: F401  (registers densenet_bc100 until models/ imports it)
-from sdrun.cli import CONFIG_PACKAGE
 from sdrun.config import Config, flatten, register_configs, validate
 from sdrun.models import build_model
+from sdrun.overrides import CONFIG_PACKAGE
 from sdrun.run_state import RUN_DEFINING
 from sdrun.schedule import cycle_length_of
 

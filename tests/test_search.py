@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 from wandb_records import by_type
 
 from sdrun import sweep
-from sdrun.cli import CONFIG_PACKAGE
 from sdrun.config import register_configs
 from sdrun.errors import ConfigError
+from sdrun.overrides import CONFIG_PACKAGE
 from sdrun.report import write_report
 from sdrun.space_check import check_cycles
 from sdrun.sweep import (

@@ -13,14 +13,9 @@ from typing import Optional
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from sdrun.cli import (
-    PATH_KEYS,
-    distributed_overrides,
-    launch,
-    quote_paths,
-    resume_overrides,
-    run_task,
-)
+from sdrun.cli import launch
+from sdrun.overrides import PATH_KEYS, distributed_overrides, quote_paths, resume_overrides
+from sdrun.run_dir_guard import run_task
 from sdrun.saved_overrides import Command
 from sdrun.transfer.config import TransferConfig, register_configs, validate
 
