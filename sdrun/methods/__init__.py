@@ -1,11 +1,14 @@
 """Training methods as plug-ins: one module per method, registered by name
 (`@register_method("sd")`) and chosen with `distill=<name>`.
 
-Adding a method is one module here (a `Method` subclass, sdrun/methods/base.py; imported
-below) and one `conf/distill/<name>.yaml`.
+Adding a method is one module here (a `Method` subclass, sdrun/methods/base.py) and one
+`conf/distill/<name>.yaml`: every module of this package is imported below, which registers
+its methods.
 """
 
-from sdrun.methods import kd, none, sd  # noqa: F401  (each registers its method)
+import importlib
+import pkgutil
+
 from sdrun.methods.base import FILE, SNAPSHOT, Method, MethodOutput, MethodStep
 from sdrun.methods.registry import (
     build_method,
@@ -15,6 +18,11 @@ from sdrun.methods.registry import (
     method_names,
     register_method,
 )
+
+_MACHINERY = {"base", "registry"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _MACHINERY:
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "FILE",
