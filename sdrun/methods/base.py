@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from torch import Tensor, nn
 
+from sdrun.batch_step import StepOutput
 from sdrun.data.composition import SHUFFLED, Composition
-from sdrun.engine import StepOutput
 
 if TYPE_CHECKING:
     from sdrun.config import Config, DistillConfig
