@@ -32,10 +32,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from sdrun.config import COMPILE_MODES, DatasetConfig, OptimConfig
+from sdrun.config import COMPILE_MODES, DatasetConfig, DistillConfig, OptimConfig
 from sdrun.data import build_loaders
-from sdrun.distill import LossWeights
 from sdrun.engine import LoopOptions, StepState, train_one_epoch
+from sdrun.methods import MethodStep, build_method
 from sdrun.models import build_model
 from sdrun.models.cifar_base import CIFAR100_MEAN, CIFAR100_STD
 from sdrun.optim import build_optimizer
@@ -185,7 +185,7 @@ def bench_sdrun(args: argparse.Namespace, runtime: Runtime, with_teacher: bool) 
         step=0,
     )
     plan = CyclePlan("sd", 1, 1, steps, peak=0.05)
-    weights = LossWeights()
+    method = build_method(DistillConfig(name="sd"))  # no teacher: its first cycle (plain CE)
 
     def run(epoch: int, steps: int) -> float:
         def batches():
@@ -196,9 +196,9 @@ def bench_sdrun(args: argparse.Namespace, runtime: Runtime, with_teacher: bool) 
             # As the runner does it: the epoch's logits first, timed as part of the epoch.
             source = PrecomputedTeacher(teacher, batches(), args.teacher_precompute)
         quiet = LoopOptions(log_every=10**9, check_every=10**9)  # no reads in the timed loop
-        result = train_one_epoch(
-            train_model, source, batches(), steps, state, plan, weights, runtime, None, quiet
-        )
+        step = MethodStep(method, train_model, source)
+        result = train_one_epoch(train_model, step, batches(), steps, state, plan, runtime, None,
+                                 quiet)  # fmt: skip
         return result.seconds
 
     run(0, args.warmup)

@@ -3,7 +3,7 @@ segmentation, on synthetic batches already on the device.
 
 It times the real code path: the backbone from `backbone=` (timm features_only, BN frozen as
 the task's recipe says), the task's model (Faster R-CNN + FPN / DeepLabV3), the task's loss,
-`sdrun.transfer.loop.train_one_epoch` with AMP as `trainer.amp=auto` picks it, channels_last,
+`sdrun.engine.train_one_epoch` with AMP as `trainer.amp=auto` picks it, channels_last,
 SGD. The batches are made before timing (images with a few boxes, masks with 255 borders), so
 JPEG decoding is not in the figure: it is the model's step. Warm-up steps are excluded.
 
@@ -23,11 +23,11 @@ import torch
 from bench import PeakMemory  # the classification benchmark's memory probe
 
 from sdrun.config import OptimConfig, TrainerConfig
-from sdrun.engine import StepState
+from sdrun.engine import LossStep, StepState, train_one_epoch
 from sdrun.errors import SdrunError
 from sdrun.optim import build_optimizer
 from sdrun.runtime import resolve_runtime
-from sdrun.transfer import detection, loop, segmentation
+from sdrun.transfer import detection, segmentation
 from sdrun.transfer.backbone import create_features, normalization, open_backbone
 from sdrun.transfer.config import TransferConfig
 from sdrun.transfer.freezing import freeze
@@ -82,12 +82,11 @@ def bench_task(task: str, args: argparse.Namespace) -> dict:
     data = batches(task, args.warmup + args.steps, args.batch_size, args.image_size,
                    runtime.device)  # fmt: skip
     loss = detection.loss if task == "detection" else segmentation.loss
-    loop.train_one_epoch(model, loss, data[: args.warmup], args.warmup, state, plan, runtime)
+    step = LossStep(model, loss)
+    train_one_epoch(model, step, data[: args.warmup], args.warmup, state, plan, runtime)
     with PeakMemory(runtime.device) as mem:
         # the loop's clock waits for the device itself
-        result = loop.train_one_epoch(
-            model, loss, data[args.warmup :], args.steps, state, plan, runtime
-        )
+        result = train_one_epoch(model, step, data[args.warmup :], args.steps, state, plan, runtime)
     return {
         "img_per_s": result.img_per_s,
         "ms_per_step": 1000 * result.seconds / args.steps,

@@ -21,7 +21,6 @@ from sdrun.schedule import cycle_length_of, resolve_cycle_length
 
 DATASETS = ("cifar100", "cifar10", "imagenet", "fake")
 SCHEDULES = ("sd", "cosine", "step")
-DISTILL_METHODS = ("sd", "none", "kd")
 SMOOTH_MODES = ("teacher", "both")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -251,24 +250,16 @@ def validate(cfg: Config) -> None:
             )
         _positive("schedule.gamma", s.gamma)
 
-    _choice("distill.name", k.name, DISTILL_METHODS)
+    from sdrun.methods import method_class  # imports torch: not at the schema's import
+
+    method = method_class(k.name)  # a name no method module registers: refused in one line
     _choice("distill.smooth", k.smooth, SMOOTH_MODES)
     _positive("distill.temperature", k.temperature)
     _positive("distill.ce_weight", k.ce_weight, allow_zero=True)
     _positive("distill.kd_weight", k.kd_weight, allow_zero=True)
     if k.ce_weight == 0 and k.kd_weight == 0:
         raise ConfigError("distill.ce_weight and distill.kd_weight are both 0; set one above 0")
-    if k.name == "sd" and cycle == s.epochs:
-        raise ConfigError(
-            f"distill=sd with schedule={s.name} and one cycle of {s.epochs} epochs: no snapshot "
-            "would ever teach, so this is plain cross-entropy reported as sd; use schedule=sd "
-            "with a schedule.cycle_length below schedule.epochs, or distill=none for a one-cycle "
-            "baseline"
-        )
-    if k.name == "kd" and not k.teacher_checkpoint:
-        raise ConfigError(
-            "distill=kd needs a teacher; set distill.teacher_checkpoint=<run dir or .pt>"
-        )
+    method.check(cfg)  # what this method refuses (sd: one cycle; kd: no teacher)
 
     validate_shared(o, t, cfg.logger)
     check_seed("seed", cfg.seed)

@@ -1,13 +1,13 @@
-"""The distillation loss and the frozen snapshot teacher.
+"""The distillation loss, shared by the teacher-student methods (sdrun/methods/sd.py, kd.py).
 
-In cycles 2..K the loss is
+With a teacher the loss is
 
     L = ce_weight * CE(y, z_s) + kd_weight * KD(z_t, z_s)
     smooth=teacher: KD = KL(softmax(z_t / T) || softmax(z_s))          (SD paper's default)
     smooth=both:    KD = T^2 * KL(softmax(z_t / T) || softmax(z_s / T))  (Hinton et al.)
 
-The teacher (sdrun/teacher.py) is the student's weights and BN buffers copied at the end of the
-previous cycle, run without gradients on the same augmented batch as the student.
+The teacher (sdrun/teacher.py) runs without gradients on the same augmented batch as the
+student: for SD the student's weights and BN buffers copied at the end of the previous cycle.
 """
 
 from __future__ import annotations
@@ -45,6 +45,11 @@ def kd_loss(
     return scale * kl
 
 
+def cross_entropy(student_logits: Tensor, targets: Tensor) -> Tensor:
+    """CE in fp32 whatever the autocast dtype of the logits."""
+    return F.cross_entropy(student_logits.float(), targets)
+
+
 def distill_loss(
     student_logits: Tensor,
     targets: Tensor,
@@ -52,7 +57,7 @@ def distill_loss(
     weights: LossWeights,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(total, ce, kd). Without a teacher the loss is plain CE and kd is 0."""
-    ce = F.cross_entropy(student_logits.float(), targets)
+    ce = cross_entropy(student_logits, targets)
     if teacher_logits is None:
         return ce, ce.detach(), torch.zeros((), device=ce.device)
     kd = kd_loss(student_logits, teacher_logits, weights.temperature, weights.smooth)

@@ -1,10 +1,19 @@
-"""The epoch loop: one training epoch with an optional teacher, and test-set prediction.
+"""The one epoch loop of every command (sdrun's classification methods, sdrun-transfer's
+detection and segmentation), and test-set prediction.
 
-The hot loop never reads a value back from the device: loss sums, correct counts and the
-non-finite flag are accumulated as device tensors. They are read every `check_every` steps (to
-stop a diverged run early), every `log_every` steps when a progress bar is shown or a step
-logger listens (`on_log`: the LR and the loss of those steps), and at the epoch's end. Under DDP
-those checks and the epoch's end are where the processes agree (one small all-reduce): on a
+What differs between them is the `BatchStep` the loop calls per batch: it runs the model
+and returns a `StepOutput` (the loss to backpropagate, the batch's size, the named loss terms
+to log as `train/<name>` and counts such as correct predictions). Everything else is here: the
+LR of each iteration, AMP and the fp16 loss scaler, the on-device running sums, the
+`log_every` reads, the progress bar, per-step logging, the stop and NaN checks agreed under
+torchrun, the partial-epoch tally a mid-epoch checkpoint stores, and the device sync before
+the epoch's clock is read.
+
+The hot loop never reads a value back from the device: loss sums, counts and the non-finite
+flag are accumulated as device tensors. They are read every `check_every` steps (to stop a
+diverged run early), every `log_every` steps when a progress bar is shown or a step logger
+listens (`on_log`: the LR and the loss of those steps), and at the epoch's end. Under DDP those
+checks and the epoch's end are where the processes agree (one small all-reduce): on a
 non-finite loss anywhere every process stops at the same step, and a stop request is acted on
 at the same step everywhere.
 """
@@ -15,18 +24,20 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sdrun.distill import LossWeights, distill_loss
+from sdrun.batch_step import BatchStep, LossStep, StepOutput
 from sdrun.runtime import Runtime
-from sdrun.schedule import CyclePlan
 
-# Slots of the on-device running sums (loss, ce and kd weighted by batch size).
-LOSS, CE, KD, CORRECT, NONFINITE, SKIPPED, IMAGES = range(7)
+__all__ = ["BatchStep", "LossStep", "StepOutput"]  # the loop's per-batch contract, re-exported
+
+# The running sums are [loss, *terms, *counts, non-finite, skipped, images]: the loss and the
+# terms weighted by batch size. (Classification's layout is the 7 slots older checkpoints hold.)
+LOSS, NONFINITE, SKIPPED, IMAGES = 0, -3, -2, -1
 
 
 class NonFiniteLoss(RuntimeError):
@@ -40,13 +51,12 @@ class NonFiniteLoss(RuntimeError):
 @dataclass
 class EpochResult:
     loss: float
-    ce: float
-    kd: Optional[float]  # None when no teacher was active
-    top1: float  # on the augmented training batches, percent
     lr: float  # LR of the epoch's last iteration
     images: int
     seconds: float
     skipped_steps: int = 0  # fp16 steps the loss scaler skipped (overflow)
+    terms: dict[str, Optional[float]] = field(default_factory=dict)  # means; None: not computed
+    counts: dict[str, float] = field(default_factory=dict)  # sums over the epoch
 
     @property
     def img_per_s(self) -> float:
@@ -69,9 +79,12 @@ class EpochTally:
     batches: int = 0
     images: int = 0
     seconds: float = 0.0
-    # Weighted by batch size, see the slot names above. Each process's own while training;
+    # Weighted by batch size, see the layout above. Each process's own while training;
     # after a stop request, over all processes (what a mid-epoch checkpoint stores, once).
     sums: Optional[Tensor] = None
+    # The terms some batch of this epoch returned (host side; a resumed epoch's next batch
+    # returns the same ones: what a step computes is fixed within an epoch).
+    seen: set[str] = field(default_factory=set)
 
     def state_dict(self) -> dict:
         sums = None if self.sums is None else self.sums.detach().cpu()
@@ -111,51 +124,49 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def train_one_epoch(
-    student: nn.Module,
-    teacher: Optional[Callable[[Tensor], Tensor]],  # a FrozenTeacher or a PrecomputedTeacher
-    batches: Iterable[tuple[Tensor, Tensor]],
+    model: nn.Module,
+    step: BatchStep,
+    batches: Iterable[Any],
     num_batches: int,
     state: StepState,
-    plan: CyclePlan,
-    weights: LossWeights,
+    plan: Any,  # anything with lr_at(step): a CyclePlan, a FinetunePlan
     runtime: Runtime,
     tally: Optional[EpochTally] = None,
     options: Optional[LoopOptions] = None,
 ) -> Optional[EpochResult]:
-    """Train over `batches` (what is left of the epoch if `tally` says some is done).
+    """Train `model` over `batches` (what is left of the epoch if `tally` says some is done),
+    `step` giving each batch's loss.
 
     Returns None when `options.should_stop()` asked to stop early; `tally` then holds the
     partial epoch. Raises NonFiniteLoss when the loss stops being finite.
     """
     tally = tally or EpochTally()
     options = options or LoopOptions()
-    student.train()
+    model.train()
     if tally.sums is None:
-        tally.sums = torch.zeros(7, device=runtime.device)
+        tally.sums = torch.zeros(4 + len(step.terms) + len(step.counts), device=runtime.device)
     bar = tqdm(total=num_batches, initial=tally.batches, desc=options.desc, leave=False,
                dynamic_ncols=True, disable=None)  # fmt: skip
     lr = plan.lr_at(max(state.step - 1, 0))
     start = time.perf_counter() - tally.seconds
     stopped = False
     window = _Window.start(tally)
-    for x, y in batches:
+    for batch in batches:
         lr = plan.lr_at(state.step)
         set_lr(state.optimizer, lr)
         with runtime.autocast():
-            teacher_logits = None if teacher is None else teacher(x)  # frozen: no graph
-            logits = student(x)
-            loss, ce, kd = distill_loss(logits, y, teacher_logits, weights)
+            out = step(batch)
+        loss = out.loss
         if state.step == options.nan_at_step:
             loss = loss * float("nan")
         skipped = _backward_step(loss, state)
-        _accumulate(tally, loss, ce, kd, logits, y, skipped, count_nonfinite=state.scaler is None)
+        _accumulate(tally, step, out, loss, skipped, count_nonfinite=state.scaler is None)
         state.step += 1
         bar.update(1)
         if tally.batches % options.check_every == 0 and agreed_check(tally, state.step, options):
             stopped = True
             break
-        # the run's step, not the epoch's: epochs shorter than log_every still log
-        if state.step % options.log_every == 0 and (options.on_log is not None or not bar.disable):
+        if _log_due(state.step, options, bar):
             sums = tally.sums.tolist()  # this process's sums (its share under torchrun)
             _show(bar, sums, lr, time.perf_counter() - start)
             window.report(sums, state.step, lr, options.on_log)
@@ -169,35 +180,37 @@ def train_one_epoch(
         tally.sums = options.reduce(tally.sums)  # all processes stopped at this same step
         raise_if_nonfinite(tally.sums[NONFINITE].item(), state.step)
         return None
-    return _result(tally, lr, teacher is not None, options.reduce, state.step)
+    return _result(tally, step, lr, options.reduce, state.step)
 
 
-def _accumulate(tally: EpochTally, loss: Tensor, ce: Tensor, kd: Tensor, logits: Tensor,
-                y: Tensor, skipped: Optional[Tensor], count_nonfinite: bool) -> None:  # fmt: skip
-    batch = y.shape[0]
-    loss = loss.detach()
-    correct = logits.detach().argmax(dim=1).eq(y).sum()
+def _log_due(step: int, options: LoopOptions, bar: tqdm) -> bool:
+    """Whether this step is one whose loss is read for the progress bar and the step log: the
+    run's step, not the epoch's, so that epochs shorter than log_every still log."""
+    return step % options.log_every == 0 and (
+        options.on_log is not None or not bar.disable
+    )
+
+
+def _accumulate(tally: EpochTally, step: BatchStep, out: StepOutput, loss: Tensor,
+                skipped: Optional[Tensor], count_nonfinite: bool) -> None:  # fmt: skip
+    n = out.size
+    loss = loss.detach().float()
     nonfinite = (~torch.isfinite(loss)).float() if count_nonfinite else torch.zeros_like(loss)
     skipped = torch.zeros_like(loss) if skipped is None else skipped.float()
-    count = torch.full_like(loss, batch)  # a fill kernel, not a host-to-device copy
-    row = torch.stack(
-        [loss * batch, ce * batch, kd * batch, correct.float(), nonfinite, skipped, count]
-    )
-    tally.sums += row
-    tally.images += batch
+    terms = [out.terms[t] * n if t in out.terms else torch.zeros_like(loss) for t in step.terms]
+    counts = [out.counts[c].float() for c in step.counts]
+    count = torch.full_like(loss, n)  # a fill kernel, not a host-to-device copy
+    tally.sums += torch.stack([loss * n, *terms, *counts, nonfinite, skipped, count])
+    tally.seen.update(out.terms)
+    tally.images += n
     tally.batches += 1
 
 
-def agreed_check(
-    tally: EpochTally, step: int, options: LoopOptions, nonfinite_slot: int = NONFINITE
-) -> bool:
+def agreed_check(tally: EpochTally, step: int, options: LoopOptions) -> bool:
     """The periodic host sync: raises NonFiniteLoss if any process's loss went non-finite;
     returns whether any process asked to stop (with `sync_stop`). Both flags travel in one
-    reduce, so no process raises while the others wait for it in the next collective.
-    `nonfinite_slot`: where `tally.sums` counts non-finite losses (the transfer loop's layout
-    differs)."""
-    slot = nonfinite_slot
-    flags = torch.cat([tally.sums[slot : slot + 1], torch.zeros_like(tally.sums[:1])])
+    reduce, so no process raises while the others wait for it in the next collective."""
+    flags = torch.cat([tally.sums[NONFINITE:SKIPPED], torch.zeros_like(tally.sums[:1])])
     if options.sync_stop and options.should_stop():
         flags[1] = 1.0  # a fill on the device, not a copy from the host
     nonfinite, stop = options.reduce(flags).tolist()
@@ -215,7 +228,7 @@ def _show(bar: tqdm, sums: list[float], lr: float, elapsed: float) -> None:
         return
     images = max(sums[IMAGES], 1)
     bar.set_postfix(
-        loss=f"{sums[LOSS] / images:.3f}", lr=f"{lr:.4f}", img_s=f"{images / elapsed:.0f}"
+        loss=f"{sums[LOSS] / images:.3f}", lr=f"{lr:.4g}", img_s=f"{images / elapsed:.0f}"
     )
 
 
@@ -246,20 +259,21 @@ class _Window:
 
 
 def _result(
-    tally: EpochTally, lr: float, had_teacher: bool, reduce: Callable[[Tensor], Tensor], step: int
+    tally: EpochTally, step: BatchStep, lr: float, reduce: Callable[[Tensor], Tensor], at: int
 ) -> EpochResult:
     totals = reduce(tally.sums.clone()).tolist()  # the epoch's one read of the running sums
-    raise_if_nonfinite(totals[NONFINITE], step)  # on every process alike: the sums are shared
+    raise_if_nonfinite(totals[NONFINITE], at)  # on every process alike: the sums are shared
     n = max(totals[IMAGES], 1)
+    terms = dict(zip(step.terms, totals[1 : 1 + len(step.terms)]))
+    counts = dict(zip(step.counts, totals[1 + len(step.terms) : NONFINITE]))
     return EpochResult(
         loss=totals[LOSS] / n,
-        ce=totals[CE] / n,
-        kd=totals[KD] / n if had_teacher else None,
-        top1=100.0 * totals[CORRECT] / n,
         lr=lr,
         images=int(totals[IMAGES]),
         seconds=tally.seconds,
         skipped_steps=int(totals[SKIPPED]),
+        terms={t: (v / n if t in tally.seen else None) for t, v in terms.items()},
+        counts=counts,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from torch import Tensor, nn
 
@@ -15,9 +15,7 @@ from sdrun.engine import EpochResult, predict
 from sdrun.ensemble import cycle_snapshots, snapshot_ensemble
 from sdrun.metrics import accuracy, agreement, mean_kl
 from sdrun.parts import Parts
-
-if TYPE_CHECKING:
-    from sdrun.teaching import TeacherState
+from sdrun.teacher import TeacherState
 
 
 def predict_split(parts: Parts, model: nn.Module, loader: Batches) -> tuple[Tensor, Tensor]:
@@ -51,9 +49,8 @@ def epoch_record(
         "cycle": cycle,
         "lr": result.lr,
         "train/loss": result.loss,
-        "train/ce": result.ce,
-        "train/kd": result.kd,
-        "train/top1": result.top1,
+        **{f"train/{term}": value for term, value in result.terms.items()},  # the method's
+        "train/top1": 100.0 * result.counts["correct"] / max(result.images, 1),
         "student/top1": acc[1],
         "student/top5": acc[5],
         "teacher/top1": None if teacher is None else teacher.top1,

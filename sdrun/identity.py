@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from sdrun import sweep
 from sdrun.config import Config, flatten
+from sdrun.methods import method_label
 
 # wandb's limits on a group and on a job type or tag, in characters.
 MAX_GROUP, MAX_LABEL = 128, 64
@@ -40,11 +41,7 @@ class RunIdentity:
 
 def method_of(distill: str, schedule: str) -> str:
     """sd, cyclic (SD's cycles, no teacher), cosine, step or kd, as sdrun-report names them."""
-    if distill == "sd":
-        return "sd" if schedule == "sd" else f"sd-{schedule}"
-    if distill == "none":
-        return "cyclic" if schedule == "sd" else schedule
-    return distill
+    return method_label(distill, schedule)
 
 
 def current_sweep() -> Optional[SweepInfo]:

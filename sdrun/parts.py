@@ -14,6 +14,7 @@ from sdrun import distributed
 from sdrun.config import Config
 from sdrun.data import Batches, build_loaders
 from sdrun.engine import StepState
+from sdrun.methods import Method, build_method
 from sdrun.models import build_model
 from sdrun.optim import build_optimizer
 from sdrun.runtime import Runtime
@@ -32,10 +33,12 @@ class Parts:
     plan: CyclePlan
     state: StepState
     dist: distributed.Dist
+    method: Method  # the training method (distill=<name>)
     val_loader: Optional[Batches] = None  # dataset.val_split > 0
 
 
 def build_parts(cfg: Config, runtime: Runtime, dist: distributed.Dist) -> Parts:
+    method = build_method(cfg.distill)
     data = build_loaders(
         cfg.dataset,
         seed=cfg.seed,
@@ -43,6 +46,7 @@ def build_parts(cfg: Config, runtime: Runtime, dist: distributed.Dist) -> Parts:
         channels_last=runtime.channels_last,
         rank=dist.rank,
         world_size=dist.world_size,
+        composition=method.batches,
     )
     model = build_model(
         cfg.model.name,
@@ -59,7 +63,7 @@ def build_parts(cfg: Config, runtime: Runtime, dist: distributed.Dist) -> Parts:
     if cfg.trainer.compile:
         train_model = torch.compile(train_model, mode=cfg.trainer.compile_mode)
     return Parts(cfg, runtime, data.num_classes, model, train_model, data.train, data.test, plan,
-                 state, dist, val_loader=data.val)  # fmt: skip
+                 state, dist, method, val_loader=data.val)  # fmt: skip
 
 
 def config_dict(cfg: Config) -> dict[str, Any]:

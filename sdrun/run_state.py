@@ -93,6 +93,7 @@ def save_last(
     plan: CyclePlan,
     progress: Progress,
     tally: Optional[EpochTally] = None,
+    method_state: Optional[dict[str, Any]] = None,  # what the training method keeps (methods/)
 ) -> None:
     progress.saved_at = time.time()
     payload = {
@@ -103,6 +104,7 @@ def save_last(
         "scaler": None if state.scaler is None else state.scaler.state_dict(),
         "epoch": progress.epoch,
         "epoch_tally": None if tally is None else tally.state_dict(),
+        "method": method_state or {},
         "progress": asdict(progress),
         "rng": rng_state(),
         "config": config,

@@ -1,6 +1,7 @@
-"""One run: build the parts, then train the cycles, swapping in the snapshot teacher at each
-cycle end (sdrun/teaching.py), evaluating (evaluation.py), logging and checkpointing every epoch,
-and writing what it reports (summary.py).
+"""One run: build the parts, then train the cycles with the run's method (sdrun/methods/),
+giving it the teacher it asks for (sdrun/teaching.py: a snapshot of the student swapped in at
+each cycle end, or a saved model), evaluating (evaluation.py), logging and checkpointing every
+epoch, and writing what it reports (summary.py).
 """
 
 from __future__ import annotations
@@ -18,15 +19,13 @@ from torch import Tensor
 from sdrun import checkpoint as ckpt
 from sdrun import distributed, run_state
 from sdrun.config import Config, validate
-from sdrun.distill import LossWeights
 from sdrun.engine import EpochTally, LoopOptions, NonFiniteLoss, train_one_epoch
 from sdrun.errors import TrainingDiverged
 from sdrun.evaluation import ensemble, epoch_record
 from sdrun.identity import current_sweep, run_identity
 from sdrun.interrupt import StopRequest, stopped
-from sdrun.loggers import (
-    Logger,
-)
+from sdrun.loggers import Logger
+from sdrun.methods import SNAPSHOT, MethodStep
 from sdrun.parts import Parts, build_parts, config_dict
 from sdrun.run_folder import Outputs, opened, outputs, write_result
 from sdrun.run_plots import final_plots
@@ -78,7 +77,7 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return result
 
 
-def _epoch_batches(parts: Parts, epoch: int, tally: EpochTally) -> Iterator[tuple[Tensor, Tensor]]:
+def _epoch_batches(parts: Parts, epoch: int, tally: EpochTally) -> Iterator[tuple[Tensor, ...]]:
     """The epoch's training batches; a resumed mid-epoch checkpoint skips those already done
     (in the sampler: skipped images are never read)."""
     return parts.train_loader.epoch(epoch, start=tally.batches)
@@ -94,9 +93,6 @@ def _train(
     stop: StopRequest,
 ) -> Optional[TeacherState]:
     cfg, plan = parts.cfg, parts.plan
-    weights = LossWeights(
-        cfg.distill.temperature, cfg.distill.ce_weight, cfg.distill.kd_weight, cfg.distill.smooth
-    )
     mark = time.perf_counter()
     for epoch in range(progress.epoch + 1, plan.epochs + 1):
         cycle = plan.cycle_of_epoch(epoch)
@@ -112,14 +108,14 @@ def _train(
             on_log=outs.logger.log_step if parts.dist.is_main else None,
         )
         try:
+            source = teacher_for_epoch(parts, teacher, _epoch_batches(parts, epoch, tally))
             result = train_one_epoch(
                 parts.train_model,
-                teacher_for_epoch(parts, teacher, _epoch_batches(parts, epoch, tally)),
+                MethodStep(parts.method, parts.train_model, source),
                 _epoch_batches(parts, epoch, tally),
                 len(parts.train_loader),
                 parts.state,
                 plan,
-                weights,
                 parts.runtime,
                 tally,
                 options,
@@ -145,7 +141,7 @@ def _train(
                 )
                 if cfg.logger.log_checkpoints:
                     _log_cycle_checkpoint(outs.logger, run_dir, epoch, cycle, record)
-            if cfg.distill.name == "sd" and epoch < plan.epochs:
+            if parts.method.teacher == SNAPSHOT and epoch < plan.epochs:
                 teacher = take_snapshot(parts, teacher)  # the teacher swap
         progress.add_time(time.perf_counter() - mark, parts.dist.world_size)
         mark = time.perf_counter()
@@ -184,7 +180,8 @@ def _save(
 ) -> None:
     teacher_state = None if teacher is None else teacher.model.snapshot_state
     run_state.save_last(run_dir, config_dict(parts.cfg), parts.model, teacher_state,
-                        parts.state, parts.plan, progress, tally)  # fmt: skip
+                        parts.state, parts.plan, progress, tally,
+                        method_state=parts.method.state_dict())  # fmt: skip
     outs.saved(progress.saved_at)
 
 
@@ -193,6 +190,7 @@ def _restore(
 ) -> tuple[Optional[TeacherState], Optional[EpochTally]]:
     tally = run_state.restore(payload, parts.model, parts.state, progress, parts.runtime.device,
                               counted_here=parts.dist.is_main)  # fmt: skip
+    parts.method.load_state_dict(payload.get("method") or {})
     return restored_teacher(parts, payload), tally
 
 

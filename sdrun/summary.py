@@ -11,7 +11,7 @@ from sdrun.loggers import SUMMARY, write_summary
 from sdrun.parts import Parts
 from sdrun.run_folder import Outputs, how_it_ran
 from sdrun.run_state import Progress, kept_checkpoint
-from sdrun.teaching import TeacherState
+from sdrun.teacher import TeacherState
 
 
 def update_progress(progress: Progress, record: dict[str, Any], result: EpochResult) -> None:

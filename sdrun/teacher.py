@@ -18,6 +18,7 @@ import copy
 import itertools
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -126,6 +127,18 @@ class FrozenTeacher(nn.Module):
         # The weights already are in `dtype`: autocast would only add casts.
         with torch.inference_mode(), torch.autocast(x.device.type, enabled=False):
             return self._forward(x.to(self.dtype)).to(torch.float32, copy=self._copy_out)
+
+
+@dataclass
+class TeacherState:
+    """A run's current teacher and its test-set predictions (it is frozen: computed once);
+    sdrun/teaching.py decides when it changes."""
+
+    model: FrozenTeacher
+    logits: Tensor
+    top1: float
+    top5: float
+    val: Optional[dict[int, float]] = None  # top-1/top-5 on the validation split, if any
 
 
 def _layout(net: nn.Module) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:

@@ -1,24 +1,26 @@
-"""Which teacher teaches when, in a run: none in SD's first cycle, a loaded finished run for
-classic KD, and at every cycle end the student's snapshot swapped in (`take_snapshot`: the
-heart of Snapshot Distillation). The teacher module itself, prepared for cheap inference, is
+"""Which teacher teaches when, in a run, as the method asks (`Method.teacher`): a loaded
+finished model from the first epoch (`FILE`, classic KD), or none in the first cycle and at every
+cycle end the student's snapshot swapped in (`SNAPSHOT`, `take_snapshot`: the heart of Snapshot
+Distillation). The teacher module itself, prepared for cheap inference, is
 sdrun/teacher.py's FrozenTeacher."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, Optional
 
 from torch import Tensor, nn
 
 from sdrun import distributed
 from sdrun.evaluation import predict_test_set, val_accuracy
+from sdrun.methods import FILE
 from sdrun.metrics import accuracy
 from sdrun.parts import Parts, input_shape
 from sdrun.teacher import (
     FrozenTeacher,
     PrecomputedTeacher,
+    TeacherState,
     load_teacher_weights,
     snapshot,
     teacher_dtype,
@@ -27,20 +29,10 @@ from sdrun.teacher import (
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TeacherState:
-    """The current teacher and its test-set predictions (it is frozen: computed once)."""
-
-    model: FrozenTeacher
-    logits: Tensor
-    top1: float
-    top5: float
-    val: Optional[dict[int, float]] = None  # top-1/top-5 on the validation split, if any
-
-
 def initial_teacher(parts: Parts) -> Optional[TeacherState]:
-    """Classic KD has its teacher from the start; SD gets its first at the end of cycle 1."""
-    if parts.cfg.distill.name != "kd":
+    """A teacher from a file teaches from the start; a snapshot teacher comes at the end of
+    cycle 1 (`take_snapshot`)."""
+    if parts.method.teacher != FILE:
         return None
     source = load_teacher_weights(
         parts.model, parts.cfg.distill.teacher_checkpoint, seed=parts.cfg.seed

@@ -13,10 +13,10 @@ from typing import Optional
 import pytest
 import torch
 
-from sdrun.config import DatasetConfig, OptimConfig
+from sdrun.config import DatasetConfig, DistillConfig, OptimConfig
 from sdrun.data import build_loaders
-from sdrun.distill import LossWeights
 from sdrun.engine import EpochResult, LoopOptions, StepState, train_one_epoch
+from sdrun.methods import MethodStep, build_method
 from sdrun.models import build_model
 from sdrun.optim import build_optimizer
 from sdrun.runtime import Runtime
@@ -48,8 +48,9 @@ def train(
     plan = CyclePlan("sd", 1, 1, STEPS, peak=0.05)
     options = LoopOptions(log_every=2, check_every=2, nan_at_step=nan_at_step)
     loader = fake_batches(runtime.device)
-    result = train_one_epoch(model, teacher, loader.epoch(0), len(loader), state, plan,
-                             LossWeights(), runtime, None, options)  # fmt: skip
+    step = MethodStep(build_method(DistillConfig(name="sd")), model, teacher)
+    result = train_one_epoch(model, step, loader.epoch(0), len(loader), state, plan, runtime,
+                             None, options)  # fmt: skip
     return result, model
 
 
@@ -57,8 +58,9 @@ def train(
 def test_training_step_runs_under_each_precision(device, amp):
     runtime = Runtime(torch.device(device), amp, channels_last=True)
     result, model = train(runtime)
-    assert result.images == STEPS * BATCH and result.kd is None
-    assert torch.isfinite(torch.tensor(result.loss)) and 0.0 <= result.top1 <= 100.0
+    assert result.images == STEPS * BATCH and result.terms["kd"] is None
+    assert torch.isfinite(torch.tensor(result.loss))
+    assert 0.0 <= 100.0 * result.counts["correct"] / result.images <= 100.0
     assert all(p.dtype == torch.float32 for p in model.parameters())  # AMP keeps fp32 masters
     if amp is torch.float16:  # the scaler may skip the first steps while it finds its scale
         assert result.skipped_steps < STEPS
@@ -73,7 +75,7 @@ def test_snapshot_teacher_under_each_precision_gives_fp32_logits_and_a_kd_term(d
     source = build_model("resnet20", CLASSES).to(runtime.device, memory_format=torch.channels_last)
     teacher = FrozenTeacher(source, teacher_dtype(amp), torch.channels_last)
     result, _ = train(runtime, teacher)
-    assert result.kd is not None and result.kd > 0
+    assert result.terms["kd"] is not None and result.terms["kd"] > 0
     assert torch.isfinite(torch.tensor(result.loss))
 
 
@@ -214,8 +216,9 @@ def test_training_loop_does_not_sync_with_the_host_per_step(amp):
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                train_one_epoch(model, teacher, batches, steps, state, plan, LossWeights(),
-                                runtime, None, quiet)  # fmt: skip
+                step = MethodStep(build_method(DistillConfig(name="sd")), model, teacher)
+                train_one_epoch(model, step, batches, steps, state, plan, runtime, None,
+                                quiet)  # fmt: skip
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         return sum("synchronizing" in str(w.message) for w in caught)

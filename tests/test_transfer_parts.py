@@ -167,9 +167,8 @@ def test_aux_head_adds_half_its_loss():
 
 def test_the_fine_tuning_clock_waits_for_the_device_once_per_epoch(monkeypatch):
     """As in sdrun's loop: one synchronize per epoch, before the clock is read."""
-    from sdrun.engine import StepState
+    from sdrun.engine import LossStep, StepState, train_one_epoch
     from sdrun.runtime import Runtime
-    from sdrun.transfer import loop
     from sdrun.transfer.schedule import FinetunePlan
 
     calls = []
@@ -178,8 +177,8 @@ def test_the_fine_tuning_clock_waits_for_the_device_once_per_epoch(monkeypatch):
     model = torch.nn.Linear(4, 1)
     state = StepState(torch.optim.SGD(model.parameters(), lr=0.01), None, 0)
     batches = [torch.randn(2, 4) for _ in range(3)]
-    result = loop.train_one_epoch(
-        model, lambda m, x: (m(x).square().mean(), len(x)), batches, 3, state,
+    result = train_one_epoch(
+        model, LossStep(model, lambda m, x: (m(x).square().mean(), len(x))), batches, 3, state,
         FinetunePlan("step", 1, 3, 0.01), Runtime(torch.device("cpu"), None, False),
     )  # fmt: skip
     assert result.images == 6 and calls == [1]

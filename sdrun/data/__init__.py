@@ -16,6 +16,7 @@ from sdrun.config import DATASETS, DatasetConfig
 from sdrun.data.base import ImageSet
 from sdrun.data.cifar import load_cifar
 from sdrun.data.cifar_writer import write_cifar
+from sdrun.data.composition import INDICES, SHUFFLED, Composition
 from sdrun.data.fake import make_fake
 from sdrun.data.folder import FolderLoader, open_folders
 from sdrun.data.holdout import check_holdout, split_folder, split_image_set
@@ -25,7 +26,10 @@ from sdrun.errors import ConfigError
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "INDICES",
+    "SHUFFLED",
     "Batches",
+    "Composition",
     "DataBundle",
     "DeviceLoader",
     "FolderLoader",
@@ -63,9 +67,10 @@ class Batches(Protocol):
     @property
     def num_samples(self) -> int: ...
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, ...]]:
         """The epoch's batches from batch `start` on (a resumed epoch skips the earlier ones
-        without building them)."""
+        without building them): (images, labels), and for training what the loader's
+        `Composition` adds (sdrun/data/composition.py)."""
         ...
 
 
@@ -85,8 +90,10 @@ def build_loaders(
     channels_last: bool,
     rank: int = 0,
     world_size: int = 1,
+    composition: Composition = SHUFFLED,
 ) -> DataBundle:
     """Train, test (and validation) loaders for `cfg` on `device` (this rank's shard of each).
+    The training batches hold what `composition` asks for (the method's, sdrun/methods/).
 
     Both batch sizes are global: each of `world_size` ranks takes its share. `batch_size`
     must divide (it defines the training); `eval_batch_size` is rounded down (it changes no
@@ -100,7 +107,8 @@ def build_loaders(
         )
     batches = _per_process(cfg, world_size)
     if cfg.name == "imagenet":
-        return _folder_loaders(cfg, batches, seed, device, channels_last, rank, world_size)
+        return _folder_loaders(cfg, batches, seed, device, channels_last, rank, world_size,
+                               composition)  # fmt: skip
     data = build_data(cfg, seed=seed)
     held: Optional[tuple[Tensor, Tensor]] = None
     if cfg.val_split:
@@ -116,7 +124,8 @@ def build_loaders(
         rank=rank,
         world_size=world_size,
     )
-    train = DeviceLoader(data.train_x, data.train_y, batches.train, train=True, seed=seed, **common)
+    train = DeviceLoader(data.train_x, data.train_y, batches.train, train=True, seed=seed,
+                         composition=composition, **common)  # fmt: skip
 
     def eval_loader(images: Tensor, labels: Tensor) -> DeviceLoader:
         return DeviceLoader(images, labels, batches.eval, train=False, **common)
@@ -157,6 +166,7 @@ def _folder_loaders(
     channels_last: bool,
     rank: int,
     world_size: int,
+    composition: Composition,
 ) -> DataBundle:
     """Image folders are too big for memory: decoded per batch by DataLoader workers."""
     splits = open_folders(
@@ -183,6 +193,6 @@ def _folder_loaders(
         return FolderLoader(dataset, batches.eval, train=False, **common)
 
     warn_one_class(cfg, splits.num_classes, splits.num_classes)
-    train = FolderLoader(train_set, batches.train, train=True, **common)
+    train = FolderLoader(train_set, batches.train, train=True, composition=composition, **common)
     val = None if held is None else eval_loader(held)
     return DataBundle(train, eval_loader(splits.val), splits.num_classes, val)

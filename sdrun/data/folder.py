@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
+from sdrun.data.composition import SHUFFLED, Composition
 from sdrun.data.loader import normalize
 from sdrun.data.sampling import EpochKeys, SeededSamples, StridedShard, sampler_seed
 from sdrun.errors import ConfigError, DataError
@@ -142,6 +143,8 @@ class FolderLoader:
     of `world_size` gets an equal, disjoint shard (the remainder is left out that epoch).
     train=False: in order; every sample exactly once over the ranks (strided shards, which
     differ in length by at most one sample when `world_size` does not divide the split).
+    `composition` (training only): what a batch holds besides images and labels
+    (sdrun/data/composition.py).
     """
 
     def __init__(
@@ -159,6 +162,7 @@ class FolderLoader:
         world_size: int = 1,
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
+        composition: Composition = SHUFFLED,
     ) -> None:
         if batch_size <= 0 or num_workers < 0 or not 0 <= rank < world_size:
             raise ValueError(
@@ -168,6 +172,7 @@ class FolderLoader:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.train = train
+        self.indexed = train and composition.indices
         self.dtype = dtype
         self.channels_last = channels_last
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device)
@@ -194,7 +199,7 @@ class FolderLoader:
         self._batches = shard // batch_size if train else -(-shard // batch_size)
         self._samples = self._batches * batch_size if train else shard
         self.loader = DataLoader(
-            SeededSamples(dataset, seed),
+            SeededSamples(dataset, seed, indexed=self.indexed),
             batch_size=batch_size,
             sampler=self.sampler,
             num_workers=num_workers,
@@ -218,19 +223,23 @@ class FolderLoader:
         """Images this rank yields per epoch (for train, after dropping the partial batch)."""
         return self._samples
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, ...]]:
         """Yield (images in `dtype`, int64 labels) on the device for epoch `epoch`, from batch
         `start` on (a resumed epoch: the sampler starts past the earlier batches' images, so
-        they are never decoded)."""
+        they are never decoded), and the samples' indices when the composition asks."""
         self.sampler.set_epoch(epoch, start * self.batch_size)
         return self._batches_of()
 
-    def _batches_of(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def _batches_of(self) -> Iterator[tuple[Tensor, ...]]:
         try:
-            for x, y in self.loader:
+            for batch in self.loader:
+                (x, y), index = (batch[0], batch[1]) if self.indexed else (batch, None)
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, torch.int64, non_blocking=True)
-                yield self._finish(x), y
+                if index is None:
+                    yield self._finish(x), y
+                else:
+                    yield self._finish(x), y, index.to(self.device, non_blocking=True)
         except DataError as err:
             raise DataError(one_line(err)) from None
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sdrun.data.composition import SHUFFLED, Composition
 from sdrun.errors import ConfigError
 
 Stat = Union[Sequence[float], Tensor]
@@ -67,7 +68,8 @@ class DeviceLoader:
     short. With world_size > 1, rank r takes every world_size-th sample from position r:
     for training all ranks share one permutation and get shards of equal length (the
     remainder of N / world_size is left out that epoch); for eval the shards are disjoint
-    and together cover every sample once.
+    and together cover every sample once. `composition` (training only): what a batch holds
+    besides images and labels (sdrun/data/composition.py).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class DeviceLoader:
         channels_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        composition: Composition = SHUFFLED,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype}")
@@ -107,6 +110,7 @@ class DeviceLoader:
         self.channels_last = channels_last
         self.rank = rank
         self.world_size = world_size
+        self.composition = composition
 
         n = images.shape[0]
         if train:
@@ -131,9 +135,10 @@ class DeviceLoader:
         """Images this rank yields per epoch (for train, after dropping the partial batch)."""
         return self._batches * self.batch_size if self.train else self._shard
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, ...]]:
         """Yield (images in `dtype`, int64 labels) on the device for epoch `epoch`, from batch
-        `start` on (a resumed epoch: the earlier batches are not built at all)."""
+        `start` on (a resumed epoch: the earlier batches are not built at all); training
+        batches also hold what `composition` asks for (the samples' indices)."""
         return self._train_epoch(epoch, start) if self.train else self._eval_epoch(start)
 
     def _plan(self, epoch: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -151,7 +156,7 @@ class DeviceLoader:
         pos = torch.arange(self.rank, self._shard * self.world_size, self.world_size)[:used]
         return perm[pos].to(self.device), shifts[pos].to(self.device), flips[pos].to(self.device)
 
-    def _train_epoch(self, epoch: int, start: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def _train_epoch(self, epoch: int, start: int) -> Iterator[tuple[Tensor, ...]]:
         index, shifts, flips = self._plan(epoch)
         bs = self.batch_size
         for i in range(start, self._batches):
@@ -159,7 +164,10 @@ class DeviceLoader:
             idx = index[sel]
             x = random_crop(self.images[idx], shifts[sel], self.pad)
             x = hflip(x, flips[sel])
-            yield self._finish(x), self.labels[idx]
+            if self.composition.indices:
+                yield self._finish(x), self.labels[idx], idx
+            else:
+                yield self._finish(x), self.labels[idx]
 
     def _eval_epoch(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
         # Strided views, not gathers: eval needs no copy beyond normalization.

@@ -71,14 +71,17 @@ class EpochKeys(Sampler[tuple[int, int]]):
 
 
 class SeededSamples(Dataset):
-    """`dataset[index]` under a CPU RNG seeded by (seed, epoch, index), for (epoch, index) keys.
+    """`dataset[index]` under a CPU RNG seeded by (seed, epoch, index), for (epoch, index) keys;
+    with `indexed`, `(dataset[index], index)` (the composition hook's sample indices,
+    sdrun/data/composition.py).
 
     fork_rng keeps the caller's RNG untouched (with num_workers=0 that is the main process).
     """
 
-    def __init__(self, dataset: Dataset, seed: int) -> None:
+    def __init__(self, dataset: Dataset, seed: int, indexed: bool = False) -> None:
         self.dataset = dataset
         self.seed = seed
+        self.indexed = indexed
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -87,4 +90,5 @@ class SeededSamples(Dataset):
         epoch, index = key
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, epoch, index))
-            return self.dataset[index]
+            sample = self.dataset[index]
+        return (sample, index) if self.indexed else sample

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from sdrun.methods import find_method
+
 DEFINING = ("dataset.", "model.", "schedule.", "distill.", "optim.")
 # Paths and loader settings do not change the result; a kd run's teacher is identified by the
 # teacher run's own identity (`teacher.*`), not by its path.
@@ -56,7 +58,7 @@ def method_reads(config: Mapping[str, Any], key: str) -> bool:
         return False
     if key in SCHEDULE_IGNORES.get(str(config.get("schedule.name")), ()):
         return False
-    return not (key.startswith("distill.") and key != "distill.name" and _no_teacher(config))
+    return not (key.startswith("distill.") and key != "distill.name" and not _reads(config, key))
 
 
 def settings_read(config: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,9 +69,11 @@ def settings_read(config: Mapping[str, Any], summary: Mapping[str, Any]) -> dict
     return out
 
 
-def _no_teacher(config: Mapping[str, Any]) -> bool:
-    """distill=none trains plain cross-entropy: no distill.* value reaches the loss."""
-    return config.get("distill.name") == "none"
+def _reads(config: Mapping[str, Any], key: str) -> bool:
+    """Whether the run's method reads the distill.* `key`: exactly its declared `reads`
+    (sdrun/methods/; none reads no distill.* value); a method this sdrun lacks reads all."""
+    method = find_method(config.get("distill.name"))
+    return method is None or key in method.reads
 
 
 def _cycle_length(config: Mapping[str, Any], summary: Mapping[str, Any]) -> Any:

@@ -18,6 +18,7 @@ import yaml
 
 from sdrun.checkpoint import LAST, run_dir_of
 from sdrun.config import effective_cycles, flatten
+from sdrun.methods import FILE, find_method, method_label
 from sdrun.report import costs
 from sdrun.report.identity import runtime_of, settings_read
 from sdrun.report.run_files import SUMMARY, bad_number, read_metrics, safe_yaml
@@ -79,7 +80,7 @@ class Run:
     @property
     def generation(self) -> Optional[int]:
         """1 for a run from scratch, teacher's + 1 for kd; None if the chain is broken."""
-        if self.config.get("distill.name") != "kd":
+        if not taught_by_file(self):
             return 1
         parent = None if self.teacher is None else self.teacher.generation
         return None if parent is None else parent + 1
@@ -87,7 +88,7 @@ class Run:
     def signature(self) -> dict[str, Any]:
         """What this run computed, except the seed (see sdrun/report/identity.py)."""
         sig = {**settings_read(self.config, self.summary), **runtime_of(self.config, self.summary)}
-        if self.config.get("distill.name") == "kd":
+        if taught_by_file(self):
             sig.update(teacher_identity(self))
         return sig
 
@@ -104,7 +105,7 @@ class Run:
         """What the result cost: this run's process-seconds, work lost to stops included,
         plus those of every run that trained its teachers."""
         own = costs.total_process_s(self.summary)
-        if self.config.get("distill.name") != "kd" or own is None:
+        if not taught_by_file(self) or own is None:
             return own
         if self.teacher is None or not self.teacher.complete:
             return None
@@ -242,16 +243,18 @@ def teacher_dir(run: Run) -> Optional[Path]:
     return run_dir_of(path)
 
 
+def taught_by_file(run: Run) -> bool:
+    """Whether the run's method learns from a saved model (kd): its teacher run is part of
+    its recipe."""
+    method = find_method(run.config.get("distill.name"))
+    return method is not None and method.teacher == FILE
+
+
 def method_of(run: Run) -> str:
-    distill, schedule = run.config.get("distill.name"), run.config.get("schedule.name")
-    if distill == "sd":
-        return "sd" if schedule == "sd" else f"sd-{schedule}"
-    if distill == "none":
-        return "cyclic" if schedule == "sd" else str(schedule)
-    if distill == "kd":
-        generation = run.generation
-        return "kd" if generation is None else f"born-again-g{generation}"
-    return str(distill)
+    label = method_label(run.config.get("distill.name"), run.config.get("schedule.name"))
+    if taught_by_file(run) and run.generation is not None:
+        return f"born-again-g{run.generation}"  # a chain of students, each the next's teacher
+    return label
 
 
 def link_teachers(runs: list[Run]) -> None:
@@ -260,7 +263,7 @@ def link_teachers(runs: list[Run]) -> None:
     by_path = {run.path: run for run in runs}
 
     def resolve(run: Run, seen: frozenset[Path]) -> None:
-        if run.config.get("distill.name") == "kd" and run.teacher is None:
+        if taught_by_file(run) and run.teacher is None:
             found = teacher_dir(run)
             if found is not None and found not in seen:
                 if found not in by_path:
@@ -277,7 +280,7 @@ def link_teachers(runs: list[Run]) -> None:
 
 def check_teacher(run: Run) -> Optional[str]:
     """Why a kd run's teacher makes it unusable (missing, or incomplete itself), else None."""
-    if run.config.get("distill.name") != "kd":
+    if not taught_by_file(run):
         return None
     if run.teacher is None:
         if teacher_path(run) is not None:

@@ -4,7 +4,9 @@ Training reuses sdrun's image-folder sampling: a DistributedSampler shuffled fro
 seed (each rank an equal, disjoint shard; the remainder left out that epoch) and every sample
 augmented under an RNG seeded by (seed, epoch, index), so batches do not depend on workers or
 on a resume. Evaluation gives rank r the images r, r + world, r + 2 world, ...: every image
-exactly once over the processes (a DistributedSampler would pad with repeats).
+exactly once over the processes (a DistributedSampler would pad with repeats). A training
+loader's `composition` (sdrun/data/composition.py) can add the samples' dataset indices to a
+batch: `(*batch, indices)`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from sdrun.data.composition import SHUFFLED, Composition
 from sdrun.data.folder import one_line
 from sdrun.data.sampling import EpochKeys, SeededSamples, StridedShard, sampler_seed
 from sdrun.errors import ConfigError, DataError
@@ -26,8 +29,10 @@ Mover = Callable[[Batch, torch.device], Batch]
 class TaskLoader:
     def __init__(self, dataset: Dataset, batch_size: int, *, train: bool, collate: Callable,
                  move: Mover, device: torch.device, seed: int = 0, num_workers: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:  # fmt: skip
+                 rank: int = 0, world_size: int = 1,
+                 composition: Composition = SHUFFLED) -> None:  # fmt: skip
         self.device, self.move, self.train = device, move, train
+        self.indexed = train and composition.indices
         n = len(dataset)  # type: ignore[arg-type]
         if train:
             self.sampler = EpochKeys(
@@ -41,7 +46,9 @@ class TaskLoader:
                     f"set ({shard} images per process); lower dataset.batch_size or raise "
                     "dataset.limit_train"
                 )
-            source: Dataset = SeededSamples(dataset, seed)
+            source: Dataset = SeededSamples(dataset, seed, indexed=self.indexed)
+            if self.indexed:
+                collate = _with_indices(collate)
             self._batches, self._samples = shard // batch_size, shard // batch_size * batch_size
             sampler = self.sampler
         else:
@@ -75,6 +82,19 @@ class TaskLoader:
     def _batches_of(self) -> Iterator[Batch]:
         try:
             for batch in self.loader:
-                yield self.move(batch, self.device)
+                if self.indexed:
+                    batch, index = batch
+                    yield (*self.move(batch, self.device), index.to(self.device))
+                else:
+                    yield self.move(batch, self.device)
         except DataError as err:  # from a worker: its traceback is folded into the message
             raise DataError(one_line(err)) from None
+
+
+def _with_indices(collate: Callable) -> Callable:
+    """The task's collate for (sample, index) items: (its batch, int64 indices)."""
+
+    def both(items: list[tuple[Any, int]]) -> tuple[Batch, torch.Tensor]:
+        return collate([sample for sample, _ in items]), torch.tensor([i for _, i in items])
+
+    return both

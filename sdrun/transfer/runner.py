@@ -4,7 +4,8 @@ fine-tune it for `schedule.epochs`, evaluating, logging and checkpointing every 
 The run folder is sdrun's: `.hydra/`, `metrics.jsonl`, `summary.json`, atomic
 `checkpoints/last.pt` (+ `prev.pt`), `resume=`, a checkpoint on SIGTERM/Ctrl-C, a stop on a
 non-finite loss, wandb, torchrun DDP, through the same modules (`checkpoint`, `run_state`,
-`loggers`, `interrupt`, `distributed`, `runtime`, `engine`).
+`loggers`, `interrupt`, `distributed`, `runtime`) and sdrun's one epoch loop (`engine`), called
+with the task's loss.
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdrun import distributed, run_state
-from sdrun.engine import EpochTally, LoopOptions, NonFiniteLoss, StepState
+from sdrun.engine import (
+    EpochResult,
+    EpochTally,
+    LoopOptions,
+    LossStep,
+    NonFiniteLoss,
+    StepState,
+    train_one_epoch,
+)
 from sdrun.errors import TrainingDiverged
 from sdrun.interrupt import StopRequest, stopped
 from sdrun.run_folder import Outputs, how_it_ran, opened, outputs, write_result
 from sdrun.run_state import Progress, kept_checkpoint
-from sdrun.transfer import loop
 from sdrun.transfer.config import TransferConfig, validate
 from sdrun.transfer.parts import Parts, build, config_dict
 
@@ -80,9 +88,9 @@ def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_di
         )
         batches = parts.train_loader.epoch(epoch, start=tally.batches)  # skipped: never read
         try:
-            result = loop.train_one_epoch(
-                parts.train_model, parts.task.loss, batches, len(parts.train_loader),
-                parts.state, plan, parts.runtime, tally, options,
+            result = train_one_epoch(
+                parts.train_model, LossStep(parts.train_model, parts.task.loss), batches,
+                len(parts.train_loader), parts.state, plan, parts.runtime, tally, options,
             )  # fmt: skip
         except NonFiniteLoss as err:
             raise TrainingDiverged(
@@ -110,7 +118,7 @@ def _train(parts: Parts, progress: Progress, tally: Optional[EpochTally], run_di
             raise stopped(stop, run_dir, f"after epoch {epoch}", COMMAND)
 
 
-def _record(parts: Parts, epoch: int, result: loop.EpochResult) -> tuple[dict, Optional[dict]]:
+def _record(parts: Parts, epoch: int, result: EpochResult) -> tuple[dict, Optional[dict]]:
     """The epoch's metrics line; the test split is scored every `schedule.eval_every` epochs
     and at the last (its keys are null in between)."""
     start = time.perf_counter()

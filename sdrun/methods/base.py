@@ -1,0 +1,99 @@
+"""What a training method is to sdrun (`Method`), and the per-batch step the epoch loop calls
+for one (`MethodStep`).
+
+A method declares, as class attributes, everything the run does for it, so that the loop, the
+runner and the report never ask which method runs:
+
+- `terms`: the loss terms it logs (`train/<term>` in metrics.jsonl, epoch means);
+- `teacher`: what teaches it: `SNAPSHOT` (the student at each cycle end teaches the next
+  cycle), `FILE` (a finished model, `distill.teacher_checkpoint`, teaches every epoch) or None;
+- `batches`: what it asks the loaders for (`sdrun.data.composition`): a shuffled batch by
+  default, or with each sample's dataset index (per-sample state);
+- `reads`: the config keys its numbers depend on (the report's row identity uses exactly
+  these; sdrun/report/identity.py), and `label`, what the report calls its rows;
+
+and implements `forward_train` (the student's logits and the loss of one batch), `check`
+(config combinations it refuses, before anything runs) and, when it keeps state between steps,
+`state_dict`/`load_state_dict` (stored in `checkpoints/last.pt`, restored on resume).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+from torch import Tensor, nn
+
+from sdrun.batch_step import StepOutput
+from sdrun.data.composition import SHUFFLED, Composition
+
+if TYPE_CHECKING:
+    from sdrun.config import Config, DistillConfig
+
+SNAPSHOT = "snapshot"  # the student's weights at each cycle end teach the next cycle
+FILE = "file"  # a saved model (distill.teacher_checkpoint) teaches from the first epoch
+
+Teacher = Callable[[Tensor], Tensor]  # images -> fp32 logits, no graph (teacher.py)
+
+
+@dataclass
+class MethodOutput:
+    loss: Tensor  # what is backpropagated
+    logits: Tensor  # the student's, scored against `targets` for train/top1
+    targets: Tensor
+    terms: dict[str, Tensor]  # detached scalars, a subset of the method's `terms`
+
+
+class Method:
+    """A training method (see the module docstring). Subclass it in one module of
+    sdrun/methods/ and register it with `@register_method("name")`."""
+
+    name: ClassVar[str] = ""  # set by register_method
+    terms: ClassVar[tuple[str, ...]] = ("ce",)
+    teacher: ClassVar[Optional[str]] = None
+    batches: ClassVar[Composition] = SHUFFLED
+    reads: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg: DistillConfig) -> None:
+        self.cfg = cfg
+
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        """Raise ConfigError for a config this method cannot run (one line, with the fix)."""
+
+    @classmethod
+    def label(cls, schedule: str) -> str:
+        """What the report and wandb call a run of this method with `schedule`."""
+        return cls.name
+
+    def forward_train(
+        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+    ) -> MethodOutput:
+        """One training batch: the student's forward pass and the loss (under autocast)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """State kept between steps, for the checkpoint (tensors and plain values only)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what `state_dict` returned, on resume."""
+
+
+class MethodStep:
+    """The epoch loop's per-batch step for a classification method: its loss and terms, and
+    the correct predictions that make train/top1."""
+
+    counts = ("correct",)
+
+    def __init__(self, method: Method, student: nn.Module, teacher: Optional[Teacher]) -> None:
+        self.method = method
+        self.student = student
+        self.teacher = teacher
+        self.terms = method.terms
+
+    def __call__(self, batch: Any) -> StepOutput:
+        out = self.method.forward_train(self.student, batch, self.teacher)
+        correct = out.logits.detach().argmax(dim=1).eq(out.targets).sum()
+        return StepOutput(out.loss, out.targets.shape[0], out.terms, {"correct": correct})

@@ -1,0 +1,32 @@
+"""No teacher: cross-entropy only. With schedule=sd it is the cyclic control that isolates the
+effect of SD's restarts; with cosine or step, the plain baselines."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from torch import nn
+
+from sdrun.distill import cross_entropy
+from sdrun.methods.base import Method, MethodOutput, Teacher
+from sdrun.methods.registry import register_method
+
+
+@register_method("none")
+class CrossEntropy(Method):
+    # kd is never computed (null in metrics.jsonl): the same columns as sd's and kd's rows.
+    terms = ("ce", "kd")
+    reads = ()  # no distill.* value reaches the loss
+
+    @classmethod
+    def label(cls, schedule: str) -> str:
+        """The cyclic control on SD's schedule, else the schedule's baseline (cosine, step)."""
+        return "cyclic" if schedule == "sd" else schedule
+
+    def forward_train(
+        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+    ) -> MethodOutput:
+        x, y = batch[0], batch[1]
+        logits = student(x)
+        ce = cross_entropy(logits, y)
+        return MethodOutput(ce, logits, y, {"ce": ce.detach()})
