@@ -183,7 +183,9 @@ def test_steps_are_logged_every_log_every_global_steps_when_epochs_are_shorter()
     import torch
     from torch import nn
 
-    from sdrun.distill import LossWeights
+    import torch.nn.functional as F
+
+    from sdrun.batch_step import LossStep
     from sdrun.engine import LoopOptions, StepState, train_one_epoch
     from sdrun.runtime import Runtime
     from sdrun.schedule import CyclePlan
@@ -196,9 +198,9 @@ def test_steps_are_logged_every_log_every_global_steps_when_epochs_are_shorter()
     logged: list[tuple[int, dict]] = []
     options = LoopOptions(log_every=3, check_every=3, on_log=lambda s, v: logged.append((s, v)))
     runtime = Runtime(torch.device("cpu"), None, False)
+    step = LossStep(model, lambda m, b: (F.cross_entropy(m(b[0]), b[1]), b[0].shape[0]))
     for _ in range(3):
-        train_one_epoch(model, None, batches, 2, state, plan, LossWeights(), runtime,
-                        options=options)  # fmt: skip
+        train_one_epoch(model, step, batches, 2, state, plan, runtime, options=options)
     assert [step for step, _ in logged] == [3, 6]
     assert all({"train/lr", "train/loss"} <= set(values) for _, values in logged)
 
