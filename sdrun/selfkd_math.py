@@ -114,21 +114,21 @@ def tfkd_reg_loss(
 
 
 def cskd_loss(
-    logits: Tensor, pair_logits: Tensor, targets: Tensor, temperature: float, lam: float
+    logits: Tensor, pair_logits: Tensor, targets: Tensor, temperature: float, kd_weight: float
 ) -> Loss:
-    """CE(z, y) + lam * T^2 * KL(softmax(z_pair / T) || softmax(z / T)), both over the B anchors.
+    """CE(z, y) + kd_weight * T^2 * KL(softmax(z_pair / T) || softmax(z / T)), over the B anchors.
 
     `logits`/`targets`: the B anchor images (the sampler's first half); `pair_logits`: for each
     anchor, another image of the same class (the second half), computed without gradient (the
     paper's fixed copy theta~). The official train.py takes CE over the anchors only (the pairs
     get no CE) and divides the summed KL by the number of anchors (`input.size(0)`), so both terms
-    are means over the same B images."""
+    are means over the same B images. `kd_weight` is the paper's lambda_cls."""
     if pair_logits.shape != logits.shape:
         raise ValueError(f"cskd: {tuple(pair_logits.shape)} pair logits for {tuple(logits.shape)}")
     z = logits.float()
     ce = F.cross_entropy(z, targets)
     kd = kl_batchmean(z, pair_logits, temperature)
-    return Loss(ce + lam * kd, {"ce": ce.detach(), "kd": kd.detach()})
+    return Loss(ce + kd_weight * kd, {"ce": ce.detach(), "kd": kd.detach()})
 
 
 # --- pskd: progressive self-KD (Kim et al., "Self-Knowledge Distillation with Progressive
@@ -178,15 +178,16 @@ def dlb_loss(
     repeated: int,
     prev_logits: Optional[Tensor],
     temperature: float,
-    alpha: float,
+    kd_weight: float,
 ) -> Loss:
-    """CE over the whole batch + alpha * T^2 * KL(softmax(z_prev / T) || softmax(z_rep / T)).
+    """CE over the whole batch + kd_weight * T^2 * KL(softmax(z_prev / T) || softmax(z_rep / T)).
 
     The batch's first `repeated` rows are the images repeated from the previous iteration (a new
     augmentation of them); `prev_logits` are the logits those images got in the previous
     iteration (before that step's update), detached. As the official dlb.py: CE is the mean over
     all rows (repeated + new), KL is batchmean over the repeated rows only, times T^2. Without a
-    previous iteration (the run's first step) `prev_logits` is None and the loss is CE."""
+    previous iteration (the run's first step) `prev_logits` is None and the loss is CE.
+    `kd_weight` is the paper's alpha."""
     z = logits.float()
     ce = F.cross_entropy(z, targets)
     if prev_logits is None:
@@ -194,7 +195,7 @@ def dlb_loss(
     if prev_logits.shape[0] != repeated or not 0 < repeated <= z.shape[0]:
         raise ValueError(f"dlb: {prev_logits.shape[0]} previous logits for {repeated} repeated")
     kd = kl_batchmean(z[:repeated], prev_logits, temperature)
-    return Loss(ce + alpha * kd, {"ce": ce.detach(), "kd": kd.detach()})
+    return Loss(ce + kd_weight * kd, {"ce": ce.detach(), "kd": kd.detach()})
 
 
 # --- byot: Be Your Own Teacher (Zhang et al., ICCV 2019) ---
