@@ -161,12 +161,15 @@ def pskd_targets(
 
 def pskd_loss(logits: Tensor, soft_targets: Tensor) -> Loss:
     """Soft-target CE, -sum_k q_k log p_k averaged over the batch (official pskd_loss.py:
-    `(-targets * log_probs).mean(0).sum()`, the same number). Also returns the probabilities to
-    store for the next epoch (`terms["probs"]`, detached; the caller writes them by index)."""
-    z = logits.float()
-    total = soft_cross_entropy(z, soft_targets)
-    probs = F.softmax(z, dim=1).detach()
-    return Loss(total, {"ce": total.detach(), "probs": probs})
+    `(-targets * log_probs).mean(0).sum()`, the same number)."""
+    total = soft_cross_entropy(logits, soft_targets)
+    return Loss(total, {"ce": total.detach()})
+
+
+def pskd_store_probs(logits: Tensor) -> Tensor:
+    """What to store for each image for the next epoch: softmax of the logits it was trained on
+    in this step (train mode, this step's crop), float32, detached, as the official main.py."""
+    return F.softmax(logits.detach().float(), dim=1)
 
 
 # --- dlb: self-distillation from the last mini-batch (Shen et al., CVPR 2022) ---

@@ -140,7 +140,7 @@ def test_pskd_loss_is_soft_ce_against_the_mixed_targets(batch):
         expected += soft_ce_row(z[b], q)
     got = m.pskd_loss(z, m.pskd_targets(y, prev, a, K))
     close(got.total, expected / 6)
-    assert_close(got.terms["probs"], torch.softmax(z, 1))
+    assert_close(m.pskd_store_probs(z), torch.softmax(z, 1))
 
 
 def test_pskd_alpha_zero_or_first_epoch_is_cross_entropy(batch):
@@ -154,10 +154,10 @@ def test_pskd_alpha_zero_or_first_epoch_is_cross_entropy(batch):
 def test_pskd_stored_predictions_carry_no_gradient(batch):
     z, y = batch
     z = z.clone().requires_grad_()
-    prev = torch.softmax(torch.randn(6, K, requires_grad=True), 1)
-    out = m.pskd_loss(z, m.pskd_targets(y, prev, 0.5, K))
-    out.total.backward()
-    assert not out.terms["probs"].requires_grad and z.grad is not None
+    raw = torch.randn(6, K, requires_grad=True)
+    m.pskd_loss(z, m.pskd_targets(y, torch.softmax(raw, 1), 0.5, K)).total.backward()
+    assert z.grad is not None and raw.grad is None  # the stored prediction is a fixed target
+    assert not m.pskd_store_probs(z).requires_grad
 
 
 # --- dlb ---
