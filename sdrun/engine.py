@@ -24,13 +24,16 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from sdrun.batch_step import BatchStep, LossStep, StepOutput
 from sdrun.runtime import Runtime
+
+__all__ = ["BatchStep", "LossStep", "StepOutput"]  # the loop's per-batch contract, re-exported
 
 # The running sums are [loss, *terms, *counts, non-finite, skipped, images]: the loss and the
 # terms weighted by batch size. (Classification's layout is the 7 slots older checkpoints hold.)
@@ -43,43 +46,6 @@ class NonFiniteLoss(RuntimeError):
     def __init__(self, step: int) -> None:
         super().__init__(f"non-finite loss by step {step}")
         self.step = step
-
-
-@dataclass
-class StepOutput:
-    """One batch's contribution, as a `BatchStep` returns it to the loop."""
-
-    loss: Tensor  # the scalar to backpropagate
-    size: int  # images in the batch: weights the loss and terms in the epoch's means
-    # Named loss terms (detached scalars), logged as `train/<name>` epoch means. A term the
-    # step leaves out of a batch counts 0; one left out of every batch of the epoch is None.
-    terms: dict[str, Tensor] = field(default_factory=dict)
-    counts: dict[str, Tensor] = field(default_factory=dict)  # summed as they are (correct, ...)
-
-
-class BatchStep(Protocol):
-    """The loss of one batch: what the loop calls, under autocast, for every training batch."""
-
-    terms: tuple[str, ...]  # every name it may return in StepOutput.terms (fixed for a run)
-    counts: tuple[str, ...]  # every name of StepOutput.counts (always returned)
-
-    def __call__(self, batch: Any) -> StepOutput: ...
-
-
-class LossStep:
-    """A `BatchStep` from a function `loss(model, batch) -> (loss, images)` that logs no
-    terms: sdrun-transfer's detection and segmentation losses."""
-
-    terms: tuple[str, ...] = ()
-    counts: tuple[str, ...] = ()
-
-    def __init__(self, model: nn.Module, loss: Callable[[nn.Module, Any], tuple[Tensor, int]]):
-        self.model = model
-        self.loss = loss
-
-    def __call__(self, batch: Any) -> StepOutput:
-        loss, images = self.loss(self.model, batch)
-        return StepOutput(loss, images)
 
 
 @dataclass
