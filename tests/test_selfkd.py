@@ -122,7 +122,7 @@ def short_run(root: Path, run_dir: Path, distill: DistillConfig, **dataset) -> l
     return read_jsonl(run_dir / "metrics.jsonl")
 
 
-@pytest.mark.parametrize("name", ["ls", "tfkd"])
+@pytest.mark.parametrize("name", ["ls", "tfkd", "pskd"])
 def test_trains_well_above_chance_with_a_validation_split(learnable: Path, tmp_path: Path, name):
     records = short_run(learnable, tmp_path / "run", conf_distill(name))
     last = records[-1]
@@ -133,7 +133,7 @@ def test_trains_well_above_chance_with_a_validation_split(learnable: Path, tmp_p
     assert summary["complete"] is True
 
 
-@pytest.mark.parametrize("name", ["ls", "tfkd"])
+@pytest.mark.parametrize("name", ["ls", "tfkd", "pskd"])
 def test_runs_on_fake_data(tmp_path: Path, name: str):
     cfg = tiny_config(tmp_path, distill=conf_distill(name),
                       dataset=DatasetConfig(name="fake", num_classes=4, image_size=16,
@@ -161,16 +161,16 @@ def test_the_report_gives_each_method_its_row_and_sds_gain_over_it(tmp_path: Pat
     for seed in (0, 1):
         write_run(tmp_path / f"sd{seed}", "sd", seed, 72.0 + seed)
         write_run(tmp_path / f"cos{seed}", "cosine", seed, 70.0)
-        for name in ("ls", "tfkd"):
-            # eps is read by ls only: two tfkd runs differing in it are one row
+        for name in ("ls", "tfkd", "pskd"):
+            # eps is read by ls only: two tfkd/pskd runs differing in it are one row
             config = {**cosine, "distill.name": name, "distill.eps": 0.1 + 0.1 * seed}
             write_run(tmp_path / f"{name}{seed}", "cosine", seed, 71.0, config=config)
     write_run(tmp_path / "ls_eps", "cosine", 0, 60.0,
               config={**cosine, "distill.name": "ls", "distill.eps": 0.3})  # fmt: skip
     report = build_report([tmp_path], tmp_path / "report")
     labels = sorted(row.label for row in report.rows)
-    assert labels.count("tfkd") == 1
+    assert labels.count("tfkd") == 1 and labels.count("pskd") == 1
     # eps 0.1, 0.2, 0.3: what ls reads splits its rows, and names them
     assert [x for x in labels if x.startswith("ls")] == [f"ls (eps={e})" for e in (0.1, 0.2, 0.3)]
     gains = {g.baseline.label: gain_record(g) for g in report.gains}
-    assert "tfkd" in set(gains)
+    assert {"tfkd", "pskd"} <= set(gains)
