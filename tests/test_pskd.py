@@ -17,6 +17,7 @@ from helpers import read_jsonl, tiny_config, train
 from test_selfkd import conf_distill, fixed_student, softmax_row, three_epochs
 
 from sdrun.config import DatasetConfig
+from sdrun.errors import CheckpointError
 from sdrun.interrupt import RunStopped
 from sdrun.methods import RunShape, build_method
 from sdrun.methods.pskd import ProgressiveSelfKD
@@ -75,6 +76,14 @@ def test_an_image_left_out_of_an_epoch_keeps_its_older_prediction():
     assert torch.allclose(method.previous[3:], kept) and torch.allclose(
         method.previous[:3], torch.full((3, K), 1 / K)
     )
+
+
+def test_a_saved_table_of_another_shape_is_refused_in_one_line():
+    method = build_method(conf_distill("pskd"))
+    method.prepare(RunShape(N, K, EPOCHS, torch.device("cpu")))
+    state = {"epoch": 1, "previous": torch.zeros(N + 1, K), "latest": torch.zeros(N + 1, K)}
+    with pytest.raises(CheckpointError, match=r"pskd's saved previous predictions are \(7, 4\)"):
+        method.load_state_dict(state)
 
 
 def pskd_config(root: Path, **changes):

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sdrun.data.composition import INDICES
+from sdrun.errors import CheckpointError
 from sdrun.methods.base import MethodOutput, RunShape, Teacher
 from sdrun.methods.losses import pskd_alpha, pskd_loss, pskd_store_probs
 from sdrun.methods.registry import register_method
@@ -81,6 +82,15 @@ class ProgressiveSelfKD(SelfDistillation):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             return
+        for name in ("previous", "latest"):
+            got = state.get(name)
+            if not isinstance(got, Tensor) or got.shape != self.latest.shape:
+                shape = None if not isinstance(got, Tensor) else tuple(got.shape)
+                raise CheckpointError(
+                    f"pskd's saved {name} predictions are {shape}, this run needs "
+                    f"{tuple(self.latest.shape)} (train images x classes); resume the run with "
+                    "the data it started with"
+                )
         self.epoch = int(state["epoch"])
         self.previous.copy_(state["previous"])
         self.latest.copy_(state["latest"])
