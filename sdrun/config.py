@@ -86,6 +86,13 @@ class DistillConfig:
     smooth: str = "teacher"
     # Only for `kd`: a checkpoint whose `model` weights teach every epoch.
     teacher_checkpoint: Optional[str] = None
+    # The self-distillation family (sdrun/methods/, docs/SELFKD.md); each method reads only its
+    # own (its `reads`), so these defaults change no other method's run or report row.
+    eps: float = 0.1  # ls: label smoothing
+    alpha: float = 0.1  # tfkd: weight of the virtual teacher's term
+    multiplier: float = 100.0  # tfkd: scale of its KL (averaged over images x classes)
+    correct_prob: float = 0.99  # tfkd: the virtual teacher's probability on the label
+    alpha_T: float = 0.8  # pskd: weight of the previous epoch's prediction in the last epoch
 
 
 @dataclass
@@ -195,6 +202,11 @@ def check_seed(key: str, value: Optional[int]) -> None:
         raise ConfigError(f"{key}={value} does not fit in 64 bits; pick a smaller {key}")
 
 
+def _fraction(key: str, value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{key}={value} must be in [0, 1]; set {key} to a value in [0, 1]")
+
+
 def validate(cfg: Config) -> None:
     """Check values and combinations the schema's types cannot; raise ConfigError on the first."""
     d, s, k, o, t = cfg.dataset, cfg.schedule, cfg.distill, cfg.optim, cfg.trainer
@@ -257,6 +269,11 @@ def validate(cfg: Config) -> None:
     _positive("distill.temperature", k.temperature)
     _positive("distill.ce_weight", k.ce_weight, allow_zero=True)
     _positive("distill.kd_weight", k.kd_weight, allow_zero=True)
+    _fraction("distill.eps", k.eps)
+    _fraction("distill.alpha", k.alpha)
+    _fraction("distill.correct_prob", k.correct_prob)
+    _fraction("distill.alpha_T", k.alpha_T)
+    _positive("distill.multiplier", k.multiplier, allow_zero=True)
     if k.ce_weight == 0 and k.kd_weight == 0:
         raise ConfigError("distill.ce_weight and distill.kd_weight are both 0; set one above 0")
     method.check(cfg)  # what this method refuses (sd: one cycle; kd: no teacher)

@@ -14,7 +14,7 @@ from sdrun import distributed
 from sdrun.config import Config
 from sdrun.data import Batches, build_loaders
 from sdrun.engine import StepState
-from sdrun.methods import Method, build_method
+from sdrun.methods import Method, RunShape, build_method
 from sdrun.models import build_model
 from sdrun.optim import build_optimizer
 from sdrun.runtime import Runtime
@@ -56,6 +56,7 @@ def build_parts(cfg: Config, runtime: Runtime, dist: distributed.Dist) -> Parts:
     )
     model.to(runtime.device, memory_format=runtime.memory_format)
     plan = plan_from_config(cfg.schedule, cfg.optim.lr, len(data.train))
+    method.prepare(RunShape(data.train.dataset_size, data.num_classes, plan.epochs, runtime.device))
     state = StepState(
         build_optimizer(model, cfg.optim, runtime.device), runtime.grad_scaler(), step=0
     )

@@ -68,6 +68,9 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
             with StopRequest() as stop:
                 teacher = _train(parts, progress, teacher, tally, run_dir, outs, stop)
             distributed.check_identical(parts.model.state_dict(), "the final student weights")
+            method_state = {k: v for k, v in parts.method.state_dict().items()
+                            if isinstance(v, Tensor)}  # fmt: skip
+            distributed.check_identical(method_state, "the training method's state")
             result = summary(parts, progress, teacher)
             result.update(ensemble(parts, run_dir))
             write_result(run_dir, result, outs, start.dist)
@@ -107,6 +110,7 @@ def _train(
             reduce=distributed.sum_,
             on_log=outs.logger.log_step if parts.dist.is_main else None,
         )
+        parts.method.start_epoch(epoch)
         try:
             source = teacher_for_epoch(parts, teacher, _epoch_batches(parts, epoch, tally))
             result = train_one_epoch(

@@ -55,7 +55,7 @@ def test_each_group_has_its_documented_options():
     assert {"cifar100", "cifar10", "fake"} <= set(options("dataset"))
     assert {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110"} <= set(options("model"))
     assert set(options("schedule")) == {"sd", "cosine", "step"}
-    assert set(options("distill")) == {"sd", "none", "kd"}
+    assert set(options("distill")) == {"sd", "none", "kd", "ls", "tfkd", "pskd"}
     assert set(options("logger")) == {"wandb", "none"}
 
 

@@ -67,6 +67,11 @@ class Batches(Protocol):
     @property
     def num_samples(self) -> int: ...
 
+    @property
+    def dataset_size(self) -> int:
+        """Samples of the split it was built on (training: what the indices run over)."""
+        ...
+
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, ...]]:
         """The epoch's batches from batch `start` on (a resumed epoch skips the earlier ones
         without building them): (images, labels), and for training what the loader's

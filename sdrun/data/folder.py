@@ -173,6 +173,7 @@ class FolderLoader:
         self.batch_size = batch_size
         self.train = train
         self.indexed = train and composition.indices
+        self.dataset_size = len(dataset)  # type: ignore[arg-type]
         self.dtype = dtype
         self.channels_last = channels_last
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device)

@@ -131,6 +131,11 @@ class DeviceLoader:
         return self._batches
 
     @property
+    def dataset_size(self) -> int:
+        """Samples of the split this loader was built on (indices are 0..dataset_size-1)."""
+        return self.images.shape[0]
+
+    @property
     def num_samples(self) -> int:
         """Images this rank yields per epoch (for train, after dropping the partial batch)."""
         return self._batches * self.batch_size if self.train else self._shard

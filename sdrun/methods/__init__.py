@@ -9,7 +9,7 @@ its methods.
 import importlib
 import pkgutil
 
-from sdrun.methods.base import FILE, SNAPSHOT, Method, MethodOutput, MethodStep
+from sdrun.methods.base import FILE, SNAPSHOT, Method, MethodOutput, MethodStep, RunShape
 from sdrun.methods.registry import (
     build_method,
     find_method,
@@ -19,7 +19,7 @@ from sdrun.methods.registry import (
     register_method,
 )
 
-_MACHINERY = {"base", "registry"}
+_MACHINERY = {"base", "registry", "losses", "selfkd"}  # no method in these
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _MACHINERY:
         importlib.import_module(f"{__name__}.{_module.name}")
@@ -30,6 +30,7 @@ __all__ = [
     "Method",
     "MethodOutput",
     "MethodStep",
+    "RunShape",
     "build_method",
     "find_method",
     "method_class",

@@ -14,7 +14,9 @@ runner and the report never ask which method runs:
 
 and implements `forward_train` (the student's logits and the loss of one batch), `check`
 (config combinations it refuses, before anything runs) and, when it keeps state between steps,
-`state_dict`/`load_state_dict` (stored in `checkpoints/last.pt`, restored on resume).
+`prepare` (the run's shape, once, before a resume restores the state), `start_epoch` (before
+each epoch, also a resumed one) and `state_dict`/`load_state_dict` (stored in
+`checkpoints/last.pt`, restored on resume).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
+import torch
 from torch import Tensor, nn
 
 from sdrun.batch_step import StepOutput
@@ -35,6 +38,16 @@ SNAPSHOT = "snapshot"  # the student's weights at each cycle end teach the next 
 FILE = "file"  # a saved model (distill.teacher_checkpoint) teaches from the first epoch
 
 Teacher = Callable[[Tensor], Tensor]  # images -> fp32 logits, no graph (teacher.py)
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """What a method with per-sample or per-epoch state needs to know of the run."""
+
+    train_size: int  # samples of the training split: dataset indices are 0..train_size-1
+    num_classes: int
+    epochs: int
+    device: torch.device
 
 
 @dataclass
@@ -72,6 +85,12 @@ class Method:
     ) -> MethodOutput:
         """One training batch: the student's forward pass and the loss (under autocast)."""
         raise NotImplementedError
+
+    def prepare(self, run: RunShape) -> None:
+        """Called once the data and the device are known, before a resume's `load_state_dict`."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before each training epoch (1-based), also before a resumed partial one."""
 
     def state_dict(self) -> dict[str, Any]:
         """State kept between steps, for the checkpoint (tensors and plain values only)."""

@@ -1,0 +1,106 @@
+"""Progressive self-knowledge distillation (Kim et al., "Self-Knowledge Distillation with
+Progressive Refinement of Targets", ICCV 2021): each image's target mixes its label with the
+model's own prediction for that image in the previous epoch,
+
+    q = (1 - alpha_t) * onehot(y) + alpha_t * p_{t-1}(x),   alpha_t = alpha_T * t / T,
+
+trained with the soft cross-entropy (sdrun/methods/losses.py). As the official code
+(lgcnsai/PS-KD-Pytorch), the stored prediction is softmax of the very forward that is trained
+on (that step's crop), found by the image's dataset index; the first epoch is plain CE.
+
+The predictions live on the device in two N x K tables: `latest` (written as images are
+trained on) and `previous` (a copy of `latest` taken when an epoch starts, the one read). An
+image the sampler left out of an epoch (a dropped last batch) keeps its older prediction; one
+never trained on yet gets its label. Under torchrun every process writes every process's
+predictions of each step (one all-gather), so the tables are the same everywhere, and a
+checkpoint (`last.pt`, also mid-epoch) holds both: a resume continues bitwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sdrun.data.composition import INDICES
+from sdrun.errors import CheckpointError
+from sdrun.methods.base import MethodOutput, RunShape, Teacher
+from sdrun.methods.losses import pskd_alpha, pskd_loss, pskd_store_probs
+from sdrun.methods.registry import register_method
+from sdrun.methods.selfkd import SelfDistillation
+
+
+@register_method("pskd")
+class ProgressiveSelfKD(SelfDistillation):
+    terms = ("ce",)
+    batches = INDICES
+    reads = ("distill.alpha_T",)
+
+    epochs: int = 1
+    epoch: int = 0  # the epoch `previous` was copied for (0: none started)
+    alpha: float = 0.0
+    previous: Optional[Tensor] = None
+    latest: Optional[Tensor] = None
+
+    def prepare(self, run: RunShape) -> None:
+        self.epochs = run.epochs
+        shape = (run.train_size, run.num_classes)
+        # Zero rows: no prediction yet (a softmax row sums to 1).
+        self.latest = torch.zeros(shape, dtype=torch.float32, device=run.device)
+        self.previous = torch.zeros_like(self.latest)
+
+    def start_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:  # a resumed partial epoch keeps the copy it started with
+            self.previous.copy_(self.latest)
+            self.epoch = epoch
+        self.alpha = pskd_alpha(epoch - 1, self.epochs, self.cfg.alpha_T)
+
+    def targets(self, labels: Tensor, index: Tensor, num_classes: int) -> Tensor:
+        """This step's soft targets: the label mixed with each image's stored prediction (the
+        label alone where there is none yet)."""
+        prev = self.previous[index]
+        known = (prev.sum(dim=1, keepdim=True) > 0).float()
+        onehot = F.one_hot(labels, num_classes).float()
+        return (1.0 - self.alpha * known) * onehot + self.alpha * prev
+
+    def forward_train(
+        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+    ) -> MethodOutput:
+        x, y, index = batch
+        logits = student(x)
+        loss = pskd_loss(logits, self.targets(y, index, logits.shape[1]))
+        probs = pskd_store_probs(logits)
+        self.latest[_gathered(index)] = _gathered(probs)
+        return MethodOutput(loss.total, logits, y, loss.terms)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "previous": self.previous.cpu(), "latest": self.latest.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        for name in ("previous", "latest"):
+            got = state.get(name)
+            if not isinstance(got, Tensor) or got.shape != self.latest.shape:
+                shape = None if not isinstance(got, Tensor) else tuple(got.shape)
+                raise CheckpointError(
+                    f"pskd's saved {name} predictions are {shape}, this run needs "
+                    f"{tuple(self.latest.shape)} (train images x classes); resume the run with "
+                    "the data it started with"
+                )
+        self.epoch = int(state["epoch"])
+        self.previous.copy_(state["previous"])
+        self.latest.copy_(state["latest"])
+
+
+def _gathered(tensor: Tensor) -> Tensor:
+    """Every process's rows of this step, in rank order (training batches are the same size on
+    every process; the sampler drops the remainder, so no image is in two shards)."""
+    if not dist.is_initialized():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)

@@ -1,0 +1,31 @@
+"""Tf-KD_reg (Yuan et al., "Revisiting Knowledge Distillation via Label Smoothing
+Regularization", CVPR 2020): a virtual teacher, sure of the label, softened and compared with the
+student, as the official code computes it (sdrun/methods/losses.py::tfkd_reg_loss):
+
+    (1 - alpha) * CE + alpha * multiplier * KL(softmax(p^d / T) || softmax(z)) / (B * K)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from torch import nn
+
+from sdrun.methods.base import MethodOutput, Teacher
+from sdrun.methods.losses import tfkd_reg_loss
+from sdrun.methods.registry import register_method
+from sdrun.methods.selfkd import SelfDistillation
+
+
+@register_method("tfkd")
+class TeacherFreeKD(SelfDistillation):
+    terms = ("ce", "kd")
+    reads = ("distill.alpha", "distill.temperature", "distill.multiplier", "distill.correct_prob")
+
+    def forward_train(
+        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+    ) -> MethodOutput:
+        x, y = batch[0], batch[1]
+        logits = student(x)
+        c = self.cfg
+        loss = tfkd_reg_loss(logits, y, c.alpha, c.temperature, c.multiplier, c.correct_prob)
+        return MethodOutput(loss.total, logits, y, loss.terms)

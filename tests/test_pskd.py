@@ -1,0 +1,183 @@
+"""pskd (sdrun/methods/pskd.py): the per-sample predictions of the previous epoch, found by each
+image's dataset index whatever the order; kept bitwise through a kill and a mid-epoch SIGTERM;
+the same on both processes under torchrun."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import read_jsonl, tiny_config, train
+from test_selfkd import conf_distill, fixed_student, softmax_row, three_epochs
+
+from sdrun.config import DatasetConfig
+from sdrun.errors import CheckpointError
+from sdrun.interrupt import RunStopped
+from sdrun.methods import RunShape, build_method
+from sdrun.methods.pskd import ProgressiveSelfKD
+
+N, K, EPOCHS = 6, 4, 3
+
+
+def expected_loss(logits: torch.Tensor, labels: list[int], prev: list[list[float]] | None,
+                  alpha: float) -> float:  # fmt: skip
+    """The paper's soft CE against (1 - alpha) onehot + alpha p_{t-1}, written out."""
+    total = 0.0
+    for row, y, i in zip(logits.tolist(), labels, range(len(labels))):
+        p = softmax_row(row)
+        q = [float(k == y) for k in range(K)]
+        if prev is not None:
+            q = [(1 - alpha) * qk + alpha * pk for qk, pk in zip(q, prev[i])]
+        total -= sum(qk * math.log(pk) for qk, pk in zip(q, p))
+    return total / len(labels)
+
+
+def test_the_target_of_an_image_is_its_prediction_of_the_previous_epoch_by_index():
+    method = build_method(conf_distill("pskd"))
+    method.prepare(RunShape(N, K, EPOCHS, torch.device("cpu")))
+    labels = torch.tensor([0, 1, 2, 3, 1, 2])
+    g = torch.Generator().manual_seed(0)
+    seen: dict[int, list[float]] = {}  # image index -> its softmax when last trained on
+    for epoch in range(1, EPOCHS + 1):
+        method.start_epoch(epoch)
+        alpha = 0.8 * epoch / EPOCHS
+        logits = torch.randn(N, K, generator=g) * 2  # this epoch's outputs, row = image index
+        order = torch.randperm(N, generator=g)
+        before = dict(seen)
+        for half in (order[:3], order[3:]):  # two batches in a fresh shuffled order
+            out = method.forward_train(fixed_student(logits), (half, labels[half], half), None)
+            prev = None if epoch == 1 else [before[i] for i in half.tolist()]
+            want = expected_loss(logits[half], labels[half].tolist(), prev, alpha)
+            assert out.loss.item() == pytest.approx(want, rel=1e-5), (epoch, half)
+            for i in half.tolist():
+                seen[i] = softmax_row(logits[i].tolist())
+        want = torch.tensor([seen[i] for i in range(N)])
+        torch.testing.assert_close(method.latest, want)
+
+
+def test_an_image_left_out_of_an_epoch_keeps_its_older_prediction():
+    method = build_method(conf_distill("pskd"))
+    method.prepare(RunShape(N, K, EPOCHS, torch.device("cpu")))
+    labels = torch.tensor([0, 1, 2, 3, 1, 2])
+    logits = torch.randn(N, K)
+    everyone, first = torch.arange(N), torch.arange(3)
+    method.start_epoch(1)
+    method.forward_train(fixed_student(logits), (everyone, labels, everyone), None)
+    method.start_epoch(2)  # images 3..5 are not trained on in epoch 2 (a dropped batch)
+    method.forward_train(fixed_student(logits * 0), (first, labels[:3], first), None)
+    method.start_epoch(3)
+    kept = torch.softmax(logits[3:], dim=1)
+    assert torch.allclose(method.previous[3:], kept) and torch.allclose(
+        method.previous[:3], torch.full((3, K), 1 / K)
+    )
+
+
+def test_a_saved_table_of_another_shape_is_refused_in_one_line():
+    method = build_method(conf_distill("pskd"))
+    method.prepare(RunShape(N, K, EPOCHS, torch.device("cpu")))
+    state = {"epoch": 1, "previous": torch.zeros(N + 1, K), "latest": torch.zeros(N + 1, K)}
+    with pytest.raises(CheckpointError, match=r"pskd's saved previous predictions are \(7, 4\)"):
+        method.load_state_dict(state)
+
+
+def pskd_config(root: Path, **changes):
+    """3 epochs of 3 steps: ResNet-20 on 96 images."""
+    cfg = tiny_config(root, distill=conf_distill("pskd"),
+                      schedule=three_epochs(),
+                      dataset=DatasetConfig(root=str(root), download=False, batch_size=32,
+                                            eval_batch_size=64, limit_train=96, limit_test=32),
+                      **changes)  # fmt: skip
+    cfg.trainer.deterministic = True
+    return cfg
+
+
+def last(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+
+
+def assert_bitwise(a: Path, b: Path) -> None:
+    x, y = last(a), last(b)
+    for name, value in x["model"].items():
+        assert torch.equal(value, y["model"][name]), name
+    for name in ("previous", "latest"):
+        assert torch.equal(x["method"][name], y["method"][name]), name
+    strip = ("time/", "img_per_s", "seconds")
+    rows = [[{k: v for k, v in r.items() if not any(s in k for s in strip)}
+             for r in read_jsonl(d / "metrics.jsonl")] for d in (a, b)]  # fmt: skip
+    assert rows[0] == rows[1]
+
+
+@pytest.fixture(scope="module")
+def reference(cifar100_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("pskd") / "run"
+    train(pskd_config(cifar100_root), run_dir)
+    state = last(run_dir)["method"]
+    assert state["epoch"] == 3 and bool((state["latest"].sum(dim=1) > 0.99).all())
+    return run_dir
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL at one exact point: nothing after it runs."""
+
+
+def test_resume_after_a_kill_mid_epoch_is_bitwise(reference: Path, cifar100_root: Path,
+                                                  tmp_path: Path, monkeypatch):  # fmt: skip
+    forward, steps = ProgressiveSelfKD.forward_train, []
+
+    def killed_in_epoch_2(self, *args):
+        steps.append(1)
+        if len(steps) == 5:  # epoch 2's second step: last.pt is epoch 1's
+            raise Killed
+        return forward(self, *args)
+
+    monkeypatch.setattr(ProgressiveSelfKD, "forward_train", killed_in_epoch_2)
+    with pytest.raises(Killed):
+        train(pskd_config(cifar100_root), tmp_path / "run")
+    monkeypatch.undo()
+    assert last(tmp_path / "run")["epoch"] == 1
+    train(pskd_config(cifar100_root, resume=str(tmp_path / "run")), tmp_path / "run")
+    assert_bitwise(reference, tmp_path / "run")
+
+
+def test_resume_after_a_mid_epoch_sigterm_is_bitwise(reference: Path, cifar100_root: Path,
+                                                     tmp_path: Path, monkeypatch):  # fmt: skip
+    forward, steps = ProgressiveSelfKD.forward_train, []
+
+    def sigterm_in_epoch_2(self, *args):
+        steps.append(1)
+        if len(steps) == 5:  # a real signal, handled by the run's StopRequest
+            os.kill(os.getpid(), signal.SIGTERM)
+        return forward(self, *args)
+
+    monkeypatch.setattr(ProgressiveSelfKD, "forward_train", sigterm_in_epoch_2)
+    with pytest.raises(RunStopped, match="in epoch 2 after step 2"):
+        train(pskd_config(cifar100_root), tmp_path / "run")
+    monkeypatch.undo()
+    stopped = last(tmp_path / "run")
+    assert stopped["method"]["epoch"] == 2
+    train(pskd_config(cifar100_root, resume=str(tmp_path / "run")), tmp_path / "run")
+    assert_bitwise(reference, tmp_path / "run")
+
+
+def test_two_processes_hold_the_same_table_of_every_image(cifar100_root: Path, tmp_path: Path):
+    """Under torchrun each process trains on half of each step's images; the run checks at the
+    end that the method's state is identical on both (it fails otherwise), and the saved table
+    has a prediction for every image, not only rank 0's half."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    args = [f"dataset.root={cifar100_root}", "dataset.download=false", "dataset.limit_train=64",
+            "dataset.limit_test=32", "dataset.batch_size=32", "model=resnet20", "distill=pskd",
+            "schedule=cosine", "schedule.epochs=2", "logger=none", "trainer.device=cpu",
+            f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "sdrun", *args]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = last(tmp_path / "run")["method"]["latest"]
+    assert table.shape == (64, 100)
+    assert torch.allclose(table.sum(dim=1), torch.ones(64))
