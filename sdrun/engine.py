@@ -186,9 +186,7 @@ def train_one_epoch(
 def _log_due(step: int, options: LoopOptions, bar: tqdm) -> bool:
     """Whether this step is one whose loss is read for the progress bar and the step log: the
     run's step, not the epoch's, so that epochs shorter than log_every still log."""
-    return step % options.log_every == 0 and (
-        options.on_log is not None or not bar.disable
-    )
+    return step % options.log_every == 0 and (options.on_log is not None or not bar.disable)
 
 
 def _accumulate(tally: EpochTally, step: BatchStep, out: StepOutput, loss: Tensor,

@@ -7,10 +7,11 @@ and summary.json at the end (`write_result`)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Optional
 
 from sdrun import checkpoint as ckpt
@@ -52,6 +53,7 @@ def opened(
     run_dir: Path,
     config: dict[str, Any],
     defining: tuple[str, ...] = RUN_DEFINING,
+    defaults: Mapping[str, Any] = MappingProxyType({}),
 ) -> Iterator[Opened]:
     """Everything before a run builds its parts. torch's numerics switches are process-wide:
     they are set for the block and given back after it (on return or error), so the next job
@@ -65,7 +67,7 @@ def opened(
         # folder and a run started in-process are locked here. Rank 0 for all processes.
         locked = dist.is_main and run_lock.acquire(run_dir)
         try:
-            payload = run_state.load_for_resume(resume, config, defining)
+            payload = run_state.load_for_resume(resume, config, defining, defaults)
             ckpt.guard_run_dir(run_dir, resuming=payload is not None)
             seed_everything(seed)
             yield Opened(runtime, dist, payload)

@@ -18,12 +18,14 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Optional
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from sdrun import checkpoint as ckpt
@@ -129,16 +131,25 @@ def save_cycle_snapshot(
 
 
 def load_for_resume(
-    resume: Optional[str], config: dict[str, Any], defining: tuple[str, ...] = RUN_DEFINING
+    resume: Optional[str],
+    config: dict[str, Any],
+    defining: tuple[str, ...] = RUN_DEFINING,
+    defaults: Mapping[str, Any] = MappingProxyType({}),
 ) -> Optional[dict[str, Any]]:
-    """The checkpoint `resume=` names, checked against the run's config (None: a new run)."""
+    """The checkpoint `resume=` names, checked against the run's config (None: a new run);
+    `defaults`: see `check_same_run`."""
     if not resume:
         return None
     path = ckpt.checkpoint_path(resume)
     payload = ckpt.load_for_resume(path)
     check_payload(payload, path, {f.name for f in fields(Progress)})
-    check_same_run(config, payload["config"], path, defining)
+    check_same_run(config, payload["config"], path, defining, defaults)
     return payload
+
+
+def schema_defaults(schema: type) -> dict[str, Any]:
+    """A structured config's (`Config`, `TransferConfig`) defaults as flattened keys."""
+    return flatten(OmegaConf.to_container(OmegaConf.structured(schema)))
 
 
 def check_same_run(
@@ -146,12 +157,17 @@ def check_same_run(
     saved: dict[str, Any],
     path: Path,
     defining: tuple[str, ...] = RUN_DEFINING,
+    defaults: Mapping[str, Any] = MappingProxyType({}),
 ) -> None:
     """Refuse a resume whose config differs from the checkpoint's on a `defining` key (a
-    prefix); sdrun-transfer passes its own keys."""
+    prefix); sdrun-transfer passes its own keys. A key the checkpoint lacks was added to sdrun
+    after that run started: the run computed what the key's schema default (`defaults`,
+    `schema_defaults`) computes, so that value resumes and any other is refused."""
     now, before = effective_cycles(flatten(now)), effective_cycles(flatten(saved))
     for key in sorted(set(now) | set(before)):
         if not key.startswith(defining) or key == "distill.teacher_checkpoint":
+            continue
+        if key not in before and key in defaults and now.get(key) == defaults[key]:
             continue
         if now.get(key) != before.get(key):
             raise CheckpointError(

@@ -29,7 +29,7 @@ from sdrun.methods import SNAPSHOT, MethodStep
 from sdrun.parts import Parts, build_parts, config_dict
 from sdrun.run_folder import Outputs, opened, outputs, write_result
 from sdrun.run_plots import final_plots
-from sdrun.run_state import Progress
+from sdrun.run_state import Progress, schema_defaults
 from sdrun.schedule import CyclePlan
 from sdrun.summary import (
     diverged_message,
@@ -53,7 +53,8 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` in `run_dir`; returns the summary (also written to summary.json)."""
     validate(cfg)
     config = config_dict(cfg)
-    with opened(cfg.trainer, cfg.seed, cfg.resume, run_dir, config) as start:
+    defaults = schema_defaults(Config)  # what keys newer than a resumed checkpoint meant
+    with opened(cfg.trainer, cfg.seed, cfg.resume, run_dir, config, defaults=defaults) as start:
         parts = build_parts(cfg, start.runtime, start.dist)
         progress = Progress()
         tally: Optional[EpochTally] = None

@@ -380,3 +380,23 @@ def test_sdrun_transfer_composition_errors_are_one_line(monkeypatch, capsys, tmp
     line = one_line(capsys.readouterr().err, prog="sdrun-transfer")
     assert override.split("=")[0] in line and "type int" in line
     assert not run_dir.exists()
+
+
+def test_a_checkpoint_of_an_older_sdrun_resumes_at_the_defaults_of_keys_added_since(
+    cifar100_root, tmp_path
+):
+    """A run saved by an sdrun without `distill.eps` (and the other keys added since) computed
+    what their defaults compute: it resumes at those values, and is refused at any other."""
+    run_dir = tmp_path / "run"
+    cfg = tiny_config(cifar100_root)
+    train(cfg, run_dir)
+    last = run_dir / "checkpoints" / LAST
+    payload = torch.load(last, weights_only=True)
+    for key in ("eps", "alpha", "multiplier", "correct_prob", "alpha_T"):
+        del payload["config"]["distill"][key]  # what an older sdrun saved
+    save_last(payload, run_dir)
+    cfg.resume = str(run_dir)
+    assert train(cfg, run_dir)["epochs"] == 2  # resumed (at the end: nothing left to train)
+    cfg.distill.eps = 0.2
+    with pytest.raises(CheckpointError, match=r"distill.eps=0.2 but .* trained with None"):
+        train(cfg, run_dir)

@@ -181,9 +181,8 @@ def test_steps_are_logged_every_log_every_global_steps_when_epochs_are_shorter()
     """2 steps per epoch, log_every=3: the LR and loss of steps 3 and 6 (counted over the
     run), not nothing because no epoch reaches its own third step."""
     import torch
-    from torch import nn
-
     import torch.nn.functional as F
+    from torch import nn
 
     from sdrun.batch_step import LossStep
     from sdrun.engine import LoopOptions, StepState, train_one_epoch

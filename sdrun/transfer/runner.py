@@ -31,7 +31,7 @@ from sdrun.engine import (
 from sdrun.errors import TrainingDiverged
 from sdrun.interrupt import StopRequest, stopped
 from sdrun.run_folder import Outputs, how_it_ran, opened, outputs, write_result
-from sdrun.run_state import Progress, kept_checkpoint
+from sdrun.run_state import Progress, kept_checkpoint, schema_defaults
 from sdrun.transfer.config import TransferConfig, validate
 from sdrun.transfer.parts import Parts, build, config_dict
 
@@ -50,7 +50,8 @@ def run(cfg: TransferConfig, run_dir: Path) -> dict[str, Any]:
     """Fine-tune `cfg` in `run_dir`; returns the summary (also written to summary.json)."""
     validate(cfg)
     config = config_dict(cfg)
-    with opened(cfg.trainer, cfg.seed, cfg.resume, run_dir, config, DEFINING) as start:
+    defaults = schema_defaults(TransferConfig)  # what keys newer than a checkpoint meant
+    with opened(cfg.trainer, cfg.seed, cfg.resume, run_dir, config, DEFINING, defaults) as start:
         parts = build(cfg, start.runtime, start.dist)
         progress = Progress()
         tally = None
