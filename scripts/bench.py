@@ -34,14 +34,14 @@ from torchvision import transforms
 
 from sdrun.config import COMPILE_MODES, DatasetConfig, DistillConfig, OptimConfig
 from sdrun.data import build_loaders
-from sdrun.engine import LoopOptions, StepState, train_one_epoch
 from sdrun.methods import MethodStep, build_method
 from sdrun.models import build_model
 from sdrun.models.cifar_base import CIFAR100_MEAN, CIFAR100_STD
-from sdrun.optim import build_optimizer
-from sdrun.runtime import Runtime, configure_numerics, resolve_amp
-from sdrun.schedule import CyclePlan
-from sdrun.teacher import FrozenTeacher, PrecomputedTeacher, teacher_dtype
+from sdrun.runfolder.runtime import Runtime, configure_numerics, resolve_amp
+from sdrun.training.engine import LoopOptions, StepState, train_one_epoch
+from sdrun.training.optim import build_optimizer
+from sdrun.training.schedule import CyclePlan
+from sdrun.training.teacher import FrozenTeacher, PrecomputedTeacher, teacher_dtype
 
 
 @dataclass

@@ -3,7 +3,7 @@ segmentation, on synthetic batches already on the device.
 
 It times the real code path: the backbone from `backbone=` (timm features_only, BN frozen as
 the task's recipe says), the task's model (Faster R-CNN + FPN / DeepLabV3), the task's loss,
-`sdrun.engine.train_one_epoch` with AMP as `trainer.amp=auto` picks it, channels_last,
+`sdrun.training.engine.train_one_epoch` with AMP as `trainer.amp=auto` picks it, channels_last,
 SGD. The batches are made before timing (images with a few boxes, masks with 255 borders), so
 JPEG decoding is not in the figure: it is the model's step. Warm-up steps are excluded.
 
@@ -23,10 +23,10 @@ import torch
 from bench import PeakMemory  # the classification benchmark's memory probe
 
 from sdrun.config import OptimConfig, TrainerConfig
-from sdrun.engine import LossStep, StepState, train_one_epoch
 from sdrun.errors import SdrunError
-from sdrun.optim import build_optimizer
-from sdrun.runtime import resolve_runtime
+from sdrun.runfolder.runtime import resolve_runtime
+from sdrun.training.engine import LossStep, StepState, train_one_epoch
+from sdrun.training.optim import build_optimizer
 from sdrun.transfer import detection, segmentation
 from sdrun.transfer.backbone import create_features, normalization, open_backbone
 from sdrun.transfer.config import TransferConfig

@@ -3,8 +3,8 @@
 `resume=<run dir>` re-applies the overrides the run was started with (from its
 `.hydra/overrides.yaml`) and writes into the same run directory, so `sdrun resume=outputs/X`
 is all a user types to continue a killed run; overrides given now win over the old ones. The
-saved overrides are read as data and checked first (`sdrun.saved_overrides`): a folder from
-someone else can set sdrun's settings, never Hydra's flags, files or callbacks.
+saved overrides are read as data and checked first (`commandline/saved_overrides.py`): a
+folder from someone else can set sdrun's settings, never Hydra's flags, files or callbacks.
 """
 
 from __future__ import annotations
@@ -19,19 +19,21 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from sdrun import distributed, hydra_errors, run_lock, sweep
-from sdrun.config import Config, register_configs, validate
-from sdrun.errors import ConfigError, TrainingDiverged
-from sdrun.job_names import job_dirname
-from sdrun.overrides import (
+from sdrun.commandline import hydra_errors
+from sdrun.commandline.job_names import job_dirname
+from sdrun.commandline.overrides import (
     CONFIG_DIR,
     distributed_overrides,
     quote_paths,
     resume_overrides,
     show_resolved,
 )
-from sdrun.run_dir_guard import exit_with, run_task
-from sdrun.saved_overrides import Command
+from sdrun.commandline.run_dir_guard import exit_with, run_task
+from sdrun.commandline.saved_overrides import Command
+from sdrun.config import Config, register_configs, validate
+from sdrun.errors import ConfigError, TrainingDiverged
+from sdrun.runfolder import distributed, run_lock
+from sdrun.sweeps import sweep
 
 log = logging.getLogger("sdrun")
 
@@ -44,7 +46,7 @@ def _task(dict_cfg: DictConfig) -> float:
     def work() -> float:
         cfg: Config = OmegaConf.to_object(dict_cfg)
         validate(cfg)  # before any data or model is built: a typo costs a second
-        from sdrun.runner import run
+        from sdrun.training.runner import run
 
         try:
             summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))

@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from sdrun.errors import ConfigError
-from sdrun.schedule import cycle_length_of, resolve_cycle_length
+from sdrun.training.schedule import cycle_length_of, resolve_cycle_length
 
 DATASETS = ("cifar100", "cifar10", "imagenet", "fake")
 SCHEDULES = ("sd", "cosine", "step")

@@ -46,7 +46,7 @@ def _entry(rank: int, world_size: int, port: int, fn: Callable[..., None], args:
                MASTER_PORT=port, OMP_NUM_THREADS=1)  # fmt: skip
     os.environ.update({key: str(value) for key, value in env.items()})
     torch.set_num_threads(1)
-    from sdrun import distributed
+    from sdrun.runfolder import distributed
 
     distributed.init("cpu")
     try:
@@ -74,8 +74,8 @@ def gather_val_images(rank: int, root: Path, global_eval_batch: int, out: Path) 
 
     from sdrun.config import DatasetConfig
     from sdrun.data import build_loaders
-    from sdrun.evaluation import predict_test_set
-    from sdrun.runtime import Runtime
+    from sdrun.runfolder.runtime import Runtime
+    from sdrun.training.evaluation import predict_test_set
 
     world_size = torch.distributed.get_world_size()
     cfg = DatasetConfig(name="imagenet", root=str(root), batch_size=world_size,
@@ -127,9 +127,9 @@ def download_train_stop_resume(
     signalled mid-epoch, then `stopped` resumed. Each rank writes what the parent checks."""
     import torchvision.datasets as tvd
 
-    from sdrun import parts, runner
     from sdrun.errors import DataError
-    from sdrun.interrupt import RunStopped
+    from sdrun.runfolder.interrupt import RunStopped
+    from sdrun.training import parts, runner
 
     for name, value in cifar_attrs.items():  # torchvision's real download, from a local server
         setattr(tvd.CIFAR100, name, value)

@@ -162,7 +162,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     import yaml
     from omegaconf import OmegaConf
 
-    from sdrun.runner import run
+    from sdrun.training.runner import run
 
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)

@@ -221,7 +221,7 @@ def test_sdrun_help_shows_the_hand_written_groups(tmp_path: Path):
 def _fail_at_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int, error: BaseException) -> None:
     """metrics.jsonl's line of `epoch` raises `error` (it is written just before the epoch's
     checkpoint: the epochs before it are saved)."""
-    from sdrun.loggers import MetricsFile
+    from sdrun.runfolder.loggers import MetricsFile
 
     append = MetricsFile.append
 
@@ -260,7 +260,7 @@ def test_only_rank_0_backs_up_a_resumed_runs_files(tmp_path: Path, monkeypatch: 
     """Under torchrun every process runs Hydra's callbacks on the one shared run dir."""
     from omegaconf import OmegaConf
 
-    from sdrun.run_dir_guard import RunDirGuard
+    from sdrun.commandline.run_dir_guard import RunDirGuard
 
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text("seed: 0\n")

@@ -10,9 +10,9 @@ from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from sdrun.commandline.overrides import CONFIG_PACKAGE
 from sdrun.config import Config, register_configs, validate
 from sdrun.errors import ConfigError
-from sdrun.overrides import CONFIG_PACKAGE
 
 GROUPS = ["dataset", "model", "schedule", "distill", "optim", "trainer", "logger"]
 

@@ -290,7 +290,7 @@ def test_the_download_barrier_waits_longer_than_a_collectives_default_timeout(
 
     import torch.distributed as dist
 
-    from sdrun import distributed
+    from sdrun.runfolder import distributed
 
     made = []
     new_group = dist.new_group

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from sdrun.engine import predict
-from sdrun.ensemble import cycle_snapshots, snapshot_ensemble
-from sdrun.runtime import Runtime
+from sdrun.runfolder.runtime import Runtime
+from sdrun.training.engine import predict
+from sdrun.training.ensemble import cycle_snapshots, snapshot_ensemble
 
 CPU = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
 

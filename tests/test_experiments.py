@@ -11,11 +11,11 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 import sdrun.models.densenet  # noqa: F401  (registers densenet_bc100 until models/ imports it)
+from sdrun.commandline.overrides import CONFIG_PACKAGE
 from sdrun.config import Config, flatten, register_configs, validate
 from sdrun.models import build_model
-from sdrun.overrides import CONFIG_PACKAGE
-from sdrun.run_state import RUN_DEFINING
-from sdrun.schedule import cycle_length_of
+from sdrun.runfolder.run_state import RUN_DEFINING
+from sdrun.training.schedule import cycle_length_of
 
 EXPERIMENTS = CONF / "experiment"
 PRESETS = sorted(

@@ -22,13 +22,13 @@ import pytest
 import torch
 from helpers import read_jsonl, sdrun_here, tiny, tiny_config, train, write_tiny_cifar
 
-from sdrun import run_lock
-from sdrun.checkpoint import LAST, PREV, save_last
 from sdrun.config import OptimConfig, TrainerConfig, validate
 from sdrun.data import build_loaders, load_cifar
 from sdrun.errors import CheckpointError, ConfigError, DataError
-from sdrun.run_folder import opened
-from sdrun.run_state import load_for_resume
+from sdrun.runfolder import run_lock
+from sdrun.runfolder.checkpoint import LAST, PREV, save_last
+from sdrun.runfolder.run_folder import opened
+from sdrun.runfolder.run_state import load_for_resume
 
 NAN, INF = math.nan, math.inf
 
@@ -118,7 +118,7 @@ def test_a_flipped_bit_in_last_pt_falls_back_to_prev_pt(sd_run: Path, tmp_path: 
 
 HOLDER = """import sys
 from pathlib import Path
-from sdrun import run_lock
+from sdrun.runfolder import run_lock
 run_lock.acquire(Path(sys.argv[1]))
 print("held", flush=True)
 sys.stdin.read()
@@ -172,7 +172,7 @@ def test_multirun_jobs_and_sdrun_transfer_lock_their_folder_too(tmp_path: Path):
 def test_a_run_holds_its_folder_while_it_trains(
     cifar100_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from sdrun.loggers import MetricsFile
+    from sdrun.runfolder.loggers import MetricsFile
 
     run_dir, seen = tmp_path / "run", []
     append = MetricsFile.append

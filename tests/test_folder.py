@@ -23,9 +23,9 @@ from sdrun.data.folder import (
     one_line,
     open_folders,
 )
-from sdrun.engine import EpochTally
 from sdrun.errors import ConfigError, DataError
-from sdrun.runner import _epoch_batches
+from sdrun.training.engine import EpochTally
+from sdrun.training.runner import _epoch_batches
 
 N_TRAIN, N_VAL, CLASSES = 8, 4, 3  # per class
 

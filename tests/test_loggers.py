@@ -10,8 +10,8 @@ from helpers import load_script
 from wandb_records import by_type, history_rows
 
 from sdrun.config import Config, LoggerConfig
-from sdrun.identity import SweepInfo, method_of, run_identity
-from sdrun.loggers import MetricsFile, NullLogger, WandbLogger, build_logger, read_metrics
+from sdrun.runfolder.identity import SweepInfo, method_of, run_identity
+from sdrun.runfolder.loggers import MetricsFile, NullLogger, WandbLogger, build_logger, read_metrics
 
 
 def test_truncate_after_keeps_each_epoch_once_and_drops_a_cut_line(tmp_path: Path):
@@ -53,7 +53,7 @@ def test_wandb_failure_at_start_is_one_warning_and_logging_goes_on(tmp_path: Pat
         logger.finish()
     assert logger.run is None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    ours = [r for r in warnings if r.name == "sdrun.loggers"]
+    ours = [r for r in warnings if r.name == "sdrun.runfolder.loggers"]
     assert len(ours) == 1 and "wandb" in ours[0].getMessage()
 
 
@@ -95,7 +95,7 @@ def test_wandb_failing_mid_run_is_one_warning_and_logging_goes_on(tmp_path: Path
         logger.log({"student/top1": 3.0}, step=3)
         logger.finish()
     assert logger.run is None
-    ours = [r for r in caplog.records if r.name == "sdrun.loggers"]
+    ours = [r for r in caplog.records if r.name == "sdrun.runfolder.loggers"]
     assert len(ours) == 1 and "wandb disabled" in ours[0].getMessage()
 
 
@@ -184,10 +184,10 @@ def test_steps_are_logged_every_log_every_global_steps_when_epochs_are_shorter()
     import torch.nn.functional as F
     from torch import nn
 
-    from sdrun.batch_step import LossStep
-    from sdrun.engine import LoopOptions, StepState, train_one_epoch
-    from sdrun.runtime import Runtime
-    from sdrun.schedule import CyclePlan
+    from sdrun.runfolder.runtime import Runtime
+    from sdrun.training.batch_step import LossStep
+    from sdrun.training.engine import LoopOptions, StepState, train_one_epoch
+    from sdrun.training.schedule import CyclePlan
 
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
@@ -214,7 +214,7 @@ def test_a_resumed_search_job_keeps_its_wandb_identity_and_resends_a_killed_sess
 
     from helpers import sdrun_here, wandb_env
 
-    from sdrun import wandb_record
+    from sdrun.runfolder import wandb_record
 
     run_dir = tmp_path / "trial"
     shutil.copytree(val_run, run_dir)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sdrun.metrics import accuracy, agreement, mean_kl, softmax_ensemble, topk_correct
+from sdrun.training.metrics import accuracy, agreement, mean_kl, softmax_ensemble, topk_correct
 
 LOGITS = torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 3.0, 2.0], [1.0, 0.0, 0.5, 2.0]])
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from sdrun.config import OptimConfig
 from sdrun.errors import ConfigError
-from sdrun.optim import build_optimizer
+from sdrun.training.optim import build_optimizer
 
 
 def test_sgd_gets_lr_momentum_nesterov_and_weight_decay_on_every_parameter():

@@ -18,9 +18,9 @@ from test_selfkd import conf_distill, fixed_student, softmax_row, three_epochs
 
 from sdrun.config import DatasetConfig
 from sdrun.errors import CheckpointError
-from sdrun.interrupt import RunStopped
 from sdrun.methods import RunShape, build_method
 from sdrun.methods.pskd import ProgressiveSelfKD
+from sdrun.runfolder.interrupt import RunStopped
 
 N, K, EPOCHS = 6, 4, 3
 

@@ -18,9 +18,9 @@ from helpers import CONF, load_script, sdrun_here
 from transfer_helpers import transfer
 
 from sdrun.cli import SDRUN
+from sdrun.commandline.overrides import quote, quote_paths
+from sdrun.commandline.saved_overrides import entry_problem, shipped_options
 from sdrun.errors import ConfigError
-from sdrun.overrides import quote, quote_paths
-from sdrun.saved_overrides import entry_problem, shipped_options
 from sdrun.transfer.cli import TRANSFER
 
 

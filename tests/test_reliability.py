@@ -17,10 +17,10 @@ import pytest
 import torch
 from helpers import read_jsonl, sdrun_here, tiny, tiny_config, train
 
-from sdrun.checkpoint import LAST, PREV, save_atomic, save_last
-from sdrun.engine import StepState, _backward_step
 from sdrun.errors import CheckpointError
-from sdrun.loggers import MetricsFile
+from sdrun.runfolder.checkpoint import LAST, PREV, save_atomic, save_last
+from sdrun.runfolder.loggers import MetricsFile
+from sdrun.training.engine import StepState, _backward_step
 
 # 3 cycles of 2 epochs, 6 steps per epoch: long enough to be killed at many places.
 EXTRA = ["schedule.epochs=6", "schedule.cycle_length=2", "dataset.limit_train=192",

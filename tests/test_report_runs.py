@@ -13,10 +13,10 @@ import pytest
 import torch
 from helpers import tiny_config, train
 
-from sdrun import run_state
-from sdrun.checkpoint import LAST, PREV
 from sdrun.errors import TrainingDiverged
 from sdrun.report import build_report, row_record
+from sdrun.runfolder import run_state
+from sdrun.runfolder.checkpoint import LAST, PREV
 
 
 def summary(run_dir: Path) -> dict:

@@ -12,8 +12,8 @@ from helpers import CONF, read_jsonl, sdrun_here, tiny
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from sdrun.job_names import job_dirname
-from sdrun.overrides import quote_paths
+from sdrun.commandline.job_names import job_dirname
+from sdrun.commandline.overrides import quote_paths
 
 TWO_EPOCHS = ("schedule.epochs=2", "schedule.cycle_length=1")
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdrun import runtime
 from sdrun.config import (
     Config,
     DatasetConfig,
@@ -23,8 +22,9 @@ from sdrun.config import (
     TrainerConfig,
 )
 from sdrun.errors import ConfigError
-from sdrun.runner import run
-from sdrun.runtime import Runtime, resolve_amp
+from sdrun.runfolder import runtime
+from sdrun.runfolder.runtime import Runtime, resolve_amp
+from sdrun.training.runner import run
 
 CUDA = torch.device("cuda")
 

@@ -7,7 +7,7 @@ from test_config import compose_cfg
 
 from sdrun.config import ScheduleConfig, validate
 from sdrun.errors import ConfigError
-from sdrun.schedule import CyclePlan, cosine, plan_from_config
+from sdrun.training.schedule import CyclePlan, cosine, plan_from_config
 
 
 def sd_plan(**kw) -> CyclePlan:

@@ -14,13 +14,13 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from wandb_records import by_type
 
-from sdrun import sweep
+from sdrun.commandline.overrides import CONFIG_PACKAGE
 from sdrun.config import register_configs
 from sdrun.errors import ConfigError
-from sdrun.overrides import CONFIG_PACKAGE
 from sdrun.report import write_report
-from sdrun.space_check import check_cycles
-from sdrun.sweep import (
+from sdrun.sweeps import sweep
+from sdrun.sweeps.space_check import check_cycles
+from sdrun.sweeps.sweep import (
     SweepCallback,
     missing_search_plugin,
     objective,
@@ -49,7 +49,7 @@ def test_the_preset_searches_temperature_kd_weight_and_cycles_with_seeded_tpe():
     assert "optuna" in sweeper._target_ and sweeper.direction == "maximize"
     assert sweeper.sampler._target_.endswith("TPESampler") and sweeper.sampler.seed == 0
     assert OmegaConf.to_container(sweeper.params) == PARAMS
-    assert "sdrun.sweep.SweepCallback" in str(OmegaConf.to_container(cfg.hydra.callbacks))
+    assert "sdrun.sweeps.sweep.SweepCallback" in str(OmegaConf.to_container(cfg.hydra.callbacks))
 
 
 def test_a_search_without_a_validation_split_is_refused_in_one_line(tmp_path: Path, capsys):

@@ -1,4 +1,4 @@
-"""A stopped search continues (sdrun/search.py): the same command with hydra.sweep.dir=<its
+"""A stopped search continues (sdrun/sweeps/search.py): the same command with hydra.sweep.dir=<its
 folder> re-runs no finished trial, trains a killed trial on from its checkpoint, numbers new
 trials after the old ones; a different search is refused there without touching its
 sweep.yaml; a search whose every trial failed ends with one line."""

@@ -9,8 +9,8 @@ from torch import nn
 
 import sdrun.models  # noqa: F401 - registers the CIFAR ResNets
 from sdrun.errors import CheckpointError
-from sdrun.folding import BATCHNORMS, fold_batchnorm
-from sdrun.teacher import (
+from sdrun.training.folding import BATCHNORMS, fold_batchnorm
+from sdrun.training.teacher import (
     FrozenTeacher,
     PrecomputedTeacher,
     load_teacher_weights,
@@ -228,7 +228,7 @@ def test_a_conv_called_twice_is_not_folded_and_keeps_the_snapshot_outputs(caplog
     with torch.no_grad():
         expected = snapshot(model)(x)
         assert (fold_batchnorm(model)(x) - expected).abs().max() > 0.1  # the hazard is real
-    with caplog.at_level("WARNING", logger="sdrun.folding"):
+    with caplog.at_level("WARNING", logger="sdrun.training.folding"):
         teacher = FrozenTeacher(model)
     assert (teacher(x) - expected).abs().max().item() < 1e-5
     assert [r.message for r in caplog.records if "folding BN changed" in r.message]
@@ -304,7 +304,7 @@ def test_a_teacher_whose_fp16_logits_overflow_runs_in_fp32(caplog):
         model[0].weight.zero_()
         model[0].bias.fill_(1.0)
         model[2].weight.fill_(3e4)
-    with caplog.at_level("WARNING", logger="sdrun.teacher"):
+    with caplog.at_level("WARNING", logger="sdrun.training.teacher"):
         teacher = FrozenTeacher(model, torch.float16, input_shape=(8,))
     assert teacher.dtype is torch.float32
     assert [r for r in caplog.records if "overflow" in r.message]

@@ -16,8 +16,8 @@ from helpers import read_jsonl
 from omegaconf import OmegaConf
 from transfer_helpers import TINY, torch_threads
 
-from sdrun.distributed import Dist
-from sdrun.runtime import resolve_runtime
+from sdrun.runfolder.distributed import Dist
+from sdrun.runfolder.runtime import resolve_runtime
 from sdrun.transfer.config import TransferConfig
 from sdrun.transfer.parts import build
 

@@ -167,8 +167,8 @@ def test_aux_head_adds_half_its_loss():
 
 def test_the_fine_tuning_clock_waits_for_the_device_once_per_epoch(monkeypatch):
     """As in sdrun's loop: one synchronize per epoch, before the clock is read."""
-    from sdrun.engine import LossStep, StepState, train_one_epoch
-    from sdrun.runtime import Runtime
+    from sdrun.runfolder.runtime import Runtime
+    from sdrun.training.engine import LossStep, StepState, train_one_epoch
     from sdrun.transfer.schedule import FinetunePlan
 
     calls = []
@@ -229,7 +229,7 @@ def test_segmentation_scores_do_not_depend_on_the_evaluation_batch(voc_root: Pat
     """The tiny val images differ in size, as VOC's do: padded to a batch's largest, an image's
     prediction would change with its batch (ASPP's image pooling averages over the padding),
     and so with dataset.eval_batch_size and the number of processes."""
-    from sdrun.runtime import Runtime
+    from sdrun.runfolder.runtime import Runtime
     from sdrun.transfer.transforms import collate_whole
 
     test = open_segmentation(voc_root, download=False, sbd=False).test

@@ -11,8 +11,8 @@ import pytest
 import torch
 from helpers import sdrun_here, tiny
 
-from sdrun.checkpoint import load_weights
 from sdrun.errors import UnsafeCheckpoint
+from sdrun.runfolder.checkpoint import load_weights
 
 
 class RunsACommand:
@@ -93,7 +93,7 @@ def test_a_damaged_pickle_is_damage_and_falls_back_not_a_refusal(tmp_path: Path)
     damaged last.pt: resume falls back to prev.pt. Only a file naming a callable is refused."""
     import zipfile
 
-    from sdrun.checkpoint import LAST, PREV, load_for_resume
+    from sdrun.runfolder.checkpoint import LAST, PREV, load_for_resume
 
     payload = {"model": {"w": torch.arange(3)}, "optimizer": {}, "epoch": 4, "config": {}}
     torch.save(payload, tmp_path / PREV)

@@ -162,11 +162,12 @@ def test_report_has_the_test_error_at_the_epoch_validation_selects(val_run: Path
 
 
 def test_the_runs_curves_show_validation_accuracy(val_run: Path, tmp_path: Path, monkeypatch):
-    """curves.png (sdrun/run_plots.py) of a run with a split: the val/top1 line is drawn."""
+    """curves.png (sdrun/runfolder/run_plots.py) of a run with a split: the val/top1 line is
+    drawn."""
     import yaml
     from matplotlib.figure import Figure
 
-    from sdrun.run_plots import final_plots
+    from sdrun.runfolder.run_plots import final_plots
 
     drawn: list[Figure] = []
     real = Figure.savefig

@@ -17,7 +17,7 @@ class ResumableOptunaSweeper(Sweeper):
     """Hydra's Optuna sweeper that continues the search stored in its sweep directory."""
 
     def __init__(self, **kwargs: Any) -> None:
-        from sdrun.search import ResumableSearch
+        from sdrun.sweeps.search import ResumableSearch
 
         self.sweeper = ResumableSearch(**kwargs)
 

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from sdrun import distributed
 from sdrun.data.base import ImageSet, Stats
 from sdrun.errors import ConfigError, DataError
+from sdrun.runfolder import distributed
 
 PIXELS = 3 * 32 * 32
 

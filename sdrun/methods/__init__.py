@@ -19,7 +19,7 @@ from sdrun.methods.registry import (
     register_method,
 )
 
-_MACHINERY = {"base", "registry", "losses", "selfkd"}  # no method in these
+_MACHINERY = {"base", "registry", "losses", "distill_loss", "selfkd"}  # no method in these
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _MACHINERY:
         importlib.import_module(f"{__name__}.{_module.name}")

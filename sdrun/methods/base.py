@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
-from sdrun.batch_step import StepOutput
 from sdrun.data.composition import SHUFFLED, Composition
+from sdrun.training.batch_step import StepOutput
 
 if TYPE_CHECKING:
     from sdrun.config import Config, DistillConfig

@@ -7,8 +7,8 @@ from typing import Any, Optional
 
 from torch import nn
 
-from sdrun.distill import cross_entropy
 from sdrun.methods.base import Method, MethodOutput, Teacher
+from sdrun.methods.distill_loss import cross_entropy
 from sdrun.methods.registry import register_method
 
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from sdrun.checkpoint import run_dir_of
 from sdrun.report.runs import CONFIG, Run, link_teachers, load_run
+from sdrun.runfolder.checkpoint import run_dir_of
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""What a run cost, from its summary.json (sdrun/run_state.py keeps the counts).
+"""What a run cost, from its summary.json (sdrun/runfolder/run_state.py keeps the counts).
 
 - `time/wall_s`: seconds of training, evaluation and checkpoints, over every session.
 - `time/process_s`: the same seconds times the processes of the session they were spent in

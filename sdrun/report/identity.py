@@ -37,7 +37,7 @@ DATASET_ONLY = {
     "dataset.image_size": {"fake", "imagenet"},
     "dataset.eval_resize": {"imagenet"},
 }
-# Schedule keys each schedule ignores (sdrun/schedule.py); an unknown key counts as read.
+# Schedule keys each schedule ignores (sdrun/training/schedule.py); an unknown key counts as read.
 # The cycle count is identified by the effective `schedule.cycle_length` alone.
 SCHEDULE_IGNORES = {
     "sd": {"schedule.milestones", "schedule.gamma", "schedule.cycles"},

@@ -16,12 +16,12 @@ from typing import Any, Optional
 
 import yaml
 
-from sdrun.checkpoint import LAST, run_dir_of
 from sdrun.config import effective_cycles, flatten
 from sdrun.methods import FILE, find_method, method_label
 from sdrun.report import costs
 from sdrun.report.identity import runtime_of, settings_read
 from sdrun.report.run_files import SUMMARY, bad_number, read_metrics, safe_yaml
+from sdrun.runfolder.checkpoint import LAST, run_dir_of
 
 CONFIG = Path(".hydra") / "config.yaml"
 HYDRA = Path(".hydra") / "hydra.yaml"

@@ -1,7 +1,7 @@
 """Selection on the validation split in the report: the test error at the epoch validation
 selects (a table column), and hyperparameter searches (every trial and the best parameters).
 
-A search is a sweep directory whose `sweep.yaml` (written by `sdrun.sweep.SweepCallback`)
+A search is a sweep directory whose `sweep.yaml` (written by `sdrun.sweeps.sweep.SweepCallback`)
 names an objective; its trials are the runs below it, complete or not. The Optuna sweeper
 writes `optimization_results.yaml` when the search ends; until then the best trial is the
 best complete one so far.
@@ -19,7 +19,7 @@ import yaml
 from sdrun.report.markdown import num, table
 from sdrun.report.run_files import safe_yaml
 from sdrun.report.runs import Run
-from sdrun.sweep import read_record
+from sdrun.sweeps.sweep import read_record
 
 RESULTS = "optimization_results.yaml"
 FAILED = "trial failed: "  # what sdrun.cli logs into a trial's sdrun.log when it fails

@@ -13,7 +13,7 @@ from typing import Optional
 from sdrun.report import stats
 from sdrun.report.runs import Run
 from sdrun.report.table import Row, rows_with
-from sdrun.sweep import read_record
+from sdrun.sweeps.sweep import read_record
 
 # Where a sweep's winner should be chosen: the validation split (not the test set).
 VAL_KEY = "val/top1"

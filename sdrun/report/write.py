@@ -25,7 +25,7 @@ from sdrun.report.sweeps import Sweep, build_sweep
 from sdrun.report.table import RESULT_COLUMNS, Row, build_rows, row_record
 from sdrun.report.transfer import split_runs
 from sdrun.report.transfer_write import transfer_section
-from sdrun.run_plots import CURVES
+from sdrun.runfolder.run_plots import CURVES
 
 MAX_NAME = 120  # characters of a plot's file name
 

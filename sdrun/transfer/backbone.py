@@ -26,13 +26,13 @@ import timm
 from torch import Tensor, nn
 
 import sdrun.models  # noqa: F401  (registers the CIFAR nets in timm)
-from sdrun.checkpoint import CHECKPOINT_DIR, LAST, load_weights
+from sdrun.commandline.model_files import check_received_model
 from sdrun.config import flatten
 from sdrun.data.cifar import SPECS as CIFAR_SPECS
 from sdrun.data.fake import FAKE_MEAN, FAKE_STD
 from sdrun.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from sdrun.errors import CheckpointError, ConfigError
-from sdrun.model_files import check_received_model
+from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, LAST, load_weights
 from sdrun.transfer.config import BACKBONE_FORMS
 from sdrun.transfer.hub import cached_weights, offline_if_cached
 from sdrun.transfer.pretraining import Pretraining, read_pretraining

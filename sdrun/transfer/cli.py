@@ -14,9 +14,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sdrun.cli import launch
-from sdrun.overrides import PATH_KEYS, distributed_overrides, quote_paths, resume_overrides
-from sdrun.run_dir_guard import run_task
-from sdrun.saved_overrides import Command
+from sdrun.commandline.overrides import (
+    PATH_KEYS,
+    distributed_overrides,
+    quote_paths,
+    resume_overrides,
+)
+from sdrun.commandline.run_dir_guard import run_task
+from sdrun.commandline.saved_overrides import Command
 from sdrun.transfer.config import TransferConfig, register_configs, validate
 
 # What `resume=` takes from a run folder's saved overrides: keys of the transfer schema and its

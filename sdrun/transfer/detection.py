@@ -22,7 +22,7 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from sdrun.errors import ConfigError
-from sdrun.runtime import Runtime
+from sdrun.runfolder.runtime import Runtime
 from sdrun.transfer.config import TransferConfig
 from sdrun.transfer.voc import VOC_CLASSES
 from sdrun.transfer.voc_ap import Detections, Truth, per_class, voc_ap

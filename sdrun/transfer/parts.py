@@ -13,11 +13,11 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
-from sdrun import distributed
-from sdrun.engine import StepState
 from sdrun.errors import ConfigError
-from sdrun.optim import build_optimizer
-from sdrun.runtime import Runtime
+from sdrun.runfolder import distributed
+from sdrun.runfolder.runtime import Runtime
+from sdrun.training.engine import StepState
+from sdrun.training.optim import build_optimizer
 from sdrun.transfer import detection, segmentation
 from sdrun.transfer.backbone import Backbone, create_features, normalization, open_backbone
 from sdrun.transfer.config import TransferConfig

@@ -13,9 +13,10 @@ weights (`last.pt` after its last epoch). Anything else says what it is:
 
 `<untaught>` is the method's name without distillation (`cyclic` for SD's cyclic schedule).
 Cycle checkpoints record whether a teacher taught them (`taught`, see
-`sdrun.run_state.save_cycle_snapshot`); one written by an older sdrun does not: its first cycle
-is labelled by the method's rule (SD and no distillation: no teacher; KD: its teacher), a later
-cycle of an SD run as `sd@cycle<k>-unverified` (a row of its own in the report), with a warning.
+`sdrun.runfolder.run_state.save_cycle_snapshot`); one written by an older sdrun does not: its
+first cycle is labelled by the method's rule (SD and no distillation: no teacher; KD: its
+teacher), a later cycle of an SD run as `sd@cycle<k>-unverified` (a row of its own in the
+report), with a warning.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from sdrun.checkpoint import run_dir_of
 from sdrun.errors import CheckpointError
+from sdrun.runfolder.checkpoint import run_dir_of
 
 log = logging.getLogger(__name__)
 

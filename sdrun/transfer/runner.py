@@ -18,8 +18,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
-from sdrun import distributed, run_state
-from sdrun.engine import (
+from sdrun.errors import TrainingDiverged
+from sdrun.runfolder import distributed, run_state
+from sdrun.runfolder.interrupt import StopRequest, stopped
+from sdrun.runfolder.run_folder import Outputs, how_it_ran, opened, outputs, write_result
+from sdrun.runfolder.run_state import Progress, kept_checkpoint, schema_defaults
+from sdrun.training.engine import (
     EpochResult,
     EpochTally,
     LoopOptions,
@@ -28,10 +32,6 @@ from sdrun.engine import (
     StepState,
     train_one_epoch,
 )
-from sdrun.errors import TrainingDiverged
-from sdrun.interrupt import StopRequest, stopped
-from sdrun.run_folder import Outputs, how_it_ran, opened, outputs, write_result
-from sdrun.run_state import Progress, kept_checkpoint, schema_defaults
 from sdrun.transfer.config import TransferConfig, validate
 from sdrun.transfer.parts import Parts, build, config_dict
 

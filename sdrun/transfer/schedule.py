@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from sdrun.schedule import warmup_lr
+from sdrun.training.schedule import warmup_lr
 
 KINDS = ("step", "poly")
 

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
 from torchvision.models.segmentation.fcn import FCNHead
 
-from sdrun import distributed
 from sdrun.data.loader import normalize
-from sdrun.runtime import Runtime
+from sdrun.runfolder import distributed
+from sdrun.runfolder.runtime import Runtime
 from sdrun.transfer.config import TransferConfig
 from sdrun.transfer.miou import IGNORE, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from sdrun.transfer.voc import SEG_CLASSES, VOC_CLASSES

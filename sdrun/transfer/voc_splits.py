@@ -25,8 +25,8 @@ from typing import Optional
 from torch.utils.data import Dataset
 from torchvision.datasets import SBDataset, VOCDetection, VOCSegmentation
 
-from sdrun.distributed import first_on_each_node
 from sdrun.errors import DataError
+from sdrun.runfolder.distributed import first_on_each_node
 from sdrun.transfer.config import DETECTION_YEARS
 from sdrun.transfer.voc import Annotation, DetectionSet, SegmentationSet, parse_annotation
 

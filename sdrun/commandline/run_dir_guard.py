@@ -17,10 +17,10 @@ from typing import Any, NoReturn, Optional, TypeVar
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sdrun import distributed, run_lock
-from sdrun.checkpoint import CHECKPOINT_DIR, LAST, guard_run_dir
 from sdrun.errors import SdrunError, TrainingDiverged
-from sdrun.interrupt import RunStopped
+from sdrun.runfolder import distributed, run_lock
+from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, LAST, guard_run_dir
+from sdrun.runfolder.interrupt import RunStopped
 
 EXIT_USER_ERROR = 2
 log = logging.getLogger("sdrun")

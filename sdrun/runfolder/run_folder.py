@@ -14,11 +14,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Optional
 
-from sdrun import checkpoint as ckpt
-from sdrun import distributed, run_lock, run_state, wandb_record
 from sdrun.config import LoggerConfig, TrainerConfig
-from sdrun.identity import RunIdentity
-from sdrun.loggers import (
+from sdrun.runfolder import checkpoint as ckpt
+from sdrun.runfolder import distributed, run_lock, run_state, wandb_record
+from sdrun.runfolder.identity import RunIdentity
+from sdrun.runfolder.loggers import (
     METRICS,
     SUMMARY,
     Logger,
@@ -27,9 +27,9 @@ from sdrun.loggers import (
     build_logger,
     read_metrics,
 )
-from sdrun.loggers import write_summary as write_summary_file
-from sdrun.run_state import RUN_DEFINING, Progress
-from sdrun.runtime import (
+from sdrun.runfolder.loggers import write_summary as write_summary_file
+from sdrun.runfolder.run_state import RUN_DEFINING, Progress
+from sdrun.runfolder.runtime import (
     Runtime,
     amp_name,
     configure_numerics,

@@ -25,7 +25,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from sdrun.checkpoint import CHECKPOINT_DIR, LAST
+from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, LAST
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class ResumableSearch(OptunaSweeperImpl):
     ) -> None:
         """Run a trial a kill left RUNNING again, as job `trial.number` (its own folder), from
         its last checkpoint when it has one, and tell the study how it ended."""
-        from sdrun.overrides import quote
+        from sdrun.commandline.overrides import quote
 
         params = {**trial.params, **trial.user_attrs}  # as the sweeper sets them up
         overrides = [f"{name}={value}" for name, value in params.items()]

@@ -13,7 +13,7 @@ refused in one line, before Hydra runs or anything in the folder changes. An ent
   value is the name of a config sdrun ships (so no path can name another file), or a key of the
   command's structured schema (any key under `model.kwargs`, which is free-form);
 - the value is a plain literal: not a sweep, no unescaped `${` interpolation;
-- model settings name no file (`sdrun.model_files`).
+- model settings name no file (`sdrun.commandline.model_files`).
 Keys of Hydra's own config (`hydra.*`, `hydra/...`) are refused, not dropped: Hydra saves them in
 hydra.yaml, never in overrides.yaml (`Override.is_hydra_override`), so one there was put there by
 hand, and `hydra.callbacks`, `hydra.searchpath` or the job logging's handler factories are code.
@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import yaml
 
+from sdrun.commandline.model_files import kwargs_problem, name_problem
 from sdrun.errors import ConfigError
-from sdrun.model_files import kwargs_problem, name_problem
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable

@@ -1,4 +1,4 @@
-"""The per-batch contract of the epoch loop (sdrun/engine.py): a `BatchStep` runs the model on
+"""The per-batch contract of the epoch loop (engine.py): a `BatchStep` runs the model on
 one batch and returns a `StepOutput`: the loss, the batch's size, the named loss terms to log as
 `train/<name>` and counts (such as correct predictions). A classification method's step is
 sdrun/methods/base.py's `MethodStep`; sdrun-transfer's tasks use `LossStep`."""

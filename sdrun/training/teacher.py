@@ -25,9 +25,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from sdrun.checkpoint import checkpoint_path, load_weights
 from sdrun.errors import CheckpointError
-from sdrun.folding import fold_checked, probe_batch
+from sdrun.runfolder.checkpoint import checkpoint_path, load_weights
+from sdrun.training.folding import fold_checked, probe_batch
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class FrozenTeacher(nn.Module):
 @dataclass
 class TeacherState:
     """A run's current teacher and its test-set predictions (it is frozen: computed once);
-    sdrun/teaching.py decides when it changes."""
+    sdrun/training/teaching.py decides when it changes."""
 
     model: FrozenTeacher
     logits: Tensor

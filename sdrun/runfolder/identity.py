@@ -14,9 +14,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from sdrun import sweep
 from sdrun.config import Config, flatten
 from sdrun.methods import method_label
+from sdrun.sweeps import sweep
 
 # wandb's limits on a group and on a job type or tag, in characters.
 MAX_GROUP, MAX_LABEL = 128, 64

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from sdrun.engine import EpochResult
-from sdrun.loggers import SUMMARY, write_summary
-from sdrun.parts import Parts
-from sdrun.run_folder import Outputs, how_it_ran
-from sdrun.run_state import Progress, kept_checkpoint
-from sdrun.teacher import TeacherState
+from sdrun.runfolder.loggers import SUMMARY, write_summary
+from sdrun.runfolder.run_folder import Outputs, how_it_ran
+from sdrun.runfolder.run_state import Progress, kept_checkpoint
+from sdrun.training.engine import EpochResult
+from sdrun.training.parts import Parts
+from sdrun.training.teacher import TeacherState
 
 
 def update_progress(progress: Progress, record: dict[str, Any], result: EpochResult) -> None:

@@ -28,13 +28,13 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from sdrun import checkpoint as ckpt
 from sdrun.config import effective_cycles, flatten
-from sdrun.engine import EpochTally, StepState
 from sdrun.errors import CheckpointError
-from sdrun.resume_checks import check_payload
-from sdrun.runtime import rng_state, set_rng_state
-from sdrun.schedule import CyclePlan
+from sdrun.runfolder import checkpoint as ckpt
+from sdrun.runfolder.resume_checks import check_payload
+from sdrun.runfolder.runtime import rng_state, set_rng_state
+from sdrun.training.engine import EpochTally, StepState
+from sdrun.training.schedule import CyclePlan
 
 log = logging.getLogger(__name__)
 

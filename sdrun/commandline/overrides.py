@@ -13,10 +13,10 @@ from typing import Optional
 from omegaconf import OmegaConf
 
 import sdrun
-from sdrun import distributed
+from sdrun.commandline.run_dir_guard import exit_with
+from sdrun.commandline.saved_overrides import INTERPOLATION, SAVED, Command, read_saved_overrides
 from sdrun.errors import ConfigError
-from sdrun.run_dir_guard import exit_with
-from sdrun.saved_overrides import INTERPOLATION, SAVED, Command, read_saved_overrides
+from sdrun.runfolder import distributed
 
 CONFIG_PACKAGE = "sdrun.conf"
 
@@ -41,8 +41,8 @@ PATH_KEYS = ("resume", "distill.teacher_checkpoint")
 def resume_overrides(argv: list[str], command: Command) -> list[str]:
     """With `resume=<run dir or its checkpoint>`, continue in that run dir with its overrides.
 
-    The saved overrides are checked as data first (`sdrun.saved_overrides`): a run folder may
-    come from someone else. They go in just before `resume=` itself, so that the overrides stay
+    The saved overrides are checked as data first (`saved_overrides.py`): a run folder may come
+    from someone else. They go in just before `resume=` itself, so that the overrides stay
     one block after any flag (`sdrun --cfg job resume=X`)."""
     at = next((i for i, a in enumerate(argv) if _key(a) == "resume"), None)
     resume = None if at is None else override_value(argv[at])

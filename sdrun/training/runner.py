@@ -1,5 +1,5 @@
 """One run: build the parts, then train the cycles with the run's method (sdrun/methods/),
-giving it the teacher it asks for (sdrun/teaching.py: a snapshot of the student swapped in at
+giving it the teacher it asks for (teaching.py: a snapshot of the student swapped in at
 each cycle end, or a saved model), evaluating (evaluation.py), logging and checkpointing every
 epoch, and writing what it reports (summary.py).
 """
@@ -16,29 +16,29 @@ from typing import Any, Optional
 
 from torch import Tensor
 
-from sdrun import checkpoint as ckpt
-from sdrun import distributed, run_state
 from sdrun.config import Config, validate
-from sdrun.engine import EpochTally, LoopOptions, NonFiniteLoss, train_one_epoch
 from sdrun.errors import TrainingDiverged
-from sdrun.evaluation import ensemble, epoch_record
-from sdrun.identity import current_sweep, run_identity
-from sdrun.interrupt import StopRequest, stopped
-from sdrun.loggers import Logger
 from sdrun.methods import SNAPSHOT, MethodStep
-from sdrun.parts import Parts, build_parts, config_dict
-from sdrun.run_folder import Outputs, opened, outputs, write_result
-from sdrun.run_plots import final_plots
-from sdrun.run_state import Progress, schema_defaults
-from sdrun.schedule import CyclePlan
-from sdrun.summary import (
+from sdrun.runfolder import checkpoint as ckpt
+from sdrun.runfolder import distributed, run_state
+from sdrun.runfolder.identity import current_sweep, run_identity
+from sdrun.runfolder.interrupt import StopRequest, stopped
+from sdrun.runfolder.loggers import Logger
+from sdrun.runfolder.run_folder import Outputs, opened, outputs, write_result
+from sdrun.runfolder.run_plots import final_plots
+from sdrun.runfolder.run_state import Progress, schema_defaults
+from sdrun.training.engine import EpochTally, LoopOptions, NonFiniteLoss, train_one_epoch
+from sdrun.training.evaluation import ensemble, epoch_record
+from sdrun.training.parts import Parts, build_parts, config_dict
+from sdrun.training.schedule import CyclePlan
+from sdrun.training.summary import (
     diverged_message,
     final_line,
     summary,
     update_progress,
     write_diverged,
 )
-from sdrun.teaching import (
+from sdrun.training.teaching import (
     TeacherState,
     initial_teacher,
     restored_teacher,

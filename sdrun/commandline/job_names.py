@@ -6,7 +6,7 @@ import hashlib
 import re
 from typing import Any
 
-from sdrun import sweep
+from sdrun.sweeps import sweep
 
 MAX_DIRNAME = 240  # file systems allow 255 bytes per name; leave room for the job number
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from sdrun.checkpoint import CHECKPOINT_DIR, load_weights
-from sdrun.metrics import accuracy, softmax_ensemble
-from sdrun.teacher import snapshot
+from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, load_weights
+from sdrun.training.metrics import accuracy, softmax_ensemble
+from sdrun.training.teacher import snapshot
 
 _CYCLE_FILE = re.compile(r"cycle(\d+)\.pt")
 

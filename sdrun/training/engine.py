@@ -30,8 +30,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sdrun.batch_step import BatchStep, LossStep, StepOutput
-from sdrun.runtime import Runtime
+from sdrun.runfolder.runtime import Runtime
+from sdrun.training.batch_step import BatchStep, LossStep, StepOutput
 
 __all__ = ["BatchStep", "LossStep", "StepOutput"]  # the loop's per-batch contract, re-exported
 

@@ -10,15 +10,15 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from sdrun import distributed
 from sdrun.config import Config
 from sdrun.data import Batches, build_loaders
-from sdrun.engine import StepState
 from sdrun.methods import Method, RunShape, build_method
 from sdrun.models import build_model
-from sdrun.optim import build_optimizer
-from sdrun.runtime import Runtime
-from sdrun.schedule import CyclePlan, plan_from_config
+from sdrun.runfolder import distributed
+from sdrun.runfolder.runtime import Runtime
+from sdrun.training.engine import StepState
+from sdrun.training.optim import build_optimizer
+from sdrun.training.schedule import CyclePlan, plan_from_config
 
 
 @dataclass

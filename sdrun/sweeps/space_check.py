@@ -12,7 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
 from sdrun.errors import ConfigError
-from sdrun.schedule import resolve_cycle_length
+from sdrun.training.schedule import resolve_cycle_length
 
 # Keys whose values decide the cycles: every value a multirun gives them must fit the epochs.
 CYCLE_KEYS = ("schedule.epochs", "schedule.cycles", "schedule.cycle_length")

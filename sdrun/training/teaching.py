@@ -2,7 +2,7 @@
 finished model from the first epoch (`FILE`, classic KD), or none in the first cycle and at every
 cycle end the student's snapshot swapped in (`SNAPSHOT`, `take_snapshot`: the heart of Snapshot
 Distillation). The teacher module itself, prepared for cheap inference, is
-sdrun/teacher.py's FrozenTeacher."""
+sdrun/training/teacher.py's FrozenTeacher."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from typing import Any, Optional
 
 from torch import Tensor, nn
 
-from sdrun import distributed
-from sdrun.evaluation import predict_test_set, val_accuracy
 from sdrun.methods import FILE
-from sdrun.metrics import accuracy
-from sdrun.parts import Parts, input_shape
-from sdrun.teacher import (
+from sdrun.runfolder import distributed
+from sdrun.training.evaluation import predict_test_set, val_accuracy
+from sdrun.training.metrics import accuracy
+from sdrun.training.parts import Parts, input_shape
+from sdrun.training.teacher import (
     FrozenTeacher,
     PrecomputedTeacher,
     TeacherState,

@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sdrun.errors import ConfigError
-from sdrun.space_check import check_cycles
+from sdrun.sweeps.space_check import check_cycles
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ SAME_SEARCH = ("objective", "direction", "space")
 
 def restart_problem(sweep_dir: Path, record: dict[str, Any], sweeper: Any) -> Optional[str]:
     """Why a search cannot run in `sweep_dir`, which holds trials already (None if it can: a
-    continued search, sdrun/search.py). It must be the same search - same objective, space
+    continued search, sdrun/sweeps/search.py). It must be the same search - same objective, space
     and task overrides; hydra.* settings such as n_trials may change - and its study must be
     stored, or new trials would take the job numbers, and folders, of the old ones."""
     trials = list(sweep_dir.rglob(".hydra/hydra.yaml")) if sweep_dir.is_dir() else []
@@ -167,7 +167,7 @@ def restart_problem(sweep_dir: Path, record: dict[str, Any], sweeper: Any) -> Op
             "was started with (only hydra.* settings such as hydra.sweeper.n_trials may "
             "change), or give a new hydra.sweep.dir"
         )
-    from sdrun.search import stored_trials
+    from sdrun.sweeps.search import stored_trials
 
     storage, name = sweeper.get("storage"), sweeper.get("study_name")
     if not stored_trials(None if storage is None else str(storage), name):

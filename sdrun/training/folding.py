@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from sdrun.runtime import exact_fp32
+from sdrun.runfolder.runtime import exact_fp32
 
 log = logging.getLogger(__name__)
 
