@@ -202,8 +202,9 @@ def check_seed(key: str, value: Optional[int]) -> None:
         raise ConfigError(f"{key}={value} does not fit in 64 bits; pick a smaller {key}")
 
 
-def _fraction(key: str, value: float) -> None:
-    if not 0 <= value <= 1:
+def _unit(key: str, value: float) -> None:
+    """A value in [0, 1]: a probability or a mixing weight."""
+    if not 0 <= value <= 1:  # False for nan
         raise ConfigError(f"{key}={value} must be in [0, 1]; set {key} to a value in [0, 1]")
 
 
@@ -269,10 +270,10 @@ def validate(cfg: Config) -> None:
     _positive("distill.temperature", k.temperature)
     _positive("distill.ce_weight", k.ce_weight, allow_zero=True)
     _positive("distill.kd_weight", k.kd_weight, allow_zero=True)
-    _fraction("distill.eps", k.eps)
-    _fraction("distill.alpha", k.alpha)
-    _fraction("distill.correct_prob", k.correct_prob)
-    _fraction("distill.alpha_T", k.alpha_T)
+    _unit("distill.eps", k.eps)
+    _unit("distill.alpha", k.alpha)
+    _unit("distill.correct_prob", k.correct_prob)
+    _unit("distill.alpha_T", k.alpha_T)
     _positive("distill.multiplier", k.multiplier, allow_zero=True)
     if k.ce_weight == 0 and k.kd_weight == 0:
         raise ConfigError("distill.ce_weight and distill.kd_weight are both 0; set one above 0")

@@ -111,6 +111,10 @@ class SignalAt:
     def num_samples(self) -> int:
         return self.loader.num_samples
 
+    @property
+    def dataset_size(self) -> int:
+        return self.loader.dataset_size
+
     def epoch(self, epoch: int, start: int = 0):
         args = (epoch, start) if start else (epoch,)
         for i, batch in enumerate(self.loader.epoch(*args), start):

@@ -140,10 +140,12 @@ def held_elsewhere(run_dir: Path) -> Iterator[int]:
 
 def locked_elsewhere(run_dir: Path) -> bool:
     """Whether a new process finds the run folder locked."""
-    probe = "import sys; from pathlib import Path; from sdrun import run_lock\n" \
+    probe = "import sys; from pathlib import Path; from sdrun.runfolder import run_lock\n" \
             "try:\n    run_lock.acquire(Path(sys.argv[1]))\nexcept run_lock.RunFolderBusy:\n" \
             "    sys.exit(3)"  # fmt: skip
-    return subprocess.run([sys.executable, "-c", probe, str(run_dir)]).returncode == 3
+    code = subprocess.run([sys.executable, "-c", probe, str(run_dir)]).returncode
+    assert code in (0, 3), "the probe itself failed"  # not a lock: an import error, a crash
+    return code == 3
 
 
 def test_a_second_process_on_a_run_folder_stops_naming_the_holder(sd_run: Path, tmp_path: Path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import read_jsonl, tiny_config, train
-from test_selfkd import conf_distill, fixed_student, softmax_row, three_epochs
+from test_selfkd import conf_distill, cosine, fixed_student, softmax_row
 
 from sdrun.config import DatasetConfig
 from sdrun.errors import CheckpointError
@@ -89,7 +89,7 @@ def test_a_saved_table_of_another_shape_is_refused_in_one_line():
 def pskd_config(root: Path, **changes):
     """3 epochs of 3 steps: ResNet-20 on 96 images."""
     cfg = tiny_config(root, distill=conf_distill("pskd"),
-                      schedule=three_epochs(),
+                      schedule=cosine(3),
                       dataset=DatasetConfig(root=str(root), download=False, batch_size=32,
                                             eval_batch_size=64, limit_train=96, limit_test=32),
                       **changes)  # fmt: skip

@@ -1,4 +1,4 @@
-"""Per-batch losses of the one-run self-distillation family (issue 21), as pure functions.
+"""Per-batch losses of the one-run self-distillation family, as pure functions.
 
 Nothing here knows the training loop: each function takes logits (and, where the method needs
 them, the pair's / previous iteration's / deepest classifier's outputs) and returns a `Loss`.
