@@ -22,7 +22,7 @@ PRESETS = sorted(
     p.relative_to(EXPERIMENTS).with_suffix("").as_posix() for p in EXPERIMENTS.rglob("*.yaml")
 )
 CIFAR_MODELS = ["resnet20", "resnet32", "resnet56", "resnet110", "densenet_bc100"]
-CIFAR_METHODS = ["sd", "cyclic", "cosine", "step", "kd"]
+CIFAR_METHODS = ["sd", "cyclic", "cosine", "step", "kd", "ls", "tfkd", "pskd"]
 IMAGENET_MODELS = ["resnet101", "resnet152"]
 # distill.name, schedule.name and whether the run has cycles, per method
 METHODS = {
@@ -31,6 +31,9 @@ METHODS = {
     "cosine": ("none", "cosine", False),
     "step": ("none", "step", False),
     "kd": ("kd", "cosine", False),
+    "ls": ("ls", "cosine", False),
+    "tfkd": ("tfkd", "cosine", False),
+    "pskd": ("pskd", "cosine", False),
 }
 NUM_CLASSES = {"cifar100": 100, "imagenet": 1000}
 
