@@ -21,6 +21,7 @@ each epoch, also a resumed one) and `state_dict`/`load_state_dict` (stored in
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
@@ -58,7 +59,7 @@ class MethodOutput:
     terms: dict[str, Tensor]  # detached scalars, a subset of the method's `terms`
 
 
-class Method:
+class Method(abc.ABC):
     """A training method (see the module docstring). Subclass it in one module of
     sdrun/methods/ and register it with `@register_method("name")`."""
 
@@ -74,23 +75,26 @@ class Method:
     @classmethod
     def check(cls, cfg: Config) -> None:
         """Raise ConfigError for a config this method cannot run (one line, with the fix)."""
+        return None  # optional hook: nothing to do by default
 
     @classmethod
     def label(cls, schedule: str) -> str:
         """What the report and wandb call a run of this method with `schedule`."""
         return cls.name
 
+    @abc.abstractmethod
     def forward_train(
         self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
     ) -> MethodOutput:
         """One training batch: the student's forward pass and the loss (under autocast)."""
-        raise NotImplementedError
 
     def prepare(self, run: RunShape) -> None:
         """Called once the data and the device are known, before a resume's `load_state_dict`."""
+        return None  # optional hook: nothing to do by default
 
     def start_epoch(self, epoch: int) -> None:
         """Called before each training epoch (1-based), also before a resumed partial one."""
+        return None  # optional hook: nothing to do by default
 
     def state_dict(self) -> dict[str, Any]:
         """State kept between steps, for the checkpoint (tensors and plain values only)."""
@@ -98,6 +102,7 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Take back what `state_dict` returned, on resume."""
+        return None  # optional hook: nothing to do by default
 
 
 class MethodStep:
