@@ -6,11 +6,15 @@ Measured side by side in one process, warm-up excluded:
              loss.item() every step (as popular KD code does)
   baseline   sdrun's training step, no teacher (device-resident data, AMP, channels_last, ...)
   sd         sdrun's training step with the prepared snapshot teacher
+  --methods  each registered method named (e.g. ls,tfkd,pskd): its training step, as a run
+             builds it (its distill group, its batch composition, its per-sample state)
 Ratios: baseline / reference throughput (target >= 3 on a GPU) and sd / baseline step time
-(target <= 1.15 on a GPU, <= 1.35 on CPU). See docs/PERFORMANCE.md.
+(target <= 1.15 on a GPU, <= 1.35 on CPU); each method's step time and peak memory over the
+baseline's. See docs/PERFORMANCE.md.
 
     python scripts/bench.py --device cuda --model resnet56 --batch-size 128 --steps 200
     python scripts/bench.py --device cpu --model resnet20 --steps 5 --json
+    python scripts/bench.py --device cpu --model resnet20 --methods ls,tfkd,pskd
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_methods import method_config, method_rows, parse_methods, relative
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from sdrun.config import COMPILE_MODES, DatasetConfig, DistillConfig, OptimConfig
 from sdrun.data import build_loaders
-from sdrun.methods import MethodStep, build_method
+from sdrun.methods import SNAPSHOT, Method, MethodStep, RunShape, build_method
 from sdrun.models import build_model
 from sdrun.models.cifar_base import CIFAR100_MEAN, CIFAR100_STD
 from sdrun.runfolder.runtime import Runtime, configure_numerics, resolve_amp
@@ -154,7 +159,11 @@ def bench_reference(args: argparse.Namespace, device: torch.device) -> Measureme
     return _measurement(args, seconds, mem.mb)
 
 
-def bench_sdrun(args: argparse.Namespace, runtime: Runtime, with_teacher: bool) -> Measurement:
+def bench_sdrun(
+    args: argparse.Namespace, runtime: Runtime, with_teacher: bool, method: Optional[Method] = None
+) -> Measurement:
+    """sdrun's training step for `method` (default: sd, no teacher until `with_teacher`)."""
+    method = method or build_method(DistillConfig(name="sd"))  # no teacher: plain CE
     steps = args.warmup + args.steps
     data_cfg = DatasetConfig(
         name="fake",
@@ -164,8 +173,14 @@ def bench_sdrun(args: argparse.Namespace, runtime: Runtime, with_teacher: bool) 
         num_test=args.batch_size,
     )
     data = build_loaders(
-        data_cfg, seed=0, device=runtime.device, channels_last=runtime.channels_last
+        data_cfg,
+        seed=0,
+        device=runtime.device,
+        channels_last=runtime.channels_last,
+        composition=method.batches,  # pskd's batches also hold the samples' indices
     )
+    # As the runner does, once: per-sample state (pskd's tables) for warm-up and timed epoch.
+    method.prepare(RunShape(data.train.dataset_size, data.num_classes, 2, runtime.device))
     model = build_model(args.model, args.num_classes)
     model.to(runtime.device, memory_format=runtime.memory_format)
     train_model = torch.compile(model, mode=args.compile_mode) if args.compile else model
@@ -185,7 +200,6 @@ def bench_sdrun(args: argparse.Namespace, runtime: Runtime, with_teacher: bool) 
         step=0,
     )
     plan = CyclePlan("sd", 1, 1, steps, peak=0.05)
-    method = build_method(DistillConfig(name="sd"))  # no teacher: its first cycle (plain CE)
 
     def run(epoch: int, steps: int) -> float:
         def batches():
@@ -195,6 +209,7 @@ def bench_sdrun(args: argparse.Namespace, runtime: Runtime, with_teacher: bool) 
         if teacher is not None and args.teacher_precompute:
             # As the runner does it: the epoch's logits first, timed as part of the epoch.
             source = PrecomputedTeacher(teacher, batches(), args.teacher_precompute)
+        method.start_epoch(epoch + 1)  # per epoch, untimed as in a run (pskd: the table copy)
         quiet = LoopOptions(log_every=10**9, check_every=10**9)  # no reads in the timed loop
         step = MethodStep(method, train_model, source)
         result = train_one_epoch(train_model, step, batches(), steps, state, plan, runtime, None,
@@ -205,6 +220,12 @@ def bench_sdrun(args: argparse.Namespace, runtime: Runtime, with_teacher: bool) 
     with PeakMemory(runtime.device) as mem:
         seconds = run(1, args.steps)
     return _measurement(args, seconds, mem.mb)
+
+
+def bench_method(args: argparse.Namespace, runtime: Runtime, name: str) -> Measurement:
+    """The registered method `name`'s step; a snapshot-taught one with the prepared teacher."""
+    method = build_method(method_config(name))
+    return bench_sdrun(args, runtime, method.teacher == SNAPSHOT, method)
 
 
 def _measurement(args: argparse.Namespace, seconds: float, peak_mb: Optional[float]) -> Measurement:
@@ -249,6 +270,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     )
     p.add_argument("--data-root", default=None, help="real CIFAR-100 for the reference loop")
     p.add_argument("--skip-reference", action="store_true")
+    p.add_argument(
+        "--methods",
+        type=parse_methods,
+        default=[],
+        metavar="A,B",
+        help="also time these registered methods' steps (e.g. ls,tfkd,pskd)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
 
@@ -284,6 +312,11 @@ def _bench(args: argparse.Namespace, runtime: Runtime) -> dict:
     results["sd_over_baseline_time"] = (
         results["sd"]["ms_per_step"] / results["baseline"]["ms_per_step"]
     )
+    if args.methods:
+        base = results["baseline"]
+        results["methods"] = {
+            name: relative(asdict(bench_method(args, runtime, name)), base) for name in args.methods
+        }
     if "reference" in results:
         results["baseline_over_reference_speed"] = (
             results["baseline"]["img_per_s"] / results["reference"]["img_per_s"]
@@ -307,6 +340,8 @@ def _table(r: dict) -> str:
     if r["sd"]["peak_mem_mb"] and r["baseline"]["peak_mem_mb"]:
         ratio = r["sd"]["peak_mem_mb"] / r["baseline"]["peak_mem_mb"]
         rows.append(f"sd / baseline peak memory:  {ratio:.3f}")
+    if "methods" in r:
+        rows += method_rows(r["methods"])
     return "\n".join(rows)
 
 

@@ -26,6 +26,7 @@ def test_bench_json_on_cpu(capsys):
     assert result["sd_over_baseline_time"] > 0
     assert result["baseline_over_reference_speed"] > 0
     assert result["device"] == "cpu" and result["model"] == "resnet20"
+    assert "methods" not in result  # only with --methods
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
@@ -41,3 +42,20 @@ def test_bench_with_precomputed_teacher_logits(capsys):
                       "--teacher-precompute", "16")  # fmt: skip
     assert "reference" not in result and result["teacher_precompute"] == 16
     assert result["sd"]["img_per_s"] > 0 and result["sd_over_baseline_time"] > 0
+
+
+def test_bench_times_registered_methods_beside_the_baseline(capsys):
+    result = run_json(capsys, "--device", "cpu", "--model", "resnet20", "--batch-size", "8",
+                      "--steps", "2", "--warmup", "1", "--num-classes", "10", "--skip-reference",
+                      "--methods", "ls,pskd")  # fmt: skip
+    assert set(result["methods"]) == {"ls", "pskd"}
+    for entry in result["methods"].values():
+        assert entry["img_per_s"] > 0 and entry["ms_per_step"] > 0
+        assert entry["over_baseline_time"] > 0
+        assert entry["over_baseline_memory"] is None or entry["over_baseline_memory"] > 0
+
+
+def test_bench_refuses_an_unknown_method(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--device", "cpu", "--methods", "ls,nope"])
+    assert "'nope' is not a registered method" in capsys.readouterr().err
