@@ -282,6 +282,7 @@ MALFORMED = {
     "no progress": lambda p: p.pop("progress"),
     "rng a string": lambda p: p.update(rng="python"),
     "config a list": lambda p: p.update(config=[1, 2]),
+    "method state a list": lambda p: p.update(method=[1, 2]),
     "progress with an unknown entry": lambda p: p["progress"].update(add_time=1),
     "deeply nested": lambda p: p["config"].update(deep=deep(5000)),
 }

@@ -84,6 +84,11 @@ def test_a_saved_table_of_another_shape_is_refused_in_one_line():
     state = {"epoch": 1, "previous": torch.zeros(N + 1, K), "latest": torch.zeros(N + 1, K)}
     with pytest.raises(CheckpointError, match=r"pskd's saved previous predictions are \(7, 4\)"):
         method.load_state_dict(state)
+    fits = {"previous": torch.zeros(N, K), "latest": torch.zeros(N, K)}
+    for epoch in (None, "1", 1.0, -1, EPOCHS + 1):  # a checkpoint from elsewhere: untrusted
+        bad = fits if epoch is None else {**fits, "epoch": epoch}
+        with pytest.raises(CheckpointError, match="pskd's saved epoch is"):
+            method.load_state_dict(bad)
 
 
 def pskd_config(root: Path, **changes):

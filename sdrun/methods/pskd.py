@@ -91,7 +91,13 @@ class ProgressiveSelfKD(SelfDistillation):
                     f"{tuple(self.latest.shape)} (train images x classes); resume the run with "
                     "the data it started with"
                 )
-        self.epoch = int(state["epoch"])
+        epoch = state.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= self.epochs:
+            raise CheckpointError(
+                f"pskd's saved epoch is {epoch!r}, not an epoch of this run (0..{self.epochs}); "
+                "the checkpoint was not written by this run: resume from the run's own folder"
+            )
+        self.epoch = epoch
         self.previous.copy_(state["previous"])
         self.latest.copy_(state["latest"])
 

@@ -28,6 +28,7 @@ PAYLOAD_TYPES: dict[str, tuple[type, ...]] = {
     "progress": (dict,),
     "rng": (dict,),
     "config": (dict,),
+    "method": (dict, type(None)),  # the training method's own state (sdrun/methods/)
 }
 MAX_DEPTH = 32  # sdrun's checkpoints nest 6 deep; deeper ones would exhaust the recursion limit
 
