@@ -93,6 +93,9 @@ class DistillConfig:
     multiplier: float = 100.0  # tfkd: scale of its KL (averaged over images x classes)
     correct_prob: float = 0.99  # tfkd: the virtual teacher's probability on the label
     alpha_T: float = 0.8  # pskd: weight of the previous epoch's prediction in the last epoch
+    # byot: weight of the L2 distance between each auxiliary head's feature and the deepest's
+    # (summed per image, averaged over the batch). cskd and dlb weigh their KL with kd_weight.
+    feature_weight: float = 1.28e-4
 
 
 @dataclass
@@ -275,6 +278,7 @@ def validate(cfg: Config) -> None:
     _unit("distill.correct_prob", k.correct_prob)
     _unit("distill.alpha_T", k.alpha_T)
     _positive("distill.multiplier", k.multiplier, allow_zero=True)
+    _positive("distill.feature_weight", k.feature_weight, allow_zero=True)
     if k.ce_weight == 0 and k.kd_weight == 0:
         raise ConfigError("distill.ce_weight and distill.kd_weight are both 0; set one above 0")
     method.check(cfg)  # what this method refuses (sd: one cycle; kd: no teacher)

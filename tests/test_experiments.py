@@ -22,7 +22,19 @@ PRESETS = sorted(
     p.relative_to(EXPERIMENTS).with_suffix("").as_posix() for p in EXPERIMENTS.rglob("*.yaml")
 )
 CIFAR_MODELS = ["resnet20", "resnet32", "resnet56", "resnet110", "densenet_bc100"]
-CIFAR_METHODS = ["sd", "cyclic", "cosine", "step", "kd", "ls", "tfkd", "pskd"]
+CIFAR_METHODS = [
+    "sd",
+    "cyclic",
+    "cosine",
+    "step",
+    "kd",
+    "ls",
+    "tfkd",
+    "pskd",
+    "cskd",
+    "dlb",
+    "byot",
+]
 IMAGENET_MODELS = ["resnet101", "resnet152"]
 # distill.name, schedule.name and whether the run has cycles, per method
 METHODS = {
@@ -34,6 +46,9 @@ METHODS = {
     "ls": ("ls", "cosine", False),
     "tfkd": ("tfkd", "cosine", False),
     "pskd": ("pskd", "cosine", False),
+    "cskd": ("cskd", "cosine", False),
+    "dlb": ("dlb", "cosine", False),
+    "byot": ("byot", "cosine", False),
 }
 NUM_CLASSES = {"cifar100": 100, "imagenet": 1000}
 
