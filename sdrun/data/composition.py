@@ -8,14 +8,23 @@ epoch, batches of the shuffled order its sampler draws from (seed, epoch):
 - `SHUFFLED` (the default): `(images, labels)` as always;
 - `INDICES`: `(images, labels, indices)`, `indices` the int64 dataset index of each sample
   (its position in the training split the loader was built on, on the batch's device), so a
-  method can keep per-sample state whatever the shuffling, the process or a resume.
+  method can keep per-sample state whatever the shuffling, the process or a resume;
+- `SAME_CLASS`: `(images, labels, indices,
+  partner_images, partner_labels, partner_indices)`: for every sample of the batch, another
+  training image of its class (`sdrun.data.partners`), with its own augmentation;
+- `PREVIOUS_BATCH`: the same six fields, the partners being this process's previous batch's
+  samples under a second augmentation (the batch before the epoch's first is the previous
+  epoch's last; the run's very first batch, epoch 1's, has none: zero partner rows).
 
-The composition changes only what is returned with a batch, never which samples it holds or
-their augmentation: batches are bitwise those of `SHUFFLED`, resumed at a batch boundary by
-the sampler (`epoch(epoch, start=k)` skips the first k batches without reading them) and
-sharded over torchrun processes as before (each sample once per epoch over the ranks).
-Compositions that regroup samples (same-class pairs, half of the previous batch) are to be
-added here as further fields, implemented once per loader in its batch order.
+Partners are for image classification (the device-resident and image-folder loaders); VOC's
+task loader refuses them.
+
+The composition never changes which samples a batch holds first nor their augmentation: the
+first three fields are bitwise those of `SHUFFLED` (partners are drawn from generators of their
+own), resumed at a batch boundary by the sampler (`epoch(epoch, start=k)` skips the first k
+batches without reading them) and sharded over torchrun processes as before (each sample once
+per epoch over the ranks as a batch's own sample; partners come on top). Partners depend only on
+(seed, epoch, position), so a resumed epoch gets the partners it would have had.
 
 A method declares its composition as `Method.batches` (sdrun/methods/base.py); the runner
 passes it to `build_loaders`.
@@ -24,12 +33,24 @@ passes it to `build_loaders`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
+
+SAME_CLASS_PARTNERS = "same_class"
+PREVIOUS_BATCH_PARTNERS = "previous_batch"
+PARTNER_RULES = (SAME_CLASS_PARTNERS, PREVIOUS_BATCH_PARTNERS)
 
 
 @dataclass(frozen=True)
 class Composition:
     indices: bool = False  # yield each sample's dataset index as the batch's third element
+    partners: Optional[str] = None  # one of PARTNER_RULES: yield a partner for every sample
+
+    def __post_init__(self) -> None:
+        if self.partners is not None and (self.partners not in PARTNER_RULES or not self.indices):
+            raise ValueError(f"bad composition {self}: partners come with indices")
 
 
 SHUFFLED = Composition()
 INDICES = Composition(indices=True)
+SAME_CLASS = Composition(indices=True, partners=SAME_CLASS_PARTNERS)
+PREVIOUS_BATCH = Composition(indices=True, partners=PREVIOUS_BATCH_PARTNERS)

@@ -24,9 +24,16 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from sdrun.data.composition import SHUFFLED, Composition
+from sdrun.data.composition import SAME_CLASS_PARTNERS, SHUFFLED, Composition
 from sdrun.data.loader import normalize
-from sdrun.data.sampling import EpochKeys, SeededSamples, StridedShard, sampler_seed
+from sdrun.data.partners import ClassMembers, previous_position, same_class_partners
+from sdrun.data.sampling import (
+    EpochKeys,
+    PartneredBatches,
+    SeededSamples,
+    StridedShard,
+    sampler_seed,
+)
 from sdrun.errors import ConfigError, DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -123,6 +130,14 @@ def limit(dataset: ImageFolder, n: Optional[int]) -> Dataset:
     return Subset(dataset, class_balanced_order(dataset.targets)[:n].tolist())
 
 
+def folder_labels(dataset: Dataset) -> Tensor:
+    """The class index of every sample of an image folder or of a Subset of one, without
+    reading an image."""
+    if isinstance(dataset, Subset):
+        return folder_labels(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.int64)]
+    return torch.as_tensor(dataset.targets, dtype=torch.int64)  # type: ignore[attr-defined]
+
+
 def one_line(err: DataError) -> str:
     """The original message of a DataError, also after a DataLoader worker re-raised it.
 
@@ -173,6 +188,7 @@ class FolderLoader:
         self.batch_size = batch_size
         self.train = train
         self.indexed = train and composition.indices
+        self.partners = composition.partners if train else None
         self.dataset_size = len(dataset)  # type: ignore[arg-type]
         self.dtype = dtype
         self.channels_last = channels_last
@@ -189,8 +205,15 @@ class FolderLoader:
             )
         else:
             inner = StridedShard(len(dataset), rank, world_size)  # type: ignore[arg-type]
-        self.sampler = EpochKeys(inner)
-        shard = len(self.sampler)
+        shard = len(inner)
+        if self.partners is None:
+            self.sampler: EpochKeys | PartneredBatches = EpochKeys(inner)
+        else:
+            self.sampler = PartneredBatches(inner, batch_size, self._partner_keys)
+            members = self.partners == SAME_CLASS_PARTNERS
+            self._members = ClassMembers(folder_labels(dataset)) if members else None
+            self._seed = seed
+            self._table: tuple[Optional[int], Tensor] = (None, torch.empty(0))
         if train and shard < batch_size:
             raise ConfigError(
                 f"dataset.batch_size={batch_size} is larger than the training set "
@@ -199,15 +222,17 @@ class FolderLoader:
             )
         self._batches = shard // batch_size if train else -(-shard // batch_size)
         self._samples = self._batches * batch_size if train else shard
+        by_batch = self.partners is not None  # the sampler yields whole batches of keys
         self.loader = DataLoader(
             SeededSamples(dataset, seed, indexed=self.indexed),
-            batch_size=batch_size,
-            sampler=self.sampler,
+            batch_size=1 if by_batch else batch_size,  # 1: DataLoader's "not set" for batch_sampler
+            sampler=None if by_batch else self.sampler,
+            batch_sampler=self.sampler if by_batch else None,
             num_workers=num_workers,
             # Pinned host memory is what lets the copy to the GPU run asynchronously.
             pin_memory=self.device.type == "cuda",
             persistent_workers=num_workers > 0,
-            drop_last=train,
+            drop_last=train and not by_batch,
             # Its own generator: a DataLoader otherwise draws its workers' base seed from the
             # global RNG at every epoch start, which a mid-epoch resume does at another point
             # of the RNG stream (dropout and the like would then differ from the uninterrupted
@@ -228,21 +253,43 @@ class FolderLoader:
         """Yield (images in `dtype`, int64 labels) on the device for epoch `epoch`, from batch
         `start` on (a resumed epoch: the sampler starts past the earlier batches' images, so
         they are never decoded), and the samples' indices when the composition asks."""
-        self.sampler.set_epoch(epoch, start * self.batch_size)
+        if self.partners is None:
+            self.sampler.set_epoch(epoch, start * self.batch_size)
+        else:
+            self.sampler.set_epoch(epoch, start)
         return self._batches_of()
 
     def _batches_of(self) -> Iterator[tuple[Tensor, ...]]:
         try:
             for batch in self.loader:
                 (x, y), index = (batch[0], batch[1]) if self.indexed else (batch, None)
-                x = x.to(self.device, non_blocking=True)
+                x = self._finish(x.to(self.device, non_blocking=True))
                 y = y.to(self.device, torch.int64, non_blocking=True)
                 if index is None:
-                    yield self._finish(x), y
-                else:
-                    yield self._finish(x), y, index.to(self.device, non_blocking=True)
+                    yield x, y
+                    continue
+                index = index.to(self.device, non_blocking=True)
+                if self.partners is None:
+                    yield x, y, index
+                else:  # the batch's own samples first, then their partners
+                    b = self.batch_size
+                    yield x[:b], y[:b], index[:b], x[b:], y[b:], index[b:]
         except DataError as err:
             raise DataError(one_line(err)) from None
+
+    def _partner_keys(self, batches: PartneredBatches, epoch: int, batch: int,
+                      keys: list[tuple[int, int]]) -> list[tuple]:  # fmt: skip
+        """The keys of a batch's partners: another image of each sample's class, augmented for
+        that sample; or the previous batch's samples, augmented a second time."""
+        if self._members is not None:
+            if self._table[0] != epoch:  # one draw per epoch, for all of its batches
+                self._table = (epoch, same_class_partners(self._members, self._seed, epoch))
+            table = self._table[1]
+            return [(epoch, int(table[i]), f"partner-of-{i}") for _, i in keys]
+        where = previous_position(epoch, batch, batches.batches)
+        if where is None:
+            return []
+        return [(e, i, "second-view") for e, i in batches.batch_keys(*where)]
 
     def _finish(self, x: Tensor) -> Tensor:
         x = normalize(x, self.mean, self.std, self.dtype)

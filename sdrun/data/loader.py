@@ -9,14 +9,20 @@ resumed run replays the same batches without saved state, and CPU and CUDA runs 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
-from typing import Union
+from collections.abc import Callable, Iterator, Sequence
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sdrun.data.composition import SHUFFLED, Composition
+from sdrun.data.composition import SAME_CLASS_PARTNERS, SHUFFLED, Composition
+from sdrun.data.partners import (
+    ClassMembers,
+    partner_seed,
+    previous_position,
+    same_class_partners,
+)
 from sdrun.errors import ConfigError
 
 Stat = Union[Sequence[float], Tensor]
@@ -111,6 +117,8 @@ class DeviceLoader:
         self.rank = rank
         self.world_size = world_size
         self.composition = composition
+        same_class = train and composition.partners == SAME_CLASS_PARTNERS
+        self._members = ClassMembers(labels) if same_class else None
 
         n = images.shape[0]
         if train:
@@ -157,22 +165,71 @@ class DeviceLoader:
         perm = torch.randperm(n, generator=g)
         shifts = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=g)
         flips = torch.rand(n, generator=g) < 0.5
-        used = self._batches * self.batch_size
-        pos = torch.arange(self.rank, self._shard * self.world_size, self.world_size)[:used]
+        pos = self._positions()
         return perm[pos].to(self.device), shifts[pos].to(self.device), flips[pos].to(self.device)
+
+    def _augmentation(self, epoch: int, what: str) -> tuple[Tensor, Tensor]:
+        """Crop shifts and flips of this rank's positions from a generator of its own: the
+        partners' augmentation, drawn apart from the batches' (`_plan`)."""
+        n = self.images.shape[0]
+        g = torch.Generator().manual_seed(partner_seed(self.seed, epoch, what))
+        shifts = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=g)
+        flips = torch.rand(n, generator=g) < 0.5
+        pos = self._positions()
+        return shifts[pos].to(self.device), flips[pos].to(self.device)
+
+    def _positions(self) -> Tensor:
+        """This rank's positions in an epoch's permutation (the partial batch left out)."""
+        used = self._batches * self.batch_size
+        return torch.arange(self.rank, self._shard * self.world_size, self.world_size)[:used]
 
     def _train_epoch(self, epoch: int, start: int) -> Iterator[tuple[Tensor, ...]]:
         index, shifts, flips = self._plan(epoch)
+        partners = self._partners(epoch, index)
         bs = self.batch_size
         for i in range(start, self._batches):
             sel = slice(i * bs, (i + 1) * bs)
             idx = index[sel]
-            x = random_crop(self.images[idx], shifts[sel], self.pad)
-            x = hflip(x, flips[sel])
-            if self.composition.indices:
-                yield self._finish(x), self.labels[idx], idx
+            x = self._finish(
+                hflip(random_crop(self.images[idx], shifts[sel], self.pad), flips[sel])
+            )
+            if partners is not None:
+                yield x, self.labels[idx], idx, *partners(i)
+            elif self.composition.indices:
+                yield x, self.labels[idx], idx
             else:
-                yield self._finish(x), self.labels[idx]
+                yield x, self.labels[idx]
+
+    def _partners(self, epoch: int, index: Tensor) -> Optional[Callable[[int], tuple[Tensor, ...]]]:
+        """Batch i -> its (partner images, labels, indices) under the composition, or None."""
+        rule = self.composition.partners
+        if rule is None:
+            return None
+        if rule == SAME_CLASS_PARTNERS:
+            table = same_class_partners(self._members, self.seed, epoch).to(self.device)
+            plan = (table[index], *self._augmentation(epoch, "same-class-view"))
+            return lambda i: self._samples(
+                plan, slice(i * self.batch_size, (i + 1) * self.batch_size)
+            )
+        plans = {epoch: (index, *self._augmentation(epoch, "second-view"))}
+
+        def previous(i: int) -> tuple[Tensor, ...]:
+            where = previous_position(epoch, i, self._batches)
+            if where is None:  # the run's first batch repeats nothing
+                return self._samples(plans[epoch], slice(0, 0))
+            e, j = where
+            if e not in plans:  # an epoch's first batch repeats the previous epoch's last
+                plans[e] = (self._plan(e)[0], *self._augmentation(e, "second-view"))
+            return self._samples(plans[e], slice(j * self.batch_size, (j + 1) * self.batch_size))
+
+        return previous
+
+    def _samples(self, plan: tuple[Tensor, Tensor, Tensor], sel: slice) -> tuple[Tensor, ...]:
+        """(augmented images, labels, indices) of the positions `sel` of a partner plan (dataset
+        indices, crop shifts and flips per position)."""
+        idx, shifts, flips = (t[sel] for t in plan)
+        x = hflip(random_crop(self.images[idx], shifts, self.pad), flips)
+        return self._finish(x), self.labels[idx], idx
 
     def _eval_epoch(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
         # Strided views, not gathers: eval needs no copy beyond normalization.

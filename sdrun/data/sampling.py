@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A seed for one sample's augmentation; hashed so nearby triples do not collide."""
-    digest = hashlib.sha256(f"sdrun-folder:{seed}:{epoch}:{index}".encode()).digest()
+def sample_seed(seed: int, epoch: int, index: int, view: str = "") -> int:
+    """A seed for one sample's augmentation; hashed so nearby triples do not collide. `view`
+    names another augmentation of the sample (a partner's, sdrun/data/partners.py)."""
+    key = f"{seed}:{epoch}:{index}" + (f":{view}" if view else "")
+    digest = hashlib.sha256(f"sdrun-folder:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
@@ -71,9 +73,9 @@ class EpochKeys(Sampler[tuple[int, int]]):
 
 
 class SeededSamples(Dataset):
-    """`dataset[index]` under a CPU RNG seeded by (seed, epoch, index), for (epoch, index) keys;
-    with `indexed`, `(dataset[index], index)` (the composition hook's sample indices,
-    sdrun/data/composition.py).
+    """`dataset[index]` under a CPU RNG seeded by (seed, epoch, index), for (epoch, index) keys
+    (or (epoch, index, view): a partner's augmentation); with `indexed`, `(dataset[index],
+    index)` (the composition hook's sample indices, sdrun/data/composition.py).
 
     fork_rng keeps the caller's RNG untouched (with num_workers=0 that is the main process).
     """
@@ -86,9 +88,56 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        epoch, index = key
+    def __getitem__(self, key: tuple[Any, ...]) -> Any:
+        epoch, index, *view = key
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            torch.manual_seed(sample_seed(self.seed, epoch, index, *view))
             sample = self.dataset[index]
         return (sample, index) if self.indexed else sample
+
+
+class PartneredBatches(Sampler[list[tuple[Any, ...]]]):
+    """Training batches of keys for `SeededSamples`: `batch_size` samples in the inner
+    sampler's order, then their partners (sdrun/data/partners.py), from batch `start` on.
+
+    `partners(epoch, batch_index, keys)` gives the partner keys of a batch; it may ask for
+    another epoch's batch with `batch_keys` (the previous-batch rule at an epoch's first)."""
+
+    def __init__(
+        self,
+        inner: DistributedSampler,
+        batch_size: int,
+        partners: Callable[[PartneredBatches, int, int, list[tuple[int, int]]], list[tuple]],
+    ) -> None:
+        self.inner = inner
+        self.batch_size = batch_size
+        self.partners = partners
+        self.epoch = 0
+        self.start = 0
+        self._orders: dict[int, list[int]] = {}  # this process's order of the last epochs asked
+
+    @property
+    def batches(self) -> int:
+        return len(self.inner) // self.batch_size
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch = epoch
+        self.start = start
+
+    def batch_keys(self, epoch: int, batch: int) -> list[tuple[int, int]]:
+        """The (epoch, index) keys of batch `batch` of `epoch` on this process."""
+        if epoch not in self._orders:
+            self.inner.set_epoch(epoch)
+            self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+            self._orders[epoch] = list(self.inner)
+        order = self._orders[epoch][batch * self.batch_size : (batch + 1) * self.batch_size]
+        return [(epoch, i) for i in order]
+
+    def __iter__(self) -> Iterator[list[tuple[Any, ...]]]:
+        epoch = self.epoch
+        for b in range(self.start, self.batches):
+            keys = self.batch_keys(epoch, b)
+            yield keys + self.partners(self, epoch, b, keys)
+
+    def __len__(self) -> int:
+        return max(self.batches - self.start, 0)

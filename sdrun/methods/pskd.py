@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -31,6 +30,7 @@ from sdrun.methods.base import MethodOutput, RunShape, Teacher
 from sdrun.methods.losses import pskd_alpha, pskd_loss, pskd_store_probs
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation
+from sdrun.runfolder.distributed import gather_equal_rows
 
 
 @register_method("pskd")
@@ -73,7 +73,9 @@ class ProgressiveSelfKD(SelfDistillation):
         logits = student(x)
         loss = pskd_loss(logits, self.targets(y, index, logits.shape[1]))
         probs = pskd_store_probs(logits)
-        self.latest[_gathered(index)] = _gathered(probs)
+        # Training shards are the same size on every process and disjoint (the sampler drops
+        # the remainder), so every image gets exactly one write.
+        self.latest[gather_equal_rows(index)] = gather_equal_rows(probs)
         return MethodOutput(loss.total, logits, y, loss.terms)
 
     def state_dict(self) -> dict[str, Any]:
@@ -100,13 +102,3 @@ class ProgressiveSelfKD(SelfDistillation):
         self.epoch = epoch
         self.previous.copy_(state["previous"])
         self.latest.copy_(state["latest"])
-
-
-def _gathered(tensor: Tensor) -> Tensor:
-    """Every process's rows of this step, in rank order (training batches are the same size on
-    every process; the sampler drops the remainder, so no image is in two shards)."""
-    if not dist.is_initialized():
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts)

@@ -107,6 +107,21 @@ def gather_rows(tensor: Tensor) -> Tensor:
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
 
 
+def gather_equal_rows(tensor: Tensor) -> Tensor:
+    """Every rank's rows in rank order, when all ranks hold the same number (a training step's
+    shards): one all-gather, no host sync."""
+    if not dist.is_initialized():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+def rank() -> int:
+    """This process's rank (0 without torchrun)."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
 def fingerprint(state: dict[str, Tensor]) -> str:
     digest = hashlib.sha256()
     for name, value in state.items():

@@ -31,6 +31,8 @@ class TaskLoader:
                  move: Mover, device: torch.device, seed: int = 0, num_workers: int = 0,
                  rank: int = 0, world_size: int = 1,
                  composition: Composition = SHUFFLED) -> None:  # fmt: skip
+        if composition.partners is not None:  # classification's pairs have no meaning for boxes
+            raise ValueError(f"the task loader yields no partners ({composition.partners})")
         self.device, self.move, self.train = device, move, train
         self.indexed = train and composition.indices
         n = len(dataset)  # type: ignore[arg-type]

@@ -1,0 +1,44 @@
+"""Class-wise self-knowledge distillation (Yun et al., "Regularizing Class-wise Predictions via
+Self-knowledge Distillation", CVPR 2020): the model's softened prediction for another image of
+the same class teaches its prediction for each image,
+
+    CE(z, y) + kd_weight * T^2 * KL(softmax(z' / T) || softmax(z / T)),
+
+both averaged over the batch's images (sdrun/methods/losses.py::cskd_loss). The loaders give
+every image of the batch a same-class partner (`SAME_CLASS`, sdrun/data/partners.py): a step
+sees `dataset.batch_size` images and as many partners, and an epoch is one pass over the
+images, as in the official code (alinlab/cs-kd, PairBatchSampler). As there, the partners'
+forward is a second one, without gradient (the paper's fixed copy of the weights), so
+BatchNorm normalises them as a batch of their own and updates its running statistics twice per
+step; the partners get no CE.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from sdrun.data.composition import SAME_CLASS
+from sdrun.methods.base import MethodOutput, Teacher
+from sdrun.methods.losses import cskd_loss
+from sdrun.methods.registry import register_method
+from sdrun.methods.selfkd import SelfDistillation
+
+
+@register_method("cskd")
+class ClassWiseSelfKD(SelfDistillation):
+    terms = ("ce", "kd")
+    batches = SAME_CLASS
+    reads = ("distill.temperature", "distill.kd_weight")
+
+    def forward_train(
+        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+    ) -> MethodOutput:
+        x, y, _, partner_x, _, _ = batch
+        logits = student(x)
+        with torch.no_grad():  # the partners teach; no gradient flows through them
+            partner_logits = student(partner_x)
+        loss = cskd_loss(logits, partner_logits, y, self.cfg.temperature, self.cfg.kd_weight)
+        return MethodOutput(loss.total, logits, y, loss.terms)
