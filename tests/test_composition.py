@@ -9,11 +9,14 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from folder_helpers import image_numbers, write_image_folder
 from torch.utils.data import Dataset
 from torch.utils.data import default_collate as collate
 
 from sdrun.config import DatasetConfig
 from sdrun.data import INDICES, SHUFFLED, Composition, DeviceLoader, FolderLoader, build_loaders
+from sdrun.data.composition import PREVIOUS_BATCH, SAME_CLASS
+from sdrun.data.partners import ClassMembers
 from sdrun.transfer.loader import TaskLoader
 
 N, BATCH = 24, 4
@@ -70,3 +73,135 @@ def test_build_loaders_passes_the_composition_to_the_training_loader_only():
                          composition=INDICES)  # fmt: skip
     x, y, index = next(data.train.epoch(0))
     assert index.shape == y.shape and len(next(data.test.epoch(0))) == 2
+
+
+# --- partners: SAME_CLASS (cskd) and PREVIOUS_BATCH (dlb) ---
+
+CLASSES = LABELS % 3  # 8 images per class
+
+
+class Classes(Dataset):
+    """24 images of 3 classes (label = index % 3), each sample a little noisier under its
+    seeded RNG, so that two augmentations of one image differ."""
+
+    targets = CLASSES.tolist()
+
+    def __len__(self) -> int:
+        return N
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        noise = torch.randint(0, 8, IMAGES[i].shape, dtype=torch.uint8)
+        return IMAGES[i] + noise, int(CLASSES[i])
+
+
+def device_classes(composition: Composition, rank: int, world: int, seed: int = 3):
+    return DeviceLoader(IMAGES, CLASSES, BATCH, (0.5,) * 3, (0.2,) * 3, train=True, seed=seed,
+                        rank=rank, world_size=world, composition=composition)  # fmt: skip
+
+
+def folder_classes(composition: Composition, rank: int, world: int, seed: int = 3):
+    return FolderLoader(Classes(), BATCH, train=True, seed=seed, rank=rank, world_size=world,
+                        composition=composition)  # fmt: skip
+
+
+PARTNERED = pytest.mark.parametrize("make", [device_classes, folder_classes],
+                                    ids=["device", "folder"])  # fmt: skip
+
+
+@PARTNERED
+@pytest.mark.parametrize("composition", [SAME_CLASS, PREVIOUS_BATCH], ids=["pairs", "previous"])
+def test_partners_come_on_top_of_exactly_the_shuffled_batches(make: Callable, composition):
+    plain = list(make(SHUFFLED, 0, 1).epoch(2))
+    partnered = list(make(composition, 0, 1).epoch(2))
+    assert len(plain) == len(partnered) == N // BATCH
+    for (x, y), batch in zip(plain, partnered):
+        assert len(batch) == 6 and torch.equal(x, batch[0]) and torch.equal(y, batch[1])
+        assert torch.equal(CLASSES[batch[2]], y) and torch.equal(CLASSES[batch[5]], batch[4])
+    resumed = list(make(composition, 0, 1).epoch(2, start=3))  # a resume after three batches
+    for a, b in zip(resumed, partnered[3:], strict=True):
+        assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+@PARTNERED
+def test_each_image_gets_another_image_of_its_class_drawn_anew_each_epoch(make: Callable):
+    draws: dict[int, set[int]] = {i: set() for i in range(N)}
+    for epoch in range(1, 9):
+        for x, y, index, px, py, pindex in make(SAME_CLASS, 0, 1).epoch(epoch):
+            assert torch.equal(py, y) and not bool((pindex == index).any())
+            assert px.shape == x.shape and not torch.equal(px, x)
+            for i, j in zip(index.tolist(), pindex.tolist()):
+                draws[i].add(j)
+    # 8 epochs of 7 candidates each: every image met several partners, all of its class
+    assert all(len(got) >= 3 and {j % 3 for j in got} == {i % 3} for i, got in draws.items())
+
+
+def test_the_same_class_draw_splits_the_unit_interval_evenly_over_the_other_members():
+    members = ClassMembers(torch.tensor([0, 1, 0, 0, 1, 2]))  # class 0: 0, 2, 3; class 2 alone
+    for u, want in ((0.0, [2, 4, 0, 0, 1, 5]), (0.49, [2, 4, 0, 0, 1, 5]),
+                    (0.5, [3, 4, 3, 2, 1, 5]), (0.99, [3, 4, 3, 2, 1, 5])):  # fmt: skip
+        got = members.partners(torch.full((6,), u, dtype=torch.float64))
+        assert got.tolist() == want, u  # never itself, except the only member of its class
+
+
+@PARTNERED
+def test_each_batch_repeats_the_previous_one_under_a_second_augmentation(make: Callable):
+    epochs = [list(make(PREVIOUS_BATCH, 0, 1).epoch(e)) for e in (1, 2)]
+    first = epochs[0][0]
+    assert first[3].shape[0] == first[4].shape[0] == first[5].shape[0] == 0  # the run's first
+    batches = epochs[0] + epochs[1]
+    for before, batch in zip(batches, batches[1:]):
+        assert torch.equal(batch[5], before[2]) and torch.equal(batch[4], before[1])
+        assert not torch.equal(batch[3], before[0])  # the same images, augmented anew
+    # the resume of epoch 2 from its first batch repeats epoch 1's last, as uninterrupted
+    again = next(make(PREVIOUS_BATCH, 0, 1).epoch(2))
+    assert all(torch.equal(u, v) for u, v in zip(again, epochs[1][0]))
+
+
+@PARTNERED
+@pytest.mark.parametrize("composition", [SAME_CLASS, PREVIOUS_BATCH], ids=["pairs", "previous"])
+def test_two_processes_share_each_epoch_without_losing_or_repeating_an_image(
+    make: Callable, composition
+):
+    shards = [list(make(composition, r, 2).epoch(2)) for r in (0, 1)]
+    own = [torch.cat([b[2] for b in shard]).tolist() for shard in shards]
+    assert len(own[0]) == len(own[1]) == N // 2 and sorted(own[0] + own[1]) == list(range(N))
+    if composition == PREVIOUS_BATCH:  # each process repeats its own previous batch
+        for shard in shards:
+            assert all(torch.equal(b[5], a[2]) for a, b in zip(shard, shard[1:]))
+
+
+def test_partners_are_drawn_from_the_training_part_of_a_validation_split():
+    cfg = DatasetConfig(name="fake", batch_size=8, num_train=48, num_test=8, num_classes=3,
+                        image_size=8, val_split=12)  # fmt: skip
+    data = build_loaders(cfg, seed=0, device=torch.device("cpu"), channels_last=False,
+                         composition=SAME_CLASS)  # fmt: skip
+    assert data.train.dataset_size == 36
+    for batch in data.train.epoch(1):
+        assert torch.equal(batch[4], batch[1]) and int(batch[5].max()) < 36
+
+
+def test_the_task_loader_yields_no_partners():
+    with pytest.raises(ValueError, match="yields no partners"):
+        voc(SAME_CLASS, 0, 1)
+
+
+@pytest.mark.parametrize("composition", [SAME_CLASS, PREVIOUS_BATCH], ids=["pairs", "previous"])
+def test_an_image_folders_partners_are_the_decoded_training_images_never_held_out_ones(
+    tmp_path, composition
+):
+    root = write_image_folder(tmp_path / "folders", num_classes=3, n_train=8, n_val=2)
+    cfg = DatasetConfig(name="imagenet", root=str(root), batch_size=6, eval_batch_size=6,
+                        image_size=24, eval_resize=24, num_workers=0, val_split=6)  # fmt: skip
+    data = build_loaders(cfg, seed=1, device=torch.device("cpu"), channels_last=False,
+                         composition=composition)  # fmt: skip
+    number = data.train.loader.dataset.dataset.indices  # split position -> image number
+    held = {n for x, _ in data.val.epoch(0) for n in image_numbers(x)}
+    partners = set()
+    for epoch in (1, 2):
+        for x, y, index, px, py, pindex in data.train.epoch(epoch):
+            assert image_numbers(x) == [number[i] for i in index.tolist()]
+            assert image_numbers(px) == [number[i] for i in pindex.tolist()]
+            assert [n // 8 for n in image_numbers(px)] == py.tolist()  # train: 8 per class
+            assert py.tolist() == y.tolist() or composition == PREVIOUS_BATCH
+            partners.update(image_numbers(px))
+    assert len(held) == 6 and partners and not partners & held

@@ -1,0 +1,229 @@
+"""cskd and dlb (sdrun/methods/cskd.py, dlb.py), the methods trained on partner batches: each
+plug-in's loss against its paper's formula written out here, dlb's kept logits (the previous
+step's, of exactly the images the step repeats), both kept bitwise through a kill and a
+mid-epoch SIGTERM, and run under torchrun. (Which images the partners are: the loaders' tests,
+tests/test_composition.py.)"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import read_jsonl, tiny_config, train
+from test_selfkd import conf_distill, cosine, fixed_student, softmax_row
+
+from sdrun.config import DatasetConfig
+from sdrun.errors import CheckpointError
+from sdrun.methods import RunShape, build_method, find_method
+from sdrun.runfolder.interrupt import RunStopped
+
+K = 4
+
+
+def kl(teacher: list[float], student: list[float]) -> float:
+    return sum(t * math.log(t / s) for t, s in zip(teacher, student))
+
+
+def ce(row: list[float], label: int) -> float:
+    return -math.log(softmax_row(row)[label])
+
+
+def test_cskd_is_ce_plus_the_partners_softened_prediction_without_gradient():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, K, generator=g) * 2  # rows 0-2 anchors, 3-5 their partners
+    y = torch.tensor([0, 3, 1])
+    calls = []
+
+    class Recording(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = fixed_student(logits)
+
+        def forward(self, x):
+            calls.append(torch.is_grad_enabled())
+            return self.inner(x)
+
+    out = build_method(conf_distill("cskd")).forward_train(
+        Recording(), (torch.arange(3), y, None, torch.arange(3, 6), y, None), None
+    )
+    t = 4.0
+    want_ce = sum(ce(logits[i].tolist(), int(y[i])) for i in range(3)) / 3
+    want_kd = (
+        sum(
+            t * t * kl(softmax_row(logits[i + 3].tolist(), t), softmax_row(logits[i].tolist(), t))
+            for i in range(3)
+        )
+        / 3
+    )
+    assert out.loss.item() == pytest.approx(want_ce + 1.0 * want_kd, rel=1e-5)
+    assert out.terms["kd"].item() == pytest.approx(want_kd, rel=1e-5)
+    assert calls == [True, False]  # the partners' forward builds no graph
+    assert torch.equal(out.logits, logits[:3]) and torch.equal(out.targets, y)
+
+
+def dlb_step(method, logits, new, rep, y_all):
+    """One dlb step with a fixed student: `new` and `rep` are rows of `logits` (image ids)."""
+    new, rep = torch.tensor(new), torch.tensor(rep, dtype=torch.int64)
+    batch = (new, y_all[new], new, rep, y_all[rep], rep)
+    return method.forward_train(fixed_student(logits), batch, None)
+
+
+def test_dlb_teaches_the_repeated_images_with_their_logits_of_the_previous_step():
+    method = build_method(conf_distill("dlb"))
+    method.prepare(RunShape(8, K, 2, torch.device("cpu")))
+    y = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    g = torch.Generator().manual_seed(1)
+    first, second = torch.randn(8, K, generator=g), torch.randn(8, K, generator=g)
+    out = dlb_step(method, first, [0, 1, 2], [], y)  # the run's first step: CE alone
+    want = sum(ce(first[i].tolist(), int(y[i])) for i in range(3)) / 3
+    assert out.loss.item() == pytest.approx(want, rel=1e-5) and out.terms["kd"].item() == 0
+    assert torch.equal(method.logits, first[:3]) and method.index.tolist() == [0, 1, 2]
+
+    # step 2 trains on images 3-5 and repeats 0-2: the student now answers `second`
+    out = dlb_step(method, second, [3, 4, 5], [0, 1, 2], y)
+    t = 3.0
+    rows = [0, 1, 2, 3, 4, 5]
+    want_ce = sum(ce(second[i].tolist(), int(y[i])) for i in rows) / 6  # over all six rows
+    want_kd = (
+        sum(
+            t * t * kl(softmax_row(first[i].tolist(), t), softmax_row(second[i].tolist(), t))
+            for i in (0, 1, 2)
+        )
+        / 3
+    )  # over the repeated rows, each taught by its logits of step 1
+    assert out.loss.item() == pytest.approx(want_ce + want_kd, rel=1e-5)
+    assert out.terms["kd"].item() == pytest.approx(want_kd, rel=1e-5)
+    assert torch.equal(method.logits, second[3:6]) and method.index.tolist() == [3, 4, 5]
+    assert torch.equal(out.logits, second[3:6])  # train/top1: the new images only
+
+
+def test_dlb_refuses_kept_logits_that_are_not_of_this_run_in_one_line():
+    method = build_method(conf_distill("dlb"))
+    method.prepare(RunShape(8, K, 2, torch.device("cpu")))
+    good = {"logits": torch.zeros(3, K), "index": torch.tensor([0, 1, 2])}
+    bad = [
+        {"logits": torch.zeros(3, K + 1), "index": good["index"]},
+        {"logits": torch.zeros(3, K, dtype=torch.float64), "index": good["index"]},
+        {"logits": good["logits"], "index": torch.tensor([0, 1, 8])},
+        {"logits": good["logits"], "index": torch.tensor([0, 1])},
+        {"logits": [[0.0] * K] * 3, "index": good["index"]},
+    ]
+    for state in bad:  # a checkpoint from elsewhere: untrusted
+        with pytest.raises(CheckpointError, match="dlb's saved logits are not rows of 4 classes"):
+            method.load_state_dict(state)
+    method.load_state_dict(good)
+    y = torch.zeros(8, dtype=torch.int64)
+    with pytest.raises(CheckpointError, match="of other images than this step repeats"):
+        dlb_step(method, torch.zeros(8, K), [4, 5, 6], [0, 1, 3], y)
+
+
+PARTNERED = ["cskd", "dlb"]
+
+
+def run_config(root: Path, name: str, **changes):
+    """3 epochs of 3 steps: ResNet-20 on 96 images."""
+    cfg = tiny_config(root, distill=conf_distill(name), schedule=cosine(3),
+                      dataset=DatasetConfig(root=str(root), download=False, batch_size=32,
+                                            eval_batch_size=64, limit_train=96, limit_test=32),
+                      **changes)  # fmt: skip
+    cfg.trainer.deterministic = True
+    return cfg
+
+
+def last(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+
+
+def assert_bitwise(a: Path, b: Path) -> None:
+    x, y = last(a), last(b)
+    for name, value in x["model"].items():
+        assert torch.equal(value, y["model"][name]), name
+    assert x["method"].keys() == y["method"].keys()
+    for name, value in x["method"].items():
+        assert torch.equal(value, y["method"][name]), name
+    strip = ("time/", "img_per_s", "seconds")
+    rows = [[{k: v for k, v in r.items() if not any(s in k for s in strip)}
+             for r in read_jsonl(d / "metrics.jsonl")] for d in (a, b)]  # fmt: skip
+    assert rows[0] == rows[1]
+
+
+@pytest.fixture(scope="module", params=PARTNERED)
+def reference(request, cifar100_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    run_dir = tmp_path_factory.mktemp(request.param) / "run"
+    train(run_config(cifar100_root, request.param), run_dir)
+    return request.param, run_dir
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL at one exact point: nothing after it runs."""
+
+
+def interrupted(monkeypatch, name: str, at_step: int, action) -> None:
+    cls = find_method(name)
+    forward, steps = cls.forward_train, []
+
+    def forward_train(self, *args):
+        steps.append(1)
+        if len(steps) == at_step:
+            action()
+        return forward(self, *args)
+
+    monkeypatch.setattr(cls, "forward_train", forward_train)
+
+
+def test_resume_after_a_kill_mid_epoch_is_bitwise(reference, cifar100_root: Path,
+                                                  tmp_path: Path, monkeypatch):  # fmt: skip
+    name, ref = reference
+
+    def kill():
+        raise Killed
+
+    interrupted(monkeypatch, name, 5, kill)  # epoch 2's second step: last.pt is epoch 1's
+    with pytest.raises(Killed):
+        train(run_config(cifar100_root, name), tmp_path / "run")
+    monkeypatch.undo()
+    assert last(tmp_path / "run")["epoch"] == 1
+    train(run_config(cifar100_root, name, resume=str(tmp_path / "run")), tmp_path / "run")
+    assert_bitwise(ref, tmp_path / "run")
+
+
+def test_resume_after_a_mid_epoch_sigterm_is_bitwise(reference, cifar100_root: Path,
+                                                     tmp_path: Path, monkeypatch):  # fmt: skip
+    name, ref = reference
+    interrupted(monkeypatch, name, 5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    with pytest.raises(RunStopped, match="in epoch 2 after step 2"):
+        train(run_config(cifar100_root, name), tmp_path / "run")
+    monkeypatch.undo()
+    if name == "dlb":  # the mid-epoch checkpoint holds the logits of the step it stopped after
+        assert last(tmp_path / "run")["method"]["logits"].shape == (32, 100)
+    train(run_config(cifar100_root, name, resume=str(tmp_path / "run")), tmp_path / "run")
+    assert_bitwise(ref, tmp_path / "run")
+
+
+@pytest.mark.parametrize("name", PARTNERED)
+def test_two_processes_train_on_their_own_shards_with_their_partners(
+    name: str, cifar100_root: Path, tmp_path: Path
+):
+    """Under torchrun each process trains its half of each step's images with their partners;
+    the run checks at the end that the weights and the method's state are identical on both
+    (dlb's kept logits are both processes', gathered in rank order)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    args = [f"dataset.root={cifar100_root}", "dataset.download=false", "dataset.limit_train=64",
+            "dataset.limit_test=32", "dataset.batch_size=32", "model=resnet20", f"distill={name}",
+            "schedule=cosine", "schedule.epochs=2", "logger=none", "trainer.device=cpu",
+            f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "sdrun", *args]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    if name == "dlb":
+        state = last(tmp_path / "run")["method"]
+        assert state["logits"].shape == (32, 100) and len(set(state["index"].tolist())) == 32
