@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from folder_helpers import write_image_folder
 from helpers import CONF, read_jsonl, tiny_config, train, write_tiny_cifar
 from omegaconf import OmegaConf
 from report_builder import write_run
@@ -122,7 +123,12 @@ def short_run(root: Path, run_dir: Path, distill: DistillConfig, **dataset) -> l
     return read_jsonl(run_dir / "metrics.jsonl")
 
 
-@pytest.mark.parametrize("name", ["ls", "tfkd", "pskd"])
+SELFKD = ["ls", "tfkd", "pskd", "cskd", "dlb"]
+# Methods whose batches or state depend on the loader (indices, partners): also on image folders.
+PER_SAMPLE = ["pskd", "cskd", "dlb"]
+
+
+@pytest.mark.parametrize("name", SELFKD)
 def test_trains_well_above_chance_with_a_validation_split(learnable: Path, tmp_path: Path, name):
     records = short_run(learnable, tmp_path / "run", conf_distill(name))
     last = records[-1]
@@ -133,7 +139,7 @@ def test_trains_well_above_chance_with_a_validation_split(learnable: Path, tmp_p
     assert summary["complete"] is True
 
 
-@pytest.mark.parametrize("name", ["ls", "tfkd", "pskd"])
+@pytest.mark.parametrize("name", SELFKD)
 def test_runs_on_fake_data(tmp_path: Path, name: str):
     cfg = tiny_config(tmp_path, distill=conf_distill(name),
                       dataset=DatasetConfig(name="fake", num_classes=4, image_size=16,
@@ -141,6 +147,24 @@ def test_runs_on_fake_data(tmp_path: Path, name: str):
                                             eval_batch_size=16))  # fmt: skip
     train(cfg, tmp_path / "run")
     assert all(math.isfinite(r["train/loss"]) for r in read_jsonl(tmp_path / "run/metrics.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("folders"), num_classes=3, n_train=8,
+                              n_val=2)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", PER_SAMPLE)
+def test_runs_on_an_image_folder_with_a_validation_split(folders: Path, tmp_path: Path, name):
+    cfg = tiny_config(folders, distill=conf_distill(name), model=ModelConfig(name="resnet20"),
+                      dataset=DatasetConfig(name="imagenet", root=str(folders), batch_size=6,
+                                            eval_batch_size=6, image_size=16, eval_resize=16,
+                                            num_workers=0, val_split=6))  # fmt: skip
+    train(cfg, tmp_path / "run")
+    records = read_jsonl(tmp_path / "run/metrics.jsonl")
+    assert len(records) == 2 and all(math.isfinite(r["train/loss"]) for r in records)
+    assert records[-1]["val/top1"] is not None
 
 
 def test_each_method_is_its_own_report_row_keyed_on_what_it_reads():
