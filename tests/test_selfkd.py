@@ -177,6 +177,10 @@ def test_each_method_is_its_own_report_row_keyed_on_what_it_reads():
     assert {k for k in tfkd if k.startswith("distill.")} == {
         "distill.name", "distill.alpha", "distill.temperature", "distill.multiplier",
         "distill.correct_prob"}  # fmt: skip
+    for name in ("cskd", "dlb"):  # their KL's temperature and weight, nothing else
+        read = settings_read({**base, "distill.name": name}, {})
+        assert {k for k in read if k.startswith("distill.")} == {
+            "distill.name", "distill.temperature", "distill.kd_weight"}  # fmt: skip
     assert method_label("ls", "cosine") == "ls" and method_label("tfkd", "step") == "tfkd-step"
 
 
@@ -185,16 +189,16 @@ def test_the_report_gives_each_method_its_row_and_sds_gain_over_it(tmp_path: Pat
     for seed in (0, 1):
         write_run(tmp_path / f"sd{seed}", "sd", seed, 72.0 + seed)
         write_run(tmp_path / f"cos{seed}", "cosine", seed, 70.0)
-        for name in ("ls", "tfkd", "pskd"):
-            # eps is read by ls only: two tfkd/pskd runs differing in it are one row
+        for name in SELFKD:
+            # eps is read by ls only: two runs of the others differing in it are one row
             config = {**cosine, "distill.name": name, "distill.eps": 0.1 + 0.1 * seed}
             write_run(tmp_path / f"{name}{seed}", "cosine", seed, 71.0, config=config)
     write_run(tmp_path / "ls_eps", "cosine", 0, 60.0,
               config={**cosine, "distill.name": "ls", "distill.eps": 0.3})  # fmt: skip
     report = build_report([tmp_path], tmp_path / "report")
     labels = sorted(row.label for row in report.rows)
-    assert labels.count("tfkd") == 1 and labels.count("pskd") == 1
+    assert all(labels.count(name) == 1 for name in SELFKD[1:])
     # eps 0.1, 0.2, 0.3: what ls reads splits its rows, and names them
     assert [x for x in labels if x.startswith("ls")] == [f"ls (eps={e})" for e in (0.1, 0.2, 0.3)]
     gains = {g.baseline.label: gain_record(g) for g in report.gains}
-    assert {"tfkd", "pskd"} <= set(gains)
+    assert set(SELFKD[1:]) <= set(gains)  # SD's gain over each
