@@ -1,9 +1,11 @@
 """What a training method itself costs per step, without the network: its `forward_train` and
 the backward of its loss, with a "student" that returns a fixed batch x classes logits
 parameter. Measures where `bench.py --methods` puts a method's extra step time (its loss
-terms, pskd's per-sample table gather and scatter) against plain CE (sd without a teacher).
+terms, pskd's per-sample table gather and scatter, cskd's and dlb's partner rows) against plain
+CE (sd without a teacher). The network's share of cskd's and dlb's partners (a second forward, a
+forward of twice the images) is not here: bench.py measures it.
 
-    python scripts/bench_method_overhead.py ls tfkd pskd
+    python scripts/bench_method_overhead.py ls tfkd pskd cskd dlb
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from bench_methods import method_config
 from torch import Tensor, nn
 
 from sdrun.config import DistillConfig
+from sdrun.data.composition import PREVIOUS_BATCH_PARTNERS
 from sdrun.methods import RunShape, build_method
 
 BATCH, CLASSES, SAMPLES = 64, 100, 64 * 35  # bench.py's CPU command: batch 64, 35 steps
@@ -26,10 +29,10 @@ class FixedLogits(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.z = nn.Parameter(torch.randn(BATCH, CLASSES))
+        self.z = nn.Parameter(torch.randn(2 * BATCH, CLASSES))  # dlb: repeated + new rows
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.z * 1.0  # a new graph node per step, as a network's output is
+        return self.z[: x.shape[0]] * 1.0  # a new graph node per step, as a network's output is
 
 
 def ms_per_step(name: str, steps: int = 2000) -> float:
@@ -42,6 +45,10 @@ def ms_per_step(name: str, steps: int = 2000) -> float:
     batch = (torch.zeros(BATCH, 1), labels)
     if method.batches.indices:
         batch = (*batch, torch.randperm(SAMPLES)[:BATCH])
+    if method.batches.partners == PREVIOUS_BATCH_PARTNERS:  # the run's first step repeats none
+        method.forward_train(student, (*batch, *(t[:0] for t in batch)), None)
+    if method.batches.partners:
+        batch = (*batch, *batch)  # partners: the batch's own rows stand in for them
     for i in range(steps + 50):  # the first 50 warm up
         if i == 50:
             start = time.perf_counter()
