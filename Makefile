@@ -51,9 +51,11 @@ reproduce-transfer: install
 bench-transfer: install
 	$(BIN)/python scripts/bench_transfer.py $(ARGS)
 
-# Training throughput: conventional loop vs sdrun vs sdrun + SD teacher (docs/PERFORMANCE.md).
+# Training throughput: conventional loop vs sdrun vs sdrun + SD teacher, and each self-distillation
+# method's step beside the CE baseline (docs/PERFORMANCE.md). BENCH_METHODS= times none of them.
+BENCH_METHODS ?= ls,tfkd,cskd,pskd,dlb,byot
 bench: install
-	$(BIN)/python scripts/bench.py $(ARGS)
+	$(BIN)/python scripts/bench.py $(if $(BENCH_METHODS),--methods $(BENCH_METHODS)) $(ARGS)
 
 lint: install
 	$(BIN)/ruff check sdrun hydra_plugins tests scripts
