@@ -20,9 +20,13 @@ train: install
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)
 
-# The CIFAR-100 table of docs/REPRODUCE.md, then outputs/reproduce/report/RESULTS.md. Select with
-# MODELS="resnet56 resnet110" METHODS="sd cosine" SEEDS=3 (a count) or SEEDS=0,2; SMOKE=1: tiny
-# data, 2 epochs, on the CPU. Run it again to continue: finished runs are skipped, killed ones resumed.
+# The CIFAR-100 table of docs/REPRODUCE.md, then outputs/reproduce/report/RESULTS.md. TABLE=selfkd:
+# the self-distillation table instead (sd cyclic cosine ls tfkd cskd pskd dlb byot; default
+# TABLE=paper: sd cyclic cosine step born-again), in the same folders: shared runs train once.
+# Select with MODELS="resnet56 resnet110" METHODS="sd cosine" (of the table's) SEEDS=3 (a count)
+# or SEEDS=0,2; SMOKE=1: tiny data, 2 epochs, on the CPU. Run it again to continue: finished
+# runs are skipped, killed ones resumed.
+TABLE ?=
 MODELS ?=
 METHODS ?=
 SEEDS ?=
@@ -31,8 +35,8 @@ OUT ?=
 JOBS ?= 1
 SMOKE ?=
 reproduce: install
-	$(BIN)/python scripts/reproduce.py --models "$(MODELS)" --methods "$(METHODS)" --seeds "$(SEEDS)" \
-		--generations $(GENERATIONS) --out "$(OUT)" --jobs $(JOBS) \
+	$(BIN)/python scripts/reproduce.py --table "$(TABLE)" --models "$(MODELS)" --methods "$(METHODS)" \
+		--seeds "$(SEEDS)" --generations $(GENERATIONS) --out "$(OUT)" --jobs $(JOBS) \
 		$(if $(filter 1 true yes,$(SMOKE)),--smoke) -- $(ARGS)
 
 # Transfer to PASCAL VOC (docs/TRANSFER.md): fine-tune the backbones of a finished `make reproduce`

@@ -1,4 +1,12 @@
-"""`make reproduce`: the CIFAR-100 table (networks x methods x seeds), then the report.
+"""`make reproduce`: a CIFAR-100 table (networks x methods x seeds), then the report.
+
+Two tables (--table, `make reproduce TABLE=...`), on the same five networks and 3 seeds:
+  paper   (default) SD against its controls: sd, cyclic, cosine, step, born-again
+  selfkd  the one-run self-distillation family on SD's recipe: sd, cyclic, cosine, ls, tfkd,
+          cskd, pskd, dlb, byot (docs/REPRODUCE.md, "The self-distillation table")
+Both write into the same folders, so the runs they share (sd, cyclic, cosine) train once, and
+the report at the end covers every run under --out, of either table. --methods picks among
+the table's methods.
 
 Every run is one `python -m sdrun +experiment=cifar100/<model>_<method> seed=<s>` in its own
 fixed directory, OUT/cifar100/<model>/<method>/seed<s>, so a second `make reproduce` knows
@@ -22,6 +30,7 @@ minutes on a CPU. Its numbers mean nothing.
 
     python scripts/reproduce.py --models resnet56 --seeds 1
     python scripts/reproduce.py --smoke --out /tmp/smoke
+    python scripts/reproduce.py --table selfkd --methods "cosine ls" --seeds 1
 """
 
 from __future__ import annotations
@@ -39,7 +48,13 @@ from pathlib import Path
 from typing import Optional
 
 MODELS = ("resnet20", "resnet32", "resnet56", "resnet110", "densenet_bc100")
-METHODS = ("sd", "cyclic", "cosine", "step", "born-again")
+METHODS = ("sd", "cyclic", "cosine", "step", "born-again")  # the default table's
+SELFKD = ("ls", "tfkd", "cskd", "pskd", "dlb", "byot")  # each is preset cifar100/<model>_<name>
+TABLES = {  # each table's methods, in the order they run for a network and seed
+    "paper": METHODS,
+    "selfkd": ("sd", "cyclic", "cosine", *SELFKD),
+}
+DEFAULT_TABLE = "paper"
 CYCLIC = {"sd", "cyclic"}  # methods whose presets split the run into cycles
 DATASET = "cifar100"
 SMOKE_DATA = {"n_train": 128, "n_test": 100}
@@ -49,7 +64,7 @@ SMOKE_EPOCHS = 2
 @dataclass(frozen=True)
 class Job:
     model: str
-    method: str  # sd | cyclic | cosine | step | born-again-g<k>
+    method: str  # sd | cyclic | cosine | step | born-again-g<k> | one of SELFKD
     seed: int
     run_dir: Path
     preset: str
@@ -245,18 +260,36 @@ def parse_seeds(text: str) -> list[int]:
     return [int(p) for p in parts]
 
 
-def parse_names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+def parse_names(text: str, allowed: tuple[str, ...], what: str, where: str = "") -> list[str]:
+    """Space- or comma-separated names, each one of `allowed` (none: all of them)."""
     names = text.replace(",", " ").split() or list(allowed)
     unknown = [n for n in names if n not in allowed]
     if unknown:
-        raise ValueError(f"unknown {what} {', '.join(unknown)}; pick from {', '.join(allowed)}")
+        raise ValueError(
+            f"unknown {what} {', '.join(unknown)}{where}; pick from {', '.join(allowed)}"
+        )
     return names
 
 
+def parse_table(text: str) -> tuple[str, tuple[str, ...]]:
+    """A table's name (empty: the default) and its methods."""
+    name = text.strip() or DEFAULT_TABLE
+    if name not in TABLES:
+        raise ValueError(f"unknown table {name!r}; pick from {', '.join(TABLES)}")
+    return name, TABLES[name]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    tables = "; ".join(f"{name}: {' '.join(methods)}" for name, methods in TABLES.items())
+    parser.add_argument(
+        "--table", default="", help=f"default {DEFAULT_TABLE}; the tables' methods: {tables}"
+    )
     parser.add_argument("--models", default="", help=f"default: all of {', '.join(MODELS)}")
-    parser.add_argument("--methods", default="", help=f"default: all of {', '.join(METHODS)}")
+    parser.add_argument("--methods", default="", help="default: all of the table's")
     parser.add_argument("--seeds", default="", help="a count (3: seeds 0,1,2) or a list (0,2)")
     parser.add_argument("--generations", type=int, default=2, help="born-again chain length")
     parser.add_argument("--out", default="", help="default: outputs/reproduce[-smoke]")
@@ -266,8 +299,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("overrides", nargs="*", help="extra sdrun overrides for new runs")
     args = parser.parse_args(argv)
     try:
+        table, table_methods = parse_table(args.table)
         models = parse_names(args.models, MODELS, "model")
-        methods = parse_names(args.methods, METHODS, "method")
+        methods = parse_names(args.methods, table_methods, "method", f" in table {table}")
         seeds = parse_seeds(args.seeds or ("1" if args.smoke else "3"))
     except ValueError as err:
         print(f"reproduce: error: {err}", file=sys.stderr)

@@ -272,6 +272,53 @@ def test_references_mark_recipe_differences_and_cite_their_sources(tmp_path: Pat
     assert "DESIGN.md" not in text
 
 
+def test_published_values_on_other_networks_are_listed_beside_the_rows_of_their_method(
+    tmp_path: Path,
+):
+    """The self-distillation sources publish only for networks sdrun does not train: one table
+    per source, for the methods the report has rows of, with how the recipe differs."""
+    for seed in (0, 1):
+        write_run(tmp_path / f"cos{seed}", "cosine", seed, 75.0, config={"model.name": "resnet56"})
+        write_run(tmp_path / f"pskd{seed}", "cosine", seed, 76.0,
+                  config={"model.name": "resnet56", "distill.name": "pskd"})  # fmt: skip
+    tfkd = {"distill.name": "tfkd", "distill.temperature": 20.0, "model.name": "resnet56"}
+    write_run(tmp_path / "tfkd", "cosine", 0, 75.5, config=tfkd)
+    smoke = {"model.name": "resnet20", "distill.name": "pskd", "schedule.epochs": 2}
+    write_run(tmp_path / "smoke", "cosine", 0, 5.0, config=smoke)
+    report, text = report_of(tmp_path)
+    assert all(row.references == [] for row in report.rows)  # no row of their networks
+    assert rows_by_label(report)["pskd"]["published_err"] == ""
+    block = text.split("Published values on networks this table does not train", 1)[1]
+    pskd = block.split("Kim et al., Self-Knowledge Distillation with Progressive Refinement", 1)[1]
+    # PS-KD's table as its README prints it (errors), for cosine (its CE), tfkd and pskd only
+    assert "| network | cosine: CE | tfkd: TF-KD | pskd: PS-KD |" in pskd
+    assert "| PreAct ResNet-18 | 24.18 | 22.88 | 20.82 |" in pskd
+    assert "| PyramidNet-200 | 16.80 | 16.48 | 15.49 |" in pskd
+    assert "LS" not in pskd.split("How its recipe differs")[0]  # no ls rows here
+    assert (
+        "- resnet56 pskd vs every network: schedule.name: cosine vs step; schedule.epochs: 240 "
+        "vs 300; optim.nesterov: False vs True; selection: final epoch vs best checkpoint on the "
+        "test set (the official code's); compare the best-epoch column\n"
+    ) in pskd
+    assert (
+        "- resnet20 pskd vs every network: schedule.name: cosine vs step; schedule.epochs: 2"
+        in pskd
+    )
+    assert "- cosine vs every network: " in pskd and "(paper, unverified)" in pskd
+    tf = block.split("Yuan et al., Revisiting Knowledge Distillation", 1)[1].split("Kim et al.")[0]
+    assert "| ResNet-18 | 24.13 | 22.64 |" in tf and "| GoogLeNet | 21.85 | 20.78 |" in tf
+    # each network's own Tf-KD settings and batch; the rotation no setting records
+    assert "- tfkd vs ResNet-18: schedule.name: cosine vs step; schedule.epochs: 240 vs 200" in tf
+    assert "distill.alpha: 0.1 vs 0.95; distill.temperature: 20 vs 40; distill.multiplier: " in tf
+    assert "- cosine vs GoogLeNet: " in tf and "dataset.batch_size: 128 vs 64" in tf
+    assert "random rotation up to 15 degrees" in tf
+    _, cosine_only = report_of(tmp_path / "cos0", out=tmp_path / "cosine_report")
+    write_run(tmp_path / "sd", "sd", 0, 75.0)
+    _, sd_only = report_of(tmp_path / "sd", out=tmp_path / "sd_report")
+    assert "networks this table does not train" not in sd_only
+    assert "networks this table does not train" in cosine_only  # the sources' CE baselines
+
+
 # 11. plots and the sweep table do not mislead
 def test_methods_plot_shows_n_and_never_a_cut_bar(tmp_path: Path):
     for seed in (0, 1, 2):

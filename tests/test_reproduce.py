@@ -1,5 +1,6 @@
 """`make reproduce SMOKE=1` end to end (scripts/reproduce.py), the born-again chain in it, and
-picking up where an interrupted reproduce stopped."""
+picking up where an interrupted reproduce stopped; the self-distillation table's plan
+(`make reproduce TABLE=selfkd`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import csv
 import io
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
+from itertools import product
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ from helpers import Result, load_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "reproduce.py"
 METHODS = ["sd", "cyclic", "cosine", "step", "born-again-g2"]
+SELFKD = ["sd", "cyclic", "cosine", "ls", "tfkd", "cskd", "pskd", "dlb", "byot"]
 
 
 reproduce = load_script("reproduce")
@@ -169,3 +174,107 @@ def test_a_bad_selection_is_refused_before_anything_runs(tmp_path: Path):
     assert proc.returncode == 2
     assert "unknown model resnet57" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def planned(stdout: str) -> list[str]:
+    """`<model> <method> seed <s>` of each run a --dry-run lists, in order."""
+    return [line.split("] ", 1)[1].split(":")[0] for line in stdout.splitlines() if "] " in line]
+
+
+def test_selfkd_table_is_nine_methods_on_five_networks_each_with_its_preset(tmp_path: Path):
+    models = list(reproduce.MODELS)
+    jobs = reproduce.plan(models, list(reproduce.TABLES["selfkd"]), [0, 1, 2], 2, tmp_path)
+    assert [(j.seed, j.model, j.method) for j in jobs] == list(
+        product([0, 1, 2], models, SELFKD)
+    )  # seed by seed, the table's order
+    for job in jobs:
+        assert job.run_dir == tmp_path / "cifar100" / job.model / job.method / f"seed{job.seed}"
+        assert job.preset == f"cifar100/{job.model}_{job.method}" and job.overrides == ()
+        assert job.cyclic == (job.method in {"sd", "cyclic"})
+        assert (SCRIPT.parent.parent / "conf" / "experiment" / f"{job.preset}.yaml").is_file()
+    assert reproduce.waves(jobs) == [jobs]  # no chain: every run may start at once
+
+
+def test_the_tables_share_the_folders_of_sd_cyclic_and_cosine(tmp_path: Path):
+    models, seeds = list(reproduce.MODELS), [0, 1, 2]
+    paper, selfkd = (
+        {
+            j.run_dir: j
+            for j in reproduce.plan(models, list(reproduce.TABLES[t]), seeds, 2, tmp_path)
+        }
+        for t in ("paper", "selfkd")
+    )
+    shared = set(paper) & set(selfkd)
+    assert {(j.model, j.method, j.seed) for d, j in selfkd.items() if d in shared} == set(
+        product(models, ["sd", "cyclic", "cosine"], seeds)
+    )
+    assert all(paper[d] == selfkd[d] for d in shared)  # the same run: preset, seed, folder
+    # a run the default table finished is skipped by the self-distillation table
+    done = tmp_path / "cifar100" / "resnet20" / "cosine" / "seed0"
+    done.mkdir(parents=True)
+    (done / "summary.json").write_text(json.dumps({"complete": True}))
+    proc = run_here("--table", "selfkd", "--models", "resnet20", "--seeds", "1", "--dry-run",
+                    "--out", str(tmp_path), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "resnet20 cosine seed 0: done, skipped" in proc.stdout
+    assert proc.stdout.count("done, skipped") == 1 and proc.stdout.count(": new -> ") == 8
+
+
+def test_the_default_table_is_unchanged(tmp_path: Path):
+    assert reproduce.TABLES["paper"] == reproduce.METHODS == (
+        "sd", "cyclic", "cosine", "step", "born-again")  # fmt: skip
+    runs = [
+        run_here(*table, "--models", "resnet20", "--seeds", "1", "--dry-run", "--out",
+                 str(tmp_path), cwd=tmp_path)
+        for table in ((), ("--table", ""), ("--table", "paper"))
+    ]  # fmt: skip
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    assert runs[0].stdout == runs[1].stdout == runs[2].stdout
+    assert planned(runs[0].stdout) == [f"resnet20 {m} seed 0" for m in METHODS]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (("--table", "selfkd2"), "reproduce: error: unknown table 'selfkd2'; pick from paper, "
+         "selfkd"),
+        (("--table", "selfkd", "--methods", "cosine,step"), "reproduce: error: unknown method "
+         "step in table selfkd; pick from sd, cyclic, cosine, ls, tfkd, cskd, pskd, dlb, byot"),
+        (("--methods", "pskd"), "reproduce: error: unknown method pskd in table paper; pick "
+         "from sd, cyclic, cosine, step, born-again"),
+    ],
+    ids=["table", "method-of-another-table", "default-table"],
+)  # fmt: skip
+def test_a_bad_table_or_method_is_one_line(tmp_path: Path, args: tuple[str, ...], line: str):
+    proc = run_here(*args, "--out", str(tmp_path), cwd=tmp_path)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", line + "\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_reproduce_passes_table_and_the_selections_to_the_script(tmp_path: Path):
+    def make_n(*variables: str) -> list[str]:
+        """The script's arguments `make reproduce` would pass, with --dry-run added."""
+        env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS"}}
+        proc = subprocess.run(  # not the variables of a `make test` this runs under
+            ["make", "-n", "-s", "reproduce", *variables, f"OUT={tmp_path}"],
+            cwd=SCRIPT.parent.parent, env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        line = next(
+            x for x in proc.stdout.replace("\\\n", " ").splitlines() if str(SCRIPT.name) in x
+        )
+        args = shlex.split(line.split("scripts/reproduce.py", 1)[1])
+        return ["--dry-run", *args]
+
+    args = make_n("TABLE=selfkd", "MODELS=resnet20", "METHODS=cosine dlb", "SEEDS=0,2", "SMOKE=1")
+    assert "--smoke" in args
+    proc = run_here(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert planned(proc.stdout) == [
+        f"resnet20 {m} seed {s}" for s in (0, 2) for m in ("cosine", "dlb")
+    ]
+    proc = run_here(*make_n("MODELS=resnet20", "SEEDS=1"), cwd=tmp_path)  # no TABLE: the paper's
+    assert planned(proc.stdout) == [f"resnet20 {m} seed 0" for m in METHODS]
+    proc = run_here(*make_n("TABLE=selfkd", "METHODS=step"), cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown method step in table selfkd" in proc.stderr

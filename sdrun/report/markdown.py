@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Optional
 
 from sdrun.report import stats
 from sdrun.report.gains import Gain, rows_without_sd
+from sdrun.report.references import other_networks, recipe_differences
 from sdrun.report.sweeps import Sweep
 from sdrun.report.table import Row, _fmt_value, _sort_key, ensemble_gain, row_record
 
@@ -140,9 +141,57 @@ def tables(report: Report) -> list[str]:
                 + ("; same recipe" if not d else "; " + "; ".join(d))
                 for row, ref, d in refs
             ]
+        others = other_network_lines(rows)
+        if others:
+            md += ["", *others]
         if dataset in report.method_plots:
             md += ["", f"![methods per network]({report.link(report.method_plots[dataset])})"]
     return md
+
+
+OTHER_NETWORKS = (
+    "Published values on networks this table does not train (top-1 error, %; each source's own "
+    "CIFAR variant of the network, so no row stands beside them), for the methods this table "
+    "has rows of. *CE* is the source's cross-entropy baseline, set beside `cosine`, the "
+    "baseline of the self-distillation methods here."
+)
+
+
+def other_network_lines(rows: Sequence[Row]) -> list[str]:
+    """Per source, a table of its published values on networks sdrun does not train for the
+    methods of `rows` (one dataset), then how its recipe differs from those rows': one line per
+    distinct list of differences, naming the networks (and, when the rows of a method differ
+    among themselves, e.g. a smoke run beside a full one, the rows) it holds for."""
+    by_method: dict[str, list[Row]] = {}
+    for row in rows:
+        by_method.setdefault(row.method, []).append(row)
+    refs = other_networks(rows[0].dataset, by_method) if rows else []
+    md: list[str] = []
+    for source in dict.fromkeys(ref.source for ref in refs):
+        mine = [ref for ref in refs if ref.source == source]
+        columns = list(dict.fromkeys((ref.method, ref.column) for ref in mine))
+        networks = list(dict.fromkeys(ref.network for ref in mine))
+        value = {(ref.network, ref.method): f"{ref.err:.2f}" for ref in mine}
+        lines = [[net, *(value.get((net, m), "-") for m, _ in columns)] for net in networks]
+        header = ["network", *(f"{m}: {col}" for m, col in columns)]
+        md += ["", f"{source}:", "", *table(header, lines), ""]
+        md.append("How its recipe differs from this table's rows (`row vs published`):")
+        for method, _ in columns:
+            same = by_method[method]
+            groups: dict[tuple[str, ...], dict[str, list[str]]] = {}
+            for ref in (r for r in mine if r.method == method):
+                for row in same:
+                    diffs = tuple(recipe_differences(ref, row.signature))
+                    group = groups.setdefault(diffs, {"rows": [], "nets": []})
+                    for key, item in (("rows", f"{row.model} {row.label}"), ("nets", ref.network)):
+                        if item not in group[key]:
+                            group[key].append(item)
+            for diffs, group in groups.items():
+                nets = group["nets"]
+                which = "every network" if len(nets) == len(networks) else ", ".join(nets)
+                who = method if len(group["rows"]) == len(same) else ", ".join(group["rows"])
+                md.append(f"- {who} vs {which}: " + ("; ".join(diffs) or "same recipe"))
+    return [OTHER_NETWORKS, *md] if md else []
 
 
 def _gain_note(gain: Gain) -> str:
