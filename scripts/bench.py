@@ -183,7 +183,9 @@ def bench_sdrun(
     method.prepare(RunShape(data.train.dataset_size, data.num_classes, 2, runtime.device))
     model = build_model(args.model, args.num_classes)
     model.to(runtime.device, memory_format=runtime.memory_format)
-    train_model = torch.compile(model, mode=args.compile_mode) if args.compile else model
+    # As build_parts: the student, or the student with what the method trains beside it.
+    trained = method.training_module(model).to(runtime.device, memory_format=runtime.memory_format)
+    train_model = torch.compile(trained, mode=args.compile_mode) if args.compile else trained
     teacher = None
     if with_teacher:
         teacher = FrozenTeacher(
@@ -195,7 +197,7 @@ def bench_sdrun(
             input_shape=(3, data_cfg.image_size, data_cfg.image_size),
         )
     state = StepState(
-        build_optimizer(model, OptimConfig(lr=0.05), runtime.device),
+        build_optimizer(trained, OptimConfig(lr=0.05), runtime.device),
         runtime.grad_scaler(),
         step=0,
     )

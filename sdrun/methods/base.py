@@ -16,7 +16,10 @@ and implements `forward_train` (the student's logits and the loss of one batch),
 (config combinations it refuses, before anything runs) and, when it keeps state between steps,
 `prepare` (the run's shape, once, before a resume restores the state), `start_epoch` (before
 each epoch, also a resumed one) and `state_dict`/`load_state_dict` (stored in
-`checkpoints/last.pt`, restored on resume).
+`checkpoints/last.pt`, restored on resume). A method that trains modules of its own beside the
+student (byot's auxiliary classifiers) returns the student with them from `training_module`:
+the optimizer, DDP and torch.compile take that module, and `forward_train` is given it, while
+the plain student alone is checkpointed as the model, evaluated, exported and counted.
 """
 
 from __future__ import annotations
@@ -86,11 +89,21 @@ class Method(abc.ABC):
     def forward_train(
         self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
     ) -> MethodOutput:
-        """One training batch: the student's forward pass and the loss (under autocast)."""
+        """One training batch: the student's forward pass and the loss (under autocast).
+        `student` is what `training_module` returned, DDP-wrapped or compiled when asked."""
 
     def prepare(self, run: RunShape) -> None:
         """Called once the data and the device are known, before a resume's `load_state_dict`."""
         return None  # optional hook: nothing to do by default
+
+    def training_module(self, model: nn.Module) -> nn.Module:
+        """What the loop trains: the student, or the student with what the method adds.
+
+        Called once, after `prepare`, with the student on the run's device; the returned module
+        is moved to the device and memory format too, and the optimizer, DDP and torch.compile
+        take it. `forward_train` is given it (wrapped). Its parameters beyond the student's
+        belong in `state_dict`: the checkpoint's model is the student alone."""
+        return model
 
     def start_epoch(self, epoch: int) -> None:
         """Called before each training epoch (1-based), also before a resumed partial one."""

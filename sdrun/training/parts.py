@@ -1,5 +1,6 @@
 """The parts of one run, built from its config: data loaders, model, cycle plan, optimizer,
-and the wrapped (DDP, compiled) model the training loop calls."""
+and the wrapped (DDP, compiled) module the training loop calls: the model, or the model with
+what the training method trains beside it (`Method.training_module`)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ class Parts:
     cfg: Config
     runtime: Runtime
     num_classes: int
-    model: nn.Module  # the plain module: its state_dict is what gets saved
-    train_model: nn.Module  # what the loop calls (compiled when asked)
+    model: nn.Module  # the plain student: saved, evaluated, exported, counted
+    train_model: nn.Module  # what the loop calls: method.training_module(model), wrapped
+    # (DDP under torchrun) and compiled when asked
     train_loader: Batches
     test_loader: Batches
     plan: CyclePlan
@@ -57,10 +59,13 @@ def build_parts(cfg: Config, runtime: Runtime, dist: distributed.Dist) -> Parts:
     model.to(runtime.device, memory_format=runtime.memory_format)
     plan = plan_from_config(cfg.schedule, cfg.optim.lr, len(data.train))
     method.prepare(RunShape(data.train.dataset_size, data.num_classes, plan.epochs, runtime.device))
+    # The student, or the student with what the method trains beside it (byot's heads).
+    trained = method.training_module(model)
+    trained.to(runtime.device, memory_format=runtime.memory_format)
     state = StepState(
-        build_optimizer(model, cfg.optim, runtime.device), runtime.grad_scaler(), step=0
+        build_optimizer(trained, cfg.optim, runtime.device), runtime.grad_scaler(), step=0
     )
-    train_model = distributed.wrap(model, dist, runtime.device, cfg.trainer.sync_bn)
+    train_model = distributed.wrap(trained, dist, runtime.device, cfg.trainer.sync_bn)
     if cfg.trainer.compile:
         train_model = torch.compile(train_model, mode=cfg.trainer.compile_mode)
     return Parts(cfg, runtime, data.num_classes, model, train_model, data.train, data.test, plan,
