@@ -19,7 +19,8 @@ from sdrun.methods.registry import (
     register_method,
 )
 
-_MACHINERY = {"base", "registry", "losses", "distill_loss", "selfkd"}  # no method in these
+# No method in these (byot_heads: the modules byot trains beside the student).
+_MACHINERY = {"base", "registry", "losses", "distill_loss", "selfkd", "byot_heads"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _MACHINERY:
         importlib.import_module(f"{__name__}.{_module.name}")
