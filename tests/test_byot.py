@@ -1,6 +1,7 @@
 """byot (sdrun/methods/byot.py, byot_heads.py): the loss against the paper's formula from the
 heads' own outputs; a head on each stage after the stem but the deepest; the heads trained
-with the student but left out of the exported model and the parameter count, kept bitwise
+with the student (in its optimizer, the student's no-decay names kept) but left out of the
+exported model and the parameter count, kept bitwise
 through a kill and a mid-epoch SIGTERM, identical on both processes under torchrun; runs on an
 image folder and on fake data."""
 
@@ -21,12 +22,13 @@ from helpers import read_jsonl, tiny_config, train
 from test_selfkd import conf_distill, cosine, softmax_row
 from torch import nn
 
-from sdrun.config import DatasetConfig
+from sdrun.config import DatasetConfig, OptimConfig
 from sdrun.errors import CheckpointError, ConfigError
 from sdrun.methods import RunShape, build_method
 from sdrun.methods.byot import BeYourOwnTeacher
 from sdrun.models import build_model
 from sdrun.runfolder.interrupt import RunStopped
+from sdrun.training.optim import build_optimizer
 
 K = 5  # classes of the formula test
 
@@ -109,6 +111,20 @@ def test_a_model_without_stages_to_put_heads_on_is_refused_in_one_line(model: nn
         byot(10).training_module(model)
     assert "\n" not in str(err.value) and ("Sequential" in str(err.value)
                                            or "'resnet20'" in str(err.value))  # fmt: skip
+
+
+def test_the_optimizer_decays_the_heads_and_keeps_the_students_no_decay_names():
+    """timm's optimizer factory reads `no_weight_decay()` names of the module it is given: the
+    student's names must still match inside the module with the heads."""
+    model = build_model("resnet20", 10)
+    model.no_weight_decay = lambda: {"fc.bias"}
+    method = byot(10)
+    optimizer = build_optimizer(method.training_module(model), OptimConfig(weight_decay=5e-4))
+    decay = {id(p): group["weight_decay"] for group in optimizer.param_groups
+             for p in group["params"]}  # fmt: skip
+    assert decay[id(model.fc.bias)] == 0 and decay[id(model.fc.weight)] == 5e-4
+    assert all(decay[id(p)] == 5e-4 for p in method.heads.parameters())
+    assert len(decay) == len(list(model.parameters())) + len(list(method.heads.parameters()))
 
 
 def test_saved_heads_of_another_shape_or_keys_are_refused_in_one_line():
