@@ -1,9 +1,8 @@
 """byot (sdrun/methods/byot.py, byot_heads.py): the loss against the paper's formula from the
 heads' own outputs; a head on each stage after the stem but the deepest; the heads trained
 with the student (in its optimizer, the student's no-decay names kept) but left out of the
-exported model and the parameter count, kept bitwise
-through a kill and a mid-epoch SIGTERM, identical on both processes under torchrun; runs on an
-image folder and on fake data."""
+exported model and the parameter count, kept bitwise through a kill and a mid-epoch SIGTERM,
+identical on both processes under torchrun; runs on an image folder and on fake data."""
 
 from __future__ import annotations
 
