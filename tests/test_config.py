@@ -55,7 +55,17 @@ def test_each_group_has_its_documented_options():
     assert {"cifar100", "cifar10", "fake"} <= set(options("dataset"))
     assert {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110"} <= set(options("model"))
     assert set(options("schedule")) == {"sd", "cosine", "step"}
-    assert set(options("distill")) == {"sd", "none", "kd", "ls", "tfkd", "pskd"}
+    assert set(options("distill")) == {
+        "sd",
+        "none",
+        "kd",
+        "ls",
+        "tfkd",
+        "cskd",
+        "pskd",
+        "dlb",
+        "byot",
+    }
     assert set(options("logger")) == {"wandb", "none"}
 
 

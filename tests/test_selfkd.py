@@ -123,7 +123,7 @@ def short_run(root: Path, run_dir: Path, distill: DistillConfig, **dataset) -> l
     return read_jsonl(run_dir / "metrics.jsonl")
 
 
-SELFKD = ["ls", "tfkd", "pskd", "cskd", "dlb"]
+SELFKD = ["ls", "tfkd", "pskd", "cskd", "dlb", "byot"]
 # Methods whose batches or state depend on the loader (indices, partners): also on image folders.
 PER_SAMPLE = ["pskd", "cskd", "dlb"]
 
@@ -181,6 +181,10 @@ def test_each_method_is_its_own_report_row_keyed_on_what_it_reads():
         read = settings_read({**base, "distill.name": name}, {})
         assert {k for k in read if k.startswith("distill.")} == {
             "distill.name", "distill.temperature", "distill.kd_weight"}  # fmt: skip
+    byot = settings_read({**base, "distill.feature_weight": 1e-4, "distill.name": "byot"}, {})
+    assert {k for k in byot if k.startswith("distill.")} == {"distill.name", "distill.alpha",
+                                                            "distill.temperature",
+                                                            "distill.feature_weight"}  # fmt: skip
     assert method_label("ls", "cosine") == "ls" and method_label("tfkd", "step") == "tfkd-step"
 
 
