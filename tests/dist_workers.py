@@ -175,3 +175,16 @@ def download_train_stop_resume(
     torch.distributed.barrier()
     report["resumed"] = runner.run(replace(cfg, resume=str(stopped)), stopped)
     (out / f"rank{rank}.json").write_text(json.dumps(report))
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def train_each(rank: int, runs: dict[str, Any]) -> None:
+    """Train each (config, run dir) of `runs` in turn in the same processes: one process group
+    for several runs, so a test pays for the processes' start once. Each run checks at its end
+    that the weights and the method's state are the same on every process."""
+    from sdrun.training import runner
+
+    for cfg, run_dir in runs.values():
+        runner.run(cfg, run_dir)

@@ -1,16 +1,14 @@
 """cskd and dlb (sdrun/methods/cskd.py, dlb.py), the methods trained on partner batches: each
 plug-in's loss against its paper's formula written out here, dlb's kept logits (the previous
 step's, of exactly the images the step repeats), both kept bitwise through a kill and a
-mid-epoch SIGTERM, and run under torchrun. (Which images the partners are: the loaders' tests,
-tests/test_composition.py.)"""
+mid-epoch SIGTERM. (Which images the partners are, also over two processes: the loaders' tests,
+tests/test_composition.py; two training processes: tests/test_selfkd.py.)"""
 
 from __future__ import annotations
 
 import math
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -204,26 +202,3 @@ def test_resume_after_a_mid_epoch_sigterm_is_bitwise(reference, cifar100_root: P
         assert last(tmp_path / "run")["method"]["logits"].shape == (32, 100)
     train(run_config(cifar100_root, name, resume=str(tmp_path / "run")), tmp_path / "run")
     assert_bitwise(ref, tmp_path / "run")
-
-
-@pytest.mark.parametrize("name", PARTNERED)
-def test_two_processes_train_on_their_own_shards_with_their_partners(
-    name: str, cifar100_root: Path, tmp_path: Path
-):
-    """Under torchrun each process trains its half of each step's images with their partners;
-    the run checks at the end that the weights and the method's state are identical on both
-    (dlb's kept logits are both processes', gathered in rank order)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    args = [f"dataset.root={cifar100_root}", "dataset.download=false", "dataset.limit_train=64",
-            "dataset.limit_test=32", "dataset.batch_size=32", "model=resnet20", f"distill={name}",
-            "schedule=cosine", "schedule.epochs=2", "logger=none", "trainer.device=cpu",
-            f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "sdrun", *args]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
-    assert [r["epoch"] for r in rows] == [1, 2]
-    if name == "dlb":
-        state = last(tmp_path / "run")["method"]
-        assert state["logits"].shape == (32, 100) and len(set(state["index"].tolist())) == 32

@@ -1,14 +1,12 @@
 """pskd (sdrun/methods/pskd.py): the per-sample predictions of the previous epoch, found by each
-image's dataset index whatever the order; kept bitwise through a kill and a mid-epoch SIGTERM;
-the same on both processes under torchrun."""
+image's dataset index whatever the order; kept bitwise through a kill and a mid-epoch SIGTERM.
+(The same on two processes: tests/test_selfkd.py.)"""
 
 from __future__ import annotations
 
 import math
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -168,21 +166,3 @@ def test_resume_after_a_mid_epoch_sigterm_is_bitwise(reference: Path, cifar100_r
     assert stopped["method"]["epoch"] == 2
     train(pskd_config(cifar100_root, resume=str(tmp_path / "run")), tmp_path / "run")
     assert_bitwise(reference, tmp_path / "run")
-
-
-def test_two_processes_hold_the_same_table_of_every_image(cifar100_root: Path, tmp_path: Path):
-    """Under torchrun each process trains on half of each step's images; the run checks at the
-    end that the method's state is identical on both (it fails otherwise), and the saved table
-    has a prediction for every image, not only rank 0's half."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    args = [f"dataset.root={cifar100_root}", "dataset.download=false", "dataset.limit_train=64",
-            "dataset.limit_test=32", "dataset.batch_size=32", "model=resnet20", "distill=pskd",
-            "schedule=cosine", "schedule.epochs=2", "logger=none", "trainer.device=cpu",
-            f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "sdrun", *args]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    table = last(tmp_path / "run")["method"]["latest"]
-    assert table.shape == (64, 100)
-    assert torch.allclose(table.sum(dim=1), torch.ones(64))

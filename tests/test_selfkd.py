@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from dist_workers import spawn, train_each
 from folder_helpers import write_image_folder
 from helpers import CONF, read_jsonl, tiny_config, train, write_tiny_cifar
 from omegaconf import OmegaConf
@@ -124,8 +125,9 @@ def short_run(root: Path, run_dir: Path, distill: DistillConfig, **dataset) -> l
 
 
 SELFKD = ["ls", "tfkd", "pskd", "cskd", "dlb", "byot"]
-# Methods whose batches or state depend on the loader (indices, partners): also on image folders.
-PER_SAMPLE = ["pskd", "cskd", "dlb"]
+# Methods that ask the loaders for more than a batch (indices, partners) or train more than the
+# student (byot's heads): also on image folders.
+PER_SAMPLE = ["pskd", "cskd", "dlb", "byot"]
 
 
 @pytest.mark.parametrize("name", SELFKD)
@@ -206,3 +208,28 @@ def test_the_report_gives_each_method_its_row_and_sds_gain_over_it(tmp_path: Pat
     assert [x for x in labels if x.startswith("ls")] == [f"ls (eps={e})" for e in (0.1, 0.2, 0.3)]
     gains = {g.baseline.label: gain_record(g) for g in report.gains}
     assert set(SELFKD[1:]) <= set(gains)  # SD's gain over each
+
+
+def test_two_processes_agree_on_each_methods_state(cifar100_root: Path, tmp_path: Path):
+    """Two gloo processes, as torchrun starts them, train each method with state or heads; each
+    run fails at its end unless the weights and the method's state are identical on both
+    (pskd's table and dlb's kept logits are gathered from both processes; byot's heads are
+    inside the DDP module, their gradients all-reduced). The processes' shards and partners:
+    tests/test_composition.py."""
+    runs = {}
+    for name in PER_SAMPLE:
+        cfg = tiny_config(cifar100_root, distill=conf_distill(name), schedule=cosine(2),
+                          dataset=DatasetConfig(root=str(cifar100_root), download=False,
+                                                batch_size=32, eval_batch_size=32,
+                                                limit_train=64, limit_test=32))  # fmt: skip
+        runs[name] = (cfg, tmp_path / name)
+    spawn(train_each, 2, runs)
+    state = {name: torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["method"]
+             for name, (_, run_dir) in runs.items()}  # fmt: skip
+    table = state["pskd"]["latest"]  # a prediction for every image, not only rank 0's half
+    assert table.shape == (64, 100) and torch.allclose(table.sum(dim=1), torch.ones(64))
+    assert state["dlb"]["logits"].shape == (32, 100)  # both processes' 16 new images
+    assert sorted(state["dlb"]["index"].tolist()) == sorted(set(state["dlb"]["index"].tolist()))
+    assert len(state["byot"]) == 22  # the heads' tensors
+    for name, (_, run_dir) in runs.items():
+        assert json.loads((run_dir / "summary.json").read_text())["complete"] is True, name
