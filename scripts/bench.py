@@ -211,16 +211,18 @@ def bench_sdrun(
         if teacher is not None and args.teacher_precompute:
             # As the runner does it: the epoch's logits first, timed as part of the epoch.
             source = PrecomputedTeacher(teacher, batches(), args.teacher_precompute)
-        method.start_epoch(epoch + 1)  # per epoch, untimed as in a run (pskd: the table copy)
+        method.start_epoch(epoch)  # per epoch, untimed as in a run (pskd: the table copy)
         quiet = LoopOptions(log_every=10**9, check_every=10**9)  # no reads in the timed loop
         step = MethodStep(method, train_model, source)
         result = train_one_epoch(train_model, step, batches(), steps, state, plan, runtime, None,
                                  quiet)  # fmt: skip
         return result.seconds
 
-    run(0, args.warmup)
+    # Epochs count from 1, as in a run: the timed epoch is the second (pskd mixes in stored
+    # predictions, dlb repeats a batch at every step).
+    run(1, args.warmup)
     with PeakMemory(runtime.device) as mem:
-        seconds = run(1, args.steps)
+        seconds = run(2, args.steps)
     return _measurement(args, seconds, mem.mb)
 
 
