@@ -16,6 +16,7 @@ import pytest
 import torch
 from folder_helpers import write_image_folder
 from helpers import read_jsonl, tiny_config, train
+from resume_helpers import Killed, assert_same_run, interrupt_at, kill, last, method_run
 from test_selfkd import conf_distill, cosine, softmax_row
 from torch import nn
 
@@ -145,29 +146,7 @@ def test_saved_heads_of_another_shape_or_keys_are_refused_in_one_line():
 
 def byot_config(root: Path, **changes):
     """2 epochs of 2 steps: ResNet-20 on 64 images."""
-    cfg = tiny_config(root, distill=conf_distill("byot"),
-                      schedule=cosine(2),
-                      dataset=DatasetConfig(root=str(root), download=False, batch_size=32,
-                                            eval_batch_size=64, limit_train=64, limit_test=32),
-                      **changes)  # fmt: skip
-    cfg.trainer.deterministic = True
-    return cfg
-
-
-def last(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-
-
-def assert_bitwise(a: Path, b: Path) -> None:
-    x, y = last(a), last(b)
-    for part in ("model", "method"):
-        assert x[part].keys() == y[part].keys()
-        for name, value in x[part].items():
-            assert torch.equal(value, y[part][name]), (part, name)
-    strip = ("time/", "img_per_s", "seconds")
-    rows = [[{k: v for k, v in r.items() if not any(s in k for s in strip)}
-             for r in read_jsonl(d / "metrics.jsonl")] for d in (a, b)]  # fmt: skip
-    assert rows[0] == rows[1]
+    return method_run(root, "byot", 2, 64, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -202,45 +181,26 @@ def test_the_heads_train_with_the_student_but_are_not_exported(reference):
     assert all(r[f"train/{t}"] > 0 for r in records for t in ("ce", "ce_aux", "kd", "feat"))
 
 
-class Killed(BaseException):
-    """Stands for a SIGKILL at one exact point: nothing after it runs."""
-
-
 def test_resume_after_a_kill_mid_epoch_is_bitwise(reference, cifar100_root: Path,
                                                   tmp_path: Path, monkeypatch):  # fmt: skip
-    forward, steps = BeYourOwnTeacher.forward_train, []
-
-    def killed_in_epoch_2(self, *args):
-        steps.append(1)
-        if len(steps) == 4:  # epoch 2's second step: last.pt is epoch 1's
-            raise Killed
-        return forward(self, *args)
-
-    monkeypatch.setattr(BeYourOwnTeacher, "forward_train", killed_in_epoch_2)
+    interrupt_at(monkeypatch, "byot", 4, kill)  # epoch 2's second step: last.pt is epoch 1's
     with pytest.raises(Killed):
         train(byot_config(cifar100_root), tmp_path / "run")
     monkeypatch.undo()
     assert last(tmp_path / "run")["epoch"] == 1
     train(byot_config(cifar100_root, resume=str(tmp_path / "run")), tmp_path / "run")
-    assert_bitwise(reference[0], tmp_path / "run")
+    assert_same_run(reference[0], tmp_path / "run")
 
 
 def test_resume_after_a_mid_epoch_sigterm_is_bitwise(reference, cifar100_root: Path,
                                                      tmp_path: Path, monkeypatch):  # fmt: skip
-    forward, steps = BeYourOwnTeacher.forward_train, []
-
-    def sigterm_in_epoch_2(self, *args):
-        steps.append(1)
-        if len(steps) == 3:  # a real signal, handled by the run's StopRequest
-            os.kill(os.getpid(), signal.SIGTERM)
-        return forward(self, *args)
-
-    monkeypatch.setattr(BeYourOwnTeacher, "forward_train", sigterm_in_epoch_2)
+    # a real signal, handled by the run's StopRequest
+    interrupt_at(monkeypatch, "byot", 3, lambda: os.kill(os.getpid(), signal.SIGTERM))
     with pytest.raises(RunStopped, match="in epoch 2 after step 1"):
         train(byot_config(cifar100_root), tmp_path / "run")
     monkeypatch.undo()
     train(byot_config(cifar100_root, resume=str(tmp_path / "run")), tmp_path / "run")
-    assert_bitwise(reference[0], tmp_path / "run")
+    assert_same_run(reference[0], tmp_path / "run")
 
 
 @pytest.mark.parametrize("data", ["imagenet", "fake"])

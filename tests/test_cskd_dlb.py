@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import read_jsonl, tiny_config, train
-from test_selfkd import conf_distill, cosine, fixed_student, softmax_row
+from helpers import train
+from resume_helpers import Killed, assert_same_run, interrupt_at, kill, last, method_run
+from test_selfkd import conf_distill, fixed_student, softmax_row
 
-from sdrun.config import DatasetConfig
 from sdrun.errors import CheckpointError
-from sdrun.methods import RunShape, build_method, find_method
+from sdrun.methods import RunShape, build_method
 from sdrun.runfolder.interrupt import RunStopped
 
 K = 4
@@ -126,29 +126,7 @@ PARTNERED = ["cskd", "dlb"]
 
 def run_config(root: Path, name: str, **changes):
     """3 epochs of 3 steps: ResNet-20 on 96 images."""
-    cfg = tiny_config(root, distill=conf_distill(name), schedule=cosine(3),
-                      dataset=DatasetConfig(root=str(root), download=False, batch_size=32,
-                                            eval_batch_size=64, limit_train=96, limit_test=32),
-                      **changes)  # fmt: skip
-    cfg.trainer.deterministic = True
-    return cfg
-
-
-def last(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-
-
-def assert_bitwise(a: Path, b: Path) -> None:
-    x, y = last(a), last(b)
-    for name, value in x["model"].items():
-        assert torch.equal(value, y["model"][name]), name
-    assert x["method"].keys() == y["method"].keys()
-    for name, value in x["method"].items():
-        assert torch.equal(value, y["method"][name]), name
-    strip = ("time/", "img_per_s", "seconds")
-    rows = [[{k: v for k, v in r.items() if not any(s in k for s in strip)}
-             for r in read_jsonl(d / "metrics.jsonl")] for d in (a, b)]  # fmt: skip
-    assert rows[0] == rows[1]
+    return method_run(root, name, 3, 96, **changes)
 
 
 @pytest.fixture(scope="module", params=PARTNERED)
@@ -158,47 +136,26 @@ def reference(request, cifar100_root: Path, tmp_path_factory: pytest.TempPathFac
     return request.param, run_dir
 
 
-class Killed(BaseException):
-    """Stands for a SIGKILL at one exact point: nothing after it runs."""
-
-
-def interrupted(monkeypatch, name: str, at_step: int, action) -> None:
-    cls = find_method(name)
-    forward, steps = cls.forward_train, []
-
-    def forward_train(self, *args):
-        steps.append(1)
-        if len(steps) == at_step:
-            action()
-        return forward(self, *args)
-
-    monkeypatch.setattr(cls, "forward_train", forward_train)
-
-
 def test_resume_after_a_kill_mid_epoch_is_bitwise(reference, cifar100_root: Path,
                                                   tmp_path: Path, monkeypatch):  # fmt: skip
     name, ref = reference
-
-    def kill():
-        raise Killed
-
-    interrupted(monkeypatch, name, 5, kill)  # epoch 2's second step: last.pt is epoch 1's
+    interrupt_at(monkeypatch, name, 5, kill)  # epoch 2's second step: last.pt is epoch 1's
     with pytest.raises(Killed):
         train(run_config(cifar100_root, name), tmp_path / "run")
     monkeypatch.undo()
     assert last(tmp_path / "run")["epoch"] == 1
     train(run_config(cifar100_root, name, resume=str(tmp_path / "run")), tmp_path / "run")
-    assert_bitwise(ref, tmp_path / "run")
+    assert_same_run(ref, tmp_path / "run")
 
 
 def test_resume_after_a_mid_epoch_sigterm_is_bitwise(reference, cifar100_root: Path,
                                                      tmp_path: Path, monkeypatch):  # fmt: skip
     name, ref = reference
-    interrupted(monkeypatch, name, 5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    interrupt_at(monkeypatch, name, 5, lambda: os.kill(os.getpid(), signal.SIGTERM))
     with pytest.raises(RunStopped, match="in epoch 2 after step 2"):
         train(run_config(cifar100_root, name), tmp_path / "run")
     monkeypatch.undo()
     if name == "dlb":  # the mid-epoch checkpoint holds the logits of the step it stopped after
         assert last(tmp_path / "run")["method"]["logits"].shape == (32, 100)
     train(run_config(cifar100_root, name, resume=str(tmp_path / "run")), tmp_path / "run")
-    assert_bitwise(ref, tmp_path / "run")
+    assert_same_run(ref, tmp_path / "run")

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import read_jsonl, tiny_config, train
-from test_selfkd import conf_distill, cosine, fixed_student, softmax_row
+from helpers import train
+from resume_helpers import Killed, assert_same_run, interrupt_at, kill, last, method_run
+from test_selfkd import conf_distill, fixed_student, softmax_row
 
-from sdrun.config import DatasetConfig
 from sdrun.errors import CheckpointError
 from sdrun.methods import RunShape, build_method
-from sdrun.methods.pskd import ProgressiveSelfKD
 from sdrun.runfolder.interrupt import RunStopped
 
 N, K, EPOCHS = 6, 4, 3
@@ -91,29 +90,7 @@ def test_a_saved_table_of_another_shape_is_refused_in_one_line():
 
 def pskd_config(root: Path, **changes):
     """3 epochs of 3 steps: ResNet-20 on 96 images."""
-    cfg = tiny_config(root, distill=conf_distill("pskd"),
-                      schedule=cosine(3),
-                      dataset=DatasetConfig(root=str(root), download=False, batch_size=32,
-                                            eval_batch_size=64, limit_train=96, limit_test=32),
-                      **changes)  # fmt: skip
-    cfg.trainer.deterministic = True
-    return cfg
-
-
-def last(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-
-
-def assert_bitwise(a: Path, b: Path) -> None:
-    x, y = last(a), last(b)
-    for name, value in x["model"].items():
-        assert torch.equal(value, y["model"][name]), name
-    for name in ("previous", "latest"):
-        assert torch.equal(x["method"][name], y["method"][name]), name
-    strip = ("time/", "img_per_s", "seconds")
-    rows = [[{k: v for k, v in r.items() if not any(s in k for s in strip)}
-             for r in read_jsonl(d / "metrics.jsonl")] for d in (a, b)]  # fmt: skip
-    assert rows[0] == rows[1]
+    return method_run(root, "pskd", 3, 96, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -125,44 +102,25 @@ def reference(cifar100_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return run_dir
 
 
-class Killed(BaseException):
-    """Stands for a SIGKILL at one exact point: nothing after it runs."""
-
-
 def test_resume_after_a_kill_mid_epoch_is_bitwise(reference: Path, cifar100_root: Path,
                                                   tmp_path: Path, monkeypatch):  # fmt: skip
-    forward, steps = ProgressiveSelfKD.forward_train, []
-
-    def killed_in_epoch_2(self, *args):
-        steps.append(1)
-        if len(steps) == 5:  # epoch 2's second step: last.pt is epoch 1's
-            raise Killed
-        return forward(self, *args)
-
-    monkeypatch.setattr(ProgressiveSelfKD, "forward_train", killed_in_epoch_2)
+    interrupt_at(monkeypatch, "pskd", 5, kill)  # epoch 2's second step: last.pt is epoch 1's
     with pytest.raises(Killed):
         train(pskd_config(cifar100_root), tmp_path / "run")
     monkeypatch.undo()
     assert last(tmp_path / "run")["epoch"] == 1
     train(pskd_config(cifar100_root, resume=str(tmp_path / "run")), tmp_path / "run")
-    assert_bitwise(reference, tmp_path / "run")
+    assert_same_run(reference, tmp_path / "run")
 
 
 def test_resume_after_a_mid_epoch_sigterm_is_bitwise(reference: Path, cifar100_root: Path,
                                                      tmp_path: Path, monkeypatch):  # fmt: skip
-    forward, steps = ProgressiveSelfKD.forward_train, []
-
-    def sigterm_in_epoch_2(self, *args):
-        steps.append(1)
-        if len(steps) == 5:  # a real signal, handled by the run's StopRequest
-            os.kill(os.getpid(), signal.SIGTERM)
-        return forward(self, *args)
-
-    monkeypatch.setattr(ProgressiveSelfKD, "forward_train", sigterm_in_epoch_2)
+    # a real signal, handled by the run's StopRequest
+    interrupt_at(monkeypatch, "pskd", 5, lambda: os.kill(os.getpid(), signal.SIGTERM))
     with pytest.raises(RunStopped, match="in epoch 2 after step 2"):
         train(pskd_config(cifar100_root), tmp_path / "run")
     monkeypatch.undo()
     stopped = last(tmp_path / "run")
     assert stopped["method"]["epoch"] == 2
     train(pskd_config(cifar100_root, resume=str(tmp_path / "run")), tmp_path / "run")
-    assert_bitwise(reference, tmp_path / "run")
+    assert_same_run(reference, tmp_path / "run")
