@@ -213,7 +213,7 @@ class FolderLoader:
             members = self.partners == SAME_CLASS_PARTNERS
             self._members = ClassMembers(folder_labels(dataset)) if members else None
             self._seed = seed
-            self._table: tuple[Optional[int], Tensor] = (None, torch.empty(0))
+            self._table: tuple[Optional[int], list[int]] = (None, [])
         if train and shard < batch_size:
             raise ConfigError(
                 f"dataset.batch_size={batch_size} is larger than the training set "
@@ -283,9 +283,10 @@ class FolderLoader:
         that sample; or the previous batch's samples, augmented a second time."""
         if self._members is not None:
             if self._table[0] != epoch:  # one draw per epoch, for all of its batches
-                self._table = (epoch, same_class_partners(self._members, self._seed, epoch))
+                table = same_class_partners(self._members, self._seed, epoch)
+                self._table = (epoch, table.tolist())  # plain ints: read once per sample
             table = self._table[1]
-            return [(epoch, int(table[i]), f"partner-of-{i}") for _, i in keys]
+            return [(epoch, table[i], f"partner-of-{i}") for _, i in keys]
         where = previous_position(epoch, batch, batches.batches)
         if where is None:
             return []

@@ -163,16 +163,19 @@ class DeviceLoader:
         n = self.images.shape[0]
         g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         perm = torch.randperm(n, generator=g)
-        shifts = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=g)
-        flips = torch.rand(n, generator=g) < 0.5
-        pos = self._positions()
-        return perm[pos].to(self.device), shifts[pos].to(self.device), flips[pos].to(self.device)
+        shifts, flips = self._crops_and_flips(g)
+        return perm[self._positions()].to(self.device), shifts, flips
 
     def _augmentation(self, epoch: int, what: str) -> tuple[Tensor, Tensor]:
         """Crop shifts and flips of this rank's positions from a generator of its own: the
         partners' augmentation, drawn apart from the batches' (`_plan`)."""
-        n = self.images.shape[0]
         g = torch.Generator().manual_seed(partner_seed(self.seed, epoch, what))
+        return self._crops_and_flips(g)
+
+    def _crops_and_flips(self, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Crop shifts and flips drawn from `g` for every position of an epoch, then this
+        rank's, on the device."""
+        n = self.images.shape[0]
         shifts = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=g)
         flips = torch.rand(n, generator=g) < 0.5
         pos = self._positions()
