@@ -15,8 +15,10 @@ from omegaconf import OmegaConf
 import sdrun
 from sdrun.commandline.run_dir_guard import exit_with
 from sdrun.commandline.saved_overrides import INTERPOLATION, SAVED, Command, read_saved_overrides
-from sdrun.errors import ConfigError
+from sdrun.errors import SdrunError
 from sdrun.runfolder import distributed
+from sdrun.trust import received, signing
+from sdrun.trust.folder import check_folder
 
 CONFIG_PACKAGE = "sdrun.conf"
 
@@ -46,20 +48,33 @@ def resume_overrides(argv: list[str], command: Command) -> list[str]:
     one block after any flag (`sdrun --cfg job resume=X`)."""
     at = next((i for i, a in enumerate(argv) if _key(a) == "resume"), None)
     resume = None if at is None else override_value(argv[at])
-    if at is None or not resume or any(_key(a) == "hydra.run.dir" for a in argv):
+    if at is None or not resume:
+        return argv
+    if any(_key(a) == "hydra.run.dir" for a in argv):
+        _mark_if_received(Path(resume).expanduser())  # the command line gives every setting
         return argv
     path = Path(resume).expanduser()
     run_dir = path if path.is_dir() else path.parent.parent
     if not (run_dir / SAVED).is_file():
         return argv  # a checkpoint outside a run dir: the command line must give the config
     try:
-        saved = read_saved_overrides(run_dir, command, CONFIG_DIR)
-    except ConfigError as err:
+        check_folder(run_dir)  # before anything is written there, the lock included
+        saved = received.take(run_dir, read_saved_overrides(run_dir, command, CONFIG_DIR),
+                              command.prog)  # fmt: skip
+    except SdrunError as err:
         exit_with(err, command.prog)
     given = {_key(a) for a in argv}
     old = [o for o in saved if _key(o) not in given]
     run_dir_override = f"hydra.run.dir={quote(str(run_dir.resolve()))}"
     return [*argv[:at], *old, argv[at], run_dir_override, *argv[at + 1 :]]
+
+
+def _mark_if_received(path: Path) -> None:
+    """A checkpoint's own folder, resumed with settings all given now: its wandb run is still
+    the folder's, taken only from the user's own folder."""
+    run_dir = path if path.is_dir() else path.parent.parent
+    if (run_dir / SAVED).is_file() and not signing.is_own(run_dir):
+        received.mark(run_dir)
 
 
 def _key(override: str) -> str:
