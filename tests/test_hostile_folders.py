@@ -238,3 +238,20 @@ def test_writes_replace_a_link_and_never_follow_it(tmp_path: Path):
     with pytest.raises(files.UnsafeFile, match="symbolic link"):
         files.append_text(folder / "log", "x\n")
     assert (home / ".bashrc").read_text() == "# the user's shell\n"
+
+
+def test_a_folder_named_with_an_interpolation_resumes_and_reveals_nothing(
+    sd_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Hydra resolves its run directory a second time (hydra.runtime.output_dir): a `${` in a
+    folder's name would be read as an interpolation, here one that names a secret."""
+    monkeypatch.setenv("SDRUN_TEST_SECRET", "hunter2")
+    folder = tmp_path / "x${oc.env:SDRUN_TEST_SECRET}"
+    shutil.copytree(sd_run, folder)
+    before = (folder / "sdrun.log").stat().st_size
+    result = sdrun_here(f"resume={folder}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (folder / "sdrun.log").stat().st_size > before  # this session logged there
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]  # nothing beside it
+    assert "hunter2" not in result.stdout + result.stderr
+    assert not any(b"hunter2" in p.read_bytes() for p in folder.rglob("*") if p.is_file())
