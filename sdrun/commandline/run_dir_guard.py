@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from sdrun.errors import SdrunError, TrainingDiverged
-from sdrun.runfolder import distributed, run_lock
+from sdrun.runfolder import distributed, requeue, run_lock
 from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, LAST, guard_run_dir
 from sdrun.runfolder.interrupt import RunStopped
 
@@ -49,7 +49,8 @@ class RunDirGuard(Callback):
         try:
             if is_main:  # before Hydra writes a file: a second process must change nothing
                 run_lock.acquire(run_dir)  # held until the task ends (`run_task`)
-            guard_run_dir(run_dir, resuming=config.resume is not None)
+            resuming = config.resume is not None or requeue.continues(run_dir)
+            guard_run_dir(run_dir, resuming=resuming)
         except SdrunError as err:
             run_lock.release_all(refused=True)
             exit_with(err)
@@ -153,6 +154,7 @@ def run_task(work: Callable[[], T], prog: str = "sdrun") -> T:
         return work()
     except RunStopped as err:
         print(f"{prog}: {err}", file=sys.stderr)
+        requeue.hand_over(err.notice, err.resume_hint)  # on the cluster's notice: requeued
         sys.exit(err.exit_code)
     except TrainingDiverged as err:  # it trained with this config: that stays on record
         exit_with(err, prog)
