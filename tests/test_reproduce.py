@@ -282,3 +282,11 @@ def test_make_reproduce_passes_table_and_the_selections_to_the_script(tmp_path: 
     assert planned(proc.stdout) == [f"resnet20 {m} seed 0" for m in METHODS]
     proc = run_here(*make_n("TABLE=selfkd", "METHODS=step"), cwd=tmp_path)
     assert proc.returncode == 2 and "unknown method step in table selfkd" in proc.stderr
+    # where the runs go: LAUNCHER, GPUS, SLURM (quoted values inside), WAIT
+    args = make_n("LAUNCHER=slurm", 'SLURM=partition=gpu "setup=[module load cuda]"', "WAIT=0")
+    at = args.index("--slurm")
+    assert args[at + 1] == 'partition=gpu "setup=[module load cuda]"' and "--no-wait" in args
+    assert args[args.index("--launcher") + 1] == "slurm"
+    assert run_here(*args, "--models", "resnet20", "--seeds", "1", cwd=tmp_path).returncode == 0
+    args = make_n("GPUS=0,1")
+    assert args[args.index("--gpus") + 1] == "0,1" and "--no-wait" not in args
