@@ -97,8 +97,8 @@ def test_a_job_stopped_by_the_notice_is_requeued_and_continues_its_run(table, sl
     assert json.loads((slurm / "jobs.json").read_text())[cosine]["restarts"] == 1
     folder = run_dir(out, "cosine")
     log = next((out / "jobs").glob(f"{cosine}/*_log.err")).read_text()
-    assert ("sdrun: stopped by SIGUSR2 in epoch 2 after step 1; checkpoint written; the job is "
-            "requeued and continues from it") in log  # fmt: skip
+    assert ("sdrun: stopped by SIGUSR2 in epoch 2 after step 1; checkpoint written; requeueing "
+            "the job to continue from it") in log  # fmt: skip
     assert "already holds a run's checkpoint" not in log  # the requeued job was not refused
     sdrun_log = (folder / "sdrun.log").read_text()
     assert "resumed after epoch 1, step 3" in sdrun_log  # from the stop's checkpoint

@@ -28,8 +28,8 @@ def test_the_notice_stops_the_run_and_never_forces_an_exit(in_submitit_job, tmp_
         os.kill(os.getpid(), signal.SIGUSR2)  # a second notice: still no exit at once
         assert stop() and (stop.signum, stop.notice) == (signal.SIGTERM, signal.SIGUSR2)
     err = stopped(stop, tmp_path, "after epoch 1")
-    assert str(err) == ("stopped by SIGTERM after epoch 1; checkpoint written; the job is "
-                        "requeued and continues from it")  # fmt: skip
+    assert str(err) == ("stopped by SIGTERM after epoch 1; checkpoint written; requeueing the "
+                        "job to continue from it")  # fmt: skip
     assert (err.notice, err.exit_code) == (signal.SIGUSR2, 128 + signal.SIGTERM)
     assert err.resume_hint == f"continue with: sdrun resume={tmp_path}"
 

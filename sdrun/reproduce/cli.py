@@ -127,12 +127,20 @@ def choose_launcher(name: str, gpus: str, jobs: int, wait: bool) -> tuple[str, l
     if jobs != 1 and name != "processes":
         how = "one run per GPU (GPUS=...)" if name == "local" else "what SLURM allows"
         raise ValueError(f"JOBS is for LAUNCHER=processes; LAUNCHER={name} runs {how} at once")
-    if name != "processes" and importlib.util.find_spec("submitit") is None:
-        raise ValueError(f"LAUNCHER={name} runs its jobs through submitit, which is not "
-                         "installed: pip install -e '.[slurm]'")  # fmt: skip
+    if name != "processes" and not _installed("hydra_plugins.hydra_submitit_launcher"):
+        raise ValueError(f"LAUNCHER={name} runs its jobs through submitit and reads the Hydra "
+                         "launcher's settings, which are not installed: pip install -e "
+                         "'.[slurm]'")  # fmt: skip
     if not wait and name != "slurm":
         raise ValueError("WAIT=0 is for LAUNCHER=slurm: other launchers run the table here")
     return name, picked
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
 
 
 def dry_run(jobs: list[Job], extra: Extra, board: Board) -> None:

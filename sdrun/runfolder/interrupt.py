@@ -86,6 +86,6 @@ def stopped(stop: StopRequest, run_dir: Path, where: str, command: str = "sdrun"
     name = signal.Signals(signum).name
     hint = f"continue with: {command} resume={run_dir}"
     if stop.notice is not None:  # requeue.hand_over follows
-        return RunStopped(f"stopped by {name} {where}; checkpoint written; the job is requeued "
-                          "and continues from it", signum, stop.notice, hint)  # fmt: skip
+        return RunStopped(f"stopped by {name} {where}; checkpoint written; requeueing the job "
+                          "to continue from it", signum, stop.notice, hint)  # fmt: skip
     return RunStopped(f"stopped by {name} {where}; checkpoint written; {hint}", signum)
