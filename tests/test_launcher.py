@@ -74,11 +74,12 @@ def test_a_slurm_sweep_job_stopped_by_the_notice_is_requeued_and_continues_its_r
     sweep = tmp_path.resolve() / "sweep"
     monkeypatch.setenv("SDRUN_FAULT_HOLD", f"{sweep}/*@3")
     monkeypatch.setenv("FAKE_SLURM_NOTICE", "holding after step")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the job beside this process on a small machine
     try:
         proc = sdrun_here(
             "-m", "hydra/launcher=slurm", "+experiment=cifar100/resnet20_cosine",
             f"dataset.root={cifar100_root}", "dataset.download=false", "dataset.limit_train=64",
-            "dataset.limit_test=64", "dataset.batch_size=32", "dataset.eval_batch_size=64",
+            "dataset.limit_test=32", "dataset.batch_size=32", "dataset.eval_batch_size=32",
             "schedule.epochs=2", "logger=none", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
         )  # fmt: skip
     finally:
