@@ -219,6 +219,8 @@ def test_no_gpu_means_processes_and_visible_gpus_mean_local(monkeypatch: pytest.
     from sdrun.reproduce.cli import choose_launcher
 
     assert choose_launcher("", "", 2, True) == ("processes", [])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # the usual way to hide every GPU
+    assert choose_launcher("", "", 1, True) == ("processes", [])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")  # e.g. what a SLURM allocation holds
     assert choose_launcher("", "", 1, True) == ("local", ["1", "3"])
     assert choose_launcher("", "0", 1, True) == ("local", ["0"])

@@ -99,10 +99,14 @@ def visible_gpus() -> list[str]:
     allocation sets it to the GPUs it holds), else every GPU torch finds."""
     given = os.environ.get("CUDA_VISIBLE_DEVICES")
     if given is not None:
-        gpus = [g.strip() for g in given.split(",") if g.strip()]
-        if not all(g.isdigit() for g in gpus):
-            raise ValueError(f"CUDA_VISIBLE_DEVICES={given} names GPUs by UUID; give their "
-                             "indices with GPUS=0,1,...")  # fmt: skip
+        gpus = []
+        for entry in (g.strip() for g in given.split(",")):
+            if entry.startswith(("GPU-", "MIG-")):
+                raise ValueError(f"CUDA_VISIBLE_DEVICES={given} names GPUs by UUID; give "
+                                 "their indices with GPUS=0,1,...")  # fmt: skip
+            if not entry.isdigit():
+                break  # CUDA's rule: the devices before the first invalid entry (-1: none)
+            gpus.append(entry)
         return gpus
     import torch
 
