@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -94,7 +95,10 @@ def sbatch(args: list[str]) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     with records() as jobs:
-        base = str(1000 + sum(1 for key in jobs if "_" not in key or key.endswith("_0")))
+        # job ids of their own per state dir: submitit's watcher, shared by a test process,
+        # caches the states of ids it has seen
+        first = 1000 + zlib.crc32(str(state_dir()).encode()) % 9000 * 100
+        base = str(first + sum(1 for key in jobs if "_" not in key or key.endswith("_0")))
         tasks = [None]
         parallel = 1
         if "array" in opts:

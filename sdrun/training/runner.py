@@ -193,7 +193,8 @@ def _fault_hold(stop: StopRequest, state: StepState, run_dir: Path) -> Callable[
     def check() -> bool:
         if state.step == int(step) and not stop():
             log.warning("fault injection: holding after step %s until a stop signal", step)
-            while not stop():
+            until = time.monotonic() + 600  # a test that never sends it fails, not hangs
+            while not stop() and time.monotonic() < until:
                 time.sleep(0.05)
         return stop()
 
