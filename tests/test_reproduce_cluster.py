@@ -49,7 +49,7 @@ def table(slurm: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
         mp.setenv("SDRUN_FAULT_HOLD", f"{cosine}@3")
         mp.setenv("FAKE_SLURM_NOTICE", HOLD)
         proc = run_here("--smoke", "--models", "resnet20", "--methods", "cosine,sd,born-again",
-                        "--launcher", "slurm", "--poll-s", "0.2", "--out", str(out), *SMALL,
+                        "--launcher", "slurm", "--poll-s", "1", "--out", str(out), *SMALL,
                         cwd=out)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc.stdout
@@ -120,7 +120,7 @@ def test_the_next_call_says_where_each_run_is_and_writes_the_report(table):
 
 def test_a_failed_job_is_named_with_its_log_and_its_chain_is_cancelled(slurm, tmp_path: Path):
     proc = run_here("--smoke", "--models", "resnet20", "--methods", "born-again", "--launcher",
-                    "slurm", "--poll-s", "0.2", "--out", str(tmp_path), "--",
+                    "slurm", "--poll-s", "1", "--out", str(tmp_path), "--",
                     "optim.weight_decay=-1", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr
     ids = job_ids(proc.stdout)
@@ -228,13 +228,12 @@ def test_no_gpu_means_processes_and_visible_gpus_mean_local(monkeypatch: pytest.
 
 def test_only_the_same_job_restarted_continues_a_run_folder(table):
     """The requeued job continued its run (above); any other start in that folder is refused
-    as before, and the same job restarted once more trains nothing twice."""
+    as before."""
     out, stdout = table
     array, task = job_ids(stdout)["cosine"].split("_")
     folder = run_dir(out, "cosine")
     args = [*yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()),
             f"hydra.run.dir={folder}"]  # fmt: skip
-    metrics = (folder / "metrics.jsonl").read_text()
     same = {"SLURM_JOB_ID": "7", "SLURM_ARRAY_JOB_ID": array, "SLURM_ARRAY_TASK_ID": task}
     other = {**same, "SLURM_ARRAY_TASK_ID": "9", "SLURM_RESTART_COUNT": "1"}
     for env in ({}, other, same):  # a plain sdrun; another job; the same job, not restarted
@@ -243,6 +242,3 @@ def test_only_the_same_job_restarted_continues_a_run_folder(table):
         assert proc.stderr == (f"sdrun: error: {folder} already holds a run's checkpoint; pass "
                                f"resume={folder} to continue it, or choose another "
                                "hydra.run.dir\n")  # fmt: skip
-    proc = sdrun_here(*args, cwd=out, env={**same, "SLURM_RESTART_COUNT": "2"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (folder / "metrics.jsonl").read_text() == metrics
