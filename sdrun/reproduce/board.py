@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional, TextIO
 
 from sdrun.reproduce.plan import Job
+from sdrun.trust import files
 
 
 class Board:
@@ -43,7 +44,7 @@ class Board:
 def last_line(log: Path) -> Optional[str]:
     """The last non-empty line of a run's log (a failed sdrun's one-line error), if any."""
     try:
-        with open(log, "rb") as f:
+        with files.open_binary(log) as f:
             f.seek(max(0, f.seek(0, 2) - 8192))  # the end is enough, however long the log is
             tail = f.read().decode(errors="replace")
     except OSError:

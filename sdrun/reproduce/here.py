@@ -19,6 +19,7 @@ from typing import Optional, Protocol
 
 from sdrun.reproduce.board import Board, failure
 from sdrun.reproduce.plan import Job, command, state
+from sdrun.trust import files
 
 EXIT_INTERRUPTED = 130
 
@@ -68,7 +69,7 @@ def start_one(job: Job, cmd: list[str], side_by_side: int) -> subprocess.Popen:
     threads = str(max(1, (os.cpu_count() or 1) // side_by_side))
     env = {"OMP_NUM_THREADS": threads, **os.environ}
     job.run_dir.mkdir(parents=True, exist_ok=True)
-    with open(job.run_dir / "reproduce.log", "a") as log:
+    with files.open_append(job.run_dir / "reproduce.log") as log:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 

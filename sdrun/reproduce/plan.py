@@ -18,11 +18,12 @@ other methods of seed 0.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from sdrun.trust import files
 
 MODELS = ("resnet20", "resnet32", "resnet56", "resnet110", "densenet_bc100")
 METHODS = ("sd", "cyclic", "cosine", "step", "born-again")  # the default table's
@@ -100,9 +101,9 @@ def state(run_dir: Path) -> str:
     summary = run_dir / "summary.json"
     if summary.is_file():
         try:
-            if json.loads(summary.read_text()).get("complete") is True:
+            if files.read_json(summary).get("complete") is True:
                 return "done"
-        except ValueError:
+        except (OSError, ValueError, AttributeError):
             pass  # a damaged summary: the checkpoint decides
     return "resume" if (run_dir / "checkpoints" / "last.pt").is_file() else "new"
 

@@ -28,6 +28,7 @@ from sdrun.reproduce.here import EXIT_INTERRUPTED, Extra
 from sdrun.reproduce.job import SdrunJob
 from sdrun.reproduce.plan import Job, command, state
 from sdrun.reproduce.slurm_settings import LAUNCHER_FILE, executor
+from sdrun.trust import files
 
 QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESIZING",
           "SUSPENDED", "PREEMPTED", "UNKNOWN", ""}  # fmt: skip
@@ -48,7 +49,7 @@ class Ledger:
 
     def load(self) -> Ledger:
         try:
-            data = json.loads(self.path.read_text())
+            data = files.read_json(self.path)
         except (OSError, ValueError):
             data = {}
         self.ids = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
@@ -58,10 +59,8 @@ class Ledger:
         return str(job.run_dir.relative_to(self.out))
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.ids, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, self.path)
+        files.ensure_dir(self.path.parent)
+        files.write_text(self.path, json.dumps(self.ids, indent=1, sort_keys=True) + "\n")
 
 
 @dataclass
