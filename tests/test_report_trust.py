@@ -142,16 +142,26 @@ def test_few_shared_seeds_are_not_paired(tmp_path: Path):
     assert "at least 2/3 of each row's runs" in text
 
 
-# 11. symlinked run folders are found (a link loop is walked once)
-def test_symlinked_run_folders_are_found(tmp_path: Path):
+# 11 (issue 26): links inside the given folders are listed, never followed; a given folder may
+# itself be a link (the user's choice)
+def test_links_under_the_given_folders_are_listed_not_followed(tmp_path: Path):
     scratch, results = tmp_path / "scratch", tmp_path / "results"
     write_run(scratch / "sd0", "sd", 0, 70.0)
     write_run(scratch / "sd1", "sd", 1, 71.0)
     results.mkdir()
     os.symlink(scratch / "sd0", results / "sd0")
-    os.symlink(scratch, results / "all")  # sd0 twice: one run
+    os.symlink(scratch, results / "all")
     os.symlink(results, scratch / "loop")
-    report, _ = report_of(results)
+    report, text = report_of(results)
+    assert report.runs == [] and report.rows == []
+    for name in ("sd0", "all"):
+        note = next(n for n in report.notes if n.startswith(str(results / name)))
+        assert "symbolic link" in note and "not followed" in note and "give the link" in note
+    report, _ = report_of(results, scratch)  # the target given as a PATH: read once
+    assert [r.n for r in report.rows] == [2]
+    assert any(n.startswith(str(scratch / "loop")) for n in report.notes)
+    os.symlink(scratch, tmp_path / "linked_root")
+    report, _ = report_of(tmp_path / "linked_root")
     assert [r.n for r in report.rows] == [2]
 
 

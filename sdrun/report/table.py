@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from sdrun.report import costs, stats
 from sdrun.report.references import Reference, references_for
-from sdrun.report.runs import SUMMARY, Run
+from sdrun.report.runs import Run
 
 METHOD_ORDER = ("sd", "cyclic", "cosine", "step")
 RUNTIME_COLUMNS = {
@@ -100,7 +100,7 @@ def _model_order(name: str) -> tuple[str, int]:
 
 def _drop_duplicate_seeds(row: Row) -> None:
     newest: dict[Any, Run] = {}
-    for run in sorted(row.runs + row.diverged, key=lambda r: (r.path / SUMMARY).stat().st_mtime):
+    for run in sorted(row.runs + row.diverged, key=lambda r: r.summary_mtime):
         if run.seed in newest:
             row.notes.append(
                 f"seed {run.seed} ran twice; kept {run.path}, not {newest[run.seed].path}"

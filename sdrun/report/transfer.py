@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from sdrun.report.backbones import Backbone, Backbones
+from sdrun.report.run_files import shorten
 from sdrun.report.runs import SUMMARY, Run
+from sdrun.report.scope import Scope
 from sdrun.report.stats import Difference, difference
 
 METRICS = {"detection": "test/map50", "segmentation": "test/miou"}
@@ -63,7 +65,7 @@ def problem(run: Run) -> Optional[str]:
     if value is None:
         return f"{SUMMARY} has no {metric or 'metric for task ' + task}"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return f"{SUMMARY}: {metric} is {value!r}, not a finite number"
+        return f"{SUMMARY}: {metric} is {shorten(repr(value))}, not a finite number"
     return None
 
 
@@ -146,7 +148,7 @@ def newest_per_seed(runs: Sequence[Run], backbones: dict[Any, Backbone]) -> tupl
     written last; every run left out is named in a note."""
     newest: dict[tuple, Run] = {}
     notes = []
-    for run in sorted(runs, key=lambda r: (r.path / SUMMARY).stat().st_mtime):
+    for run in sorted(runs, key=lambda r: r.summary_mtime):
         key = (backbones[run.path].source, str(run.seed))
         if key in newest:
             notes.append(
@@ -157,9 +159,10 @@ def newest_per_seed(runs: Sequence[Run], backbones: dict[Any, Backbone]) -> tupl
     return sorted(newest.values(), key=lambda r: (str(backbones[r.path].seed), str(r.seed))), notes
 
 
-def build_rows(runs: Sequence[Run]) -> tuple[list[TransferRow], list[str]]:
-    """(rows, notes on runs left out of them)."""
-    identify = Backbones()
+def build_rows(runs: Sequence[Run], scope: Scope) -> tuple[list[TransferRow], list[str]]:
+    """(rows, notes on runs left out of them); backbones are identified from the run folders
+    in `scope`."""
+    identify = Backbones(scope)
     backbones = {run.path: identify.of(run) for run in runs}
     rows: dict[tuple, TransferRow] = {}
     for run in runs:

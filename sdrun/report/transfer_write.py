@@ -6,13 +6,17 @@ One statistic, as in the main table: mean ± SE with its t-based 95 % interval.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdrun.report import stats
-from sdrun.report.markdown import mean_se, num, table
+from sdrun.report.escape import code
+from sdrun.report.escape import md as md_text
+from sdrun.report.md_format import interval, mean_se, num, table
 from sdrun.report.runs import Run
 from sdrun.report.transfer import METRIC_NAMES, TransferRow, build_rows, problem, sd_gains
+
+if TYPE_CHECKING:  # model.py imports the section writers' inputs, not the writers
+    from sdrun.report.model import Report
 
 ROW_COLUMNS = ["task", "model", "pretraining", "variant", "metric", "n_runs", "n_backbones",
                "over", "n", "mean", "se", "ci95_low", "ci95_high", "std", "backbone_seeds",
@@ -72,7 +76,7 @@ def markdown(
     for row in rows:
         rec = row_record(row)
         lines.append([row.task, row.model, row.label, METRIC_NAMES[row.task],
-                      mean_se(row.values(), interval=True), f"{rec['n']} {row.unit}",
+                      mean_se(row.values(), with_interval=True), f"{rec['n']} {row.unit}",
                       row.design(), rec["backbone_seeds"], rec["seeds"]])  # fmt: skip
     header = ["task", "backbone", "pre-training", "metric", "mean ± SE [95 % interval]",
               "n (over)", "runs", "backbone seeds", "fine-tuning seeds"]  # fmt: skip
@@ -88,7 +92,7 @@ def markdown(
         ]  # fmt: skip
         lines = [
             [sd.task, sd.model, sd.label, other.label, num(e.gain), num(e.se),
-             "-" if e.ci95 is None else f"[{num(e.ci95[0])}, {num(e.ci95[1])}]", e.pairing,
+             interval(e.ci95), e.pairing,
              str(e.n_a), str(e.n_b), e.no_interval or ""]
             for sd, other, e in gains
         ]  # fmt: skip
@@ -96,20 +100,20 @@ def markdown(
                       "n SD", "n other", "note"], lines)  # fmt: skip
     if incomplete or notes:
         md += ["", "Transfer runs not averaged, and notes:", ""]
-        md += [f"- `{run.path}`: {why}" for run, why in incomplete]
-        md += [f"- {note}" for note in notes]
+        md += [f"- {code(run.path)}: {md_text(why)}" for run, why in incomplete]
+        md += [f"- {md_text(note)}" for note in notes]
     return md
 
 
-def transfer_section(runs: Sequence[Run], out: Path) -> list[str]:
-    """Write transfer.csv and transfer_gains.csv into `out`; return the markdown section."""
-    from sdrun.report.write import write_csv  # the report's CSV writer (rounding, empty cells)
-
+def transfer_section(report: Report) -> list[str]:
+    """Write transfer.csv and transfer_gains.csv into the report folder; return the markdown
+    section."""
+    runs = report.transfer_runs
     complete = [r for r in runs if problem(r) is None]
     incomplete = [(r, problem(r) or "") for r in runs if problem(r) is not None]
-    rows, notes = build_rows(complete)
-    if rows:
-        write_csv(out / "transfer.csv", [row_record(r) for r in rows], ROW_COLUMNS)
+    rows, notes = build_rows(complete, report.scope)
+    if rows and report.folder is not None:
+        report.folder.write_csv("transfer.csv", [row_record(r) for r in rows], ROW_COLUMNS)
         records = [gain_record(*g) for g in sd_gains(rows)]
-        write_csv(out / "transfer_gains.csv", records, GAIN_COLUMNS)
+        report.folder.write_csv("transfer_gains.csv", records, GAIN_COLUMNS)
     return markdown(rows, incomplete, notes)

@@ -1,0 +1,59 @@
+"""Markdown pieces every section of RESULTS.md uses: numbers, `mean ± SE [interval]`, tables
+(every cell escaped unless the report composed it: escape.py) and links to files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+from urllib.parse import quote
+
+from sdrun.report import stats
+from sdrun.report.escape import Markup, md
+
+EVERY_VALUE_EQUAL = "no interval: every value equal"
+
+
+def num(value: Optional[float], digits: int = 2) -> str:
+    """A number cell: `digits` decimals, "-" when missing (or not a number: a value read from
+    a folder, such as a search's best value, can be anything)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def sig3(value: Optional[float]) -> str:
+    """Three significant digits: hours range from a smoke run's 0.0003 to a chain's 30."""
+    return "-" if value is None else f"{value:.3g}"
+
+
+def interval(ci: Optional[tuple[float, float]]) -> Markup:
+    return Markup("-" if ci is None else f"[{num(ci[0])}, {num(ci[1])}]")
+
+
+def mean_se(values: Sequence[float], with_interval: bool = False) -> Markup:
+    """`mean ± SE` (and `[low, high]`); the mean alone for one value."""
+    if not values:
+        return Markup("-")
+    se = stats.standard_error(values)
+    text = num(stats.mean(values)) + ("" if se is None else f" ± {num(se)}")
+    ci = stats.mean_interval(values) if with_interval else None
+    if with_interval and ci is None and se == 0.0:
+        return Markup(f"{text} [{EVERY_VALUE_EQUAL}]")
+    return Markup(text + ("" if ci is None else f" {interval(ci)}"))
+
+
+def table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table: every cell escaped (escape.md) but those the report composed
+    (escape.Markup), so no value from a folder can end a cell or the table."""
+    out = ["| " + " | ".join(md(h) for h in header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(md(cell) for cell in line) + " |" for line in lines]
+    return out
+
+
+def link(target: Path, out: Path) -> str:
+    """`target` relative to the report folder `out` as a Markdown link destination: every
+    character but letters, digits and `/._-~` percent-encoded (a folder's name may hold `)`,
+    spaces or newlines, which would end the link)."""
+    return quote(os.path.relpath(target, out), safe="/._-~")
