@@ -110,6 +110,10 @@ def test_malformed_runs_are_listed_with_their_reason(tmp_path: Path, capsys):
     for name, (file, content) in bad.items():
         folder = write_run(tmp_path / name, "sd", 7, 70.0)
         (folder / file).write_text(content)
+    # killed: its metrics.jsonl says how far it got (a line that is not a mapping is no epoch);
+    # a complete run's metrics.jsonl is not read at all (issue 28.12: its numbers are the
+    # summary's)
+    (tmp_path / "number_line" / "summary.json").unlink()
     assert main([str(tmp_path)]) == 0
     err = capsys.readouterr().err
     reasons = {
@@ -117,7 +121,7 @@ def test_malformed_runs_are_listed_with_their_reason(tmp_path: Path, capsys):
         "inf": "teacher/top1 is -inf, not a finite number",
         "text": "student/top1 is '71.5', not a number",
         "list": "summary.json is a list, not a mapping",
-        "number_line": "metrics.jsonl has 1 unreadable line(s)",
+        "number_line": "incomplete: 1 of 240 epochs done, no summary.json",
         "config_list": ".hydra/config.yaml is a list, not a mapping",
     }
     for name, why in reasons.items():

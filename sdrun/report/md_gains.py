@@ -4,14 +4,11 @@ compared (with why)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from sdrun.report.escape import md
 from sdrun.report.gains import Gain, rows_without_sd
 from sdrun.report.md_format import interval, num, table
-
-if TYPE_CHECKING:  # model.py imports the section writers' inputs, not the writers
-    from sdrun.report.model import Report
+from sdrun.report.model import Report
 
 
 def _gain_note(gain: Gain) -> str:

@@ -4,16 +4,13 @@ runs that are not averaged."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from sdrun.report.escape import code, md
 from sdrun.report.md_format import mean_se, table
+from sdrun.report.model import Report
 from sdrun.report.references import other_networks, recipe_differences
 from sdrun.report.sweeps import Sweep
 from sdrun.report.table import Row, _fmt_value, _sort_key
-
-if TYPE_CHECKING:  # model.py imports the section writers' inputs, not the writers
-    from sdrun.report.model import Report
 
 OTHER_NETWORKS = (
     "Published values on networks this table does not train (top-1 error, %; each source's own "

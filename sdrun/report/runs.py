@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdrun.config import effective_cycles, flatten
-from sdrun.methods import FILE, find_method, method_label
 from sdrun.report import costs
 from sdrun.report.identity import runtime_of, settings_read
+from sdrun.report.method_catalog import FILE, find_method, method_label
 from sdrun.report.run_files import (
     CONFIG,
     METRICS,
@@ -189,7 +189,8 @@ def _unreadable(name: Path, err: BaseException) -> str:
 
 
 def summary_problem(run: Run) -> Optional[str]:
-    """Why a run with a readable summary is not averaged (None: it is)."""
+    """Why a run with a readable summary is not averaged (None: it is); its metrics.jsonl is
+    read only when it is not (to say how many epochs were done)."""
     summary, bad = run.summary, bad_number(run.summary)
     if run.diverged:
         where = f"epoch {summary.get('diverged_epoch', '?')}"
@@ -201,11 +202,9 @@ def summary_problem(run: Run) -> Optional[str]:
         return f"{bad}; not averaged"
     if summary.get("student/top1") is None:
         return f"{SUMMARY} has no student/top1"
-    try:
-        _, cut = read_metrics(run.path / METRICS)
-    except READ_ERRORS as err:
-        return f"{METRICS}: {not_read(err)}"
-    return f"{METRICS} has {cut} unreadable line(s): the file was damaged" if cut else None
+    # A complete run's numbers all come from its summary: metrics.jsonl is read only for its
+    # curves (--run-plots), not to judge it (most of a large report's time was that parse).
+    return None
 
 
 def run_metrics(run: Run) -> list[dict[str, Any]]:

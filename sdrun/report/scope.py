@@ -15,10 +15,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-if TYPE_CHECKING:
-    from sdrun.report.runs import Run
+from sdrun.report.runs import Run
 
 
 class Scope:

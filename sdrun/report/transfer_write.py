@@ -6,17 +6,15 @@ One statistic, as in the main table: mean ± SE with its t-based 95 % interval.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sdrun.report import stats
 from sdrun.report.escape import code
 from sdrun.report.escape import md as md_text
 from sdrun.report.md_format import interval, mean_se, num, table
+from sdrun.report.model import Report
 from sdrun.report.runs import Run
 from sdrun.report.transfer import METRIC_NAMES, TransferRow, build_rows, problem, sd_gains
-
-if TYPE_CHECKING:  # model.py imports the section writers' inputs, not the writers
-    from sdrun.report.model import Report
 
 ROW_COLUMNS = ["task", "model", "pretraining", "variant", "metric", "n_runs", "n_backbones",
                "over", "n", "mean", "se", "ci95_low", "ci95_high", "std", "backbone_seeds",
