@@ -29,9 +29,9 @@ def gains_by_baseline(report) -> dict[str, dict]:
     return {g.baseline.label: gain_record(g) for g in report.gains}
 
 
-# 1. pairing only on >= 2 shared seeds that are >= 2/3 of each side, each side's n, the same
-# runs as the row means
-def test_gain_pairs_when_shared_seeds_are_most_runs_else_uses_every_run(tmp_path: Path):
+# 1. pairing only when both rows have the same seeds (issue 28.11: else Welch over every run),
+# each side's n, the same runs as the row means
+def test_gain_pairs_only_on_the_same_seeds_else_uses_every_run(tmp_path: Path):
     for seed in (0, 1, 2):
         write_run(tmp_path / f"sd{seed}", "sd", seed, 70.0)
     for seed, top1 in zip((2, 3, 4), (71.5, 68.0, 68.0)):
@@ -46,17 +46,18 @@ def test_gain_pairs_when_shared_seeds_are_most_runs_else_uses_every_run(tmp_path
     assert gain["base_top1_mean"] == pytest.approx(100 - rows["step"]["top1_err_mean"])
     assert "| unpaired | 3 / 3 | 70.00 / 69.17 |" in text
 
-    write_run(tmp_path / "step1", "step", 1, 69.0)  # seeds 1 and 2 shared: 2 of 4 baselines
-    gain = gains_by_baseline(report_of(tmp_path)[0])["step"]
-    assert gain["pairing"] == "unpaired" and (gain["n_sd"], gain["n_base"]) == (3, 4)
-    for seed in (3, 4):  # now seeds 1 and 2 are 2 of 3 SD runs and both baseline runs
+    for seed in (3, 4):  # seeds 1 and 2 shared, SD has seed 0 too: still every run, unpaired
         shutil.rmtree(tmp_path / f"step{seed}")
+    write_run(tmp_path / "step1", "step", 1, 69.0)
+    gain = gains_by_baseline(report_of(tmp_path)[0])["step"]
+    assert gain["pairing"] == "unpaired" and (gain["n_sd"], gain["n_base"]) == (3, 2)
+    write_run(tmp_path / "step0", "step", 0, 69.5)  # now the same seeds: paired on all three
     report, text = report_of(tmp_path)
     gain = gains_by_baseline(report)["step"]
-    assert gain["pairing"] == "paired n=2" and (gain["n_sd"], gain["n_base"]) == (2, 2)
-    assert gain["gain"] == pytest.approx(statistics.fmean([70.0 - 69.0, 70.0 - 71.5]))
-    assert (gain["sd_seeds"], gain["base_seeds"]) == ("1 2", "1 2")
-    assert "shared seeds only: 2 of 3 SD runs, 2 of 2 baseline runs" in text
+    assert gain["pairing"] == "paired n=3" and (gain["n_sd"], gain["n_base"]) == (3, 3)
+    assert gain["gain"] == pytest.approx(statistics.fmean([70.0 - 69.5, 70.0 - 69.0, 70.0 - 71.5]))
+    assert (gain["sd_seeds"], gain["base_seeds"]) == ("0 1 2", "0 1 2")
+    assert gain["gain_df"] == 2
 
 
 # 2. one quantity under one name: SE and a t-based 95 % interval, paired or not

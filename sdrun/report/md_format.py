@@ -11,8 +11,7 @@ from urllib.parse import quote
 
 from sdrun.report import stats
 from sdrun.report.escape import Markup, md
-
-EVERY_VALUE_EQUAL = "no interval: every value equal"
+from sdrun.report.stats import EVERY_VALUE_EQUAL
 
 
 def num(value: Optional[float], digits: int = 2) -> str:
@@ -39,7 +38,7 @@ def mean_se(values: Sequence[float], with_interval: bool = False) -> Markup:
     se = stats.standard_error(values)
     text = num(stats.mean(values)) + ("" if se is None else f" ± {num(se)}")
     ci = stats.mean_interval(values) if with_interval else None
-    if with_interval and ci is None and se == 0.0:
+    if with_interval and ci is None and stats.all_equal(values) and len(values) > 1:
         return Markup(f"{text} [{EVERY_VALUE_EQUAL}]")
     return Markup(text + ("" if ci is None else f" {interval(ci)}"))
 

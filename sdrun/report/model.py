@@ -25,7 +25,7 @@ class Report:
     out: Path
     runs: list[Run]  # every run found, complete or not
     rows: list[Row]
-    gains: list[Gain]
+    gains: list[Gain]  # the SD rows' (primary and exploratory)
     not_compared: list[NotCompared]
     sweeps: list[Sweep]
     incomplete: list[Run]  # neither complete nor counted as diverged: not in any row
@@ -36,6 +36,8 @@ class Report:
     transfer_runs: list[Run] = field(default_factory=list)  # sdrun-transfer's, own table
     searches: list[Search] = field(default_factory=list)  # their trials are in no row
     draw_run_plots: bool = False  # one PNG per run: most of a large report's time
+    family_gains: list[Gain] = field(default_factory=list)  # self-distillation vs cosine
+    primary_notes: list[str] = field(default_factory=list)  # which SD row is the headline
     scope: Scope | None = None  # what the report may read (for the transfer table's backbones)
 
     folder: OutFolder | None = None  # where it is written (write.py)

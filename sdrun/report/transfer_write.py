@@ -84,9 +84,9 @@ def markdown(
         md += [
             "", "### SD backbone's gain over each other backbone", "",
             "Metric points SD's backbone is better by, over the samples of each row (above): "
-            "paired on the seed when the rows share at least 2 and they are at least 2/3 of "
-            "each row's samples (same initialisation and data order), else the difference of "
-            "the means (Welch); SE and t-based 95 % interval (none below 2 samples a side).", "",
+            "paired on the seed only when both rows have the same seeds (same initialisation "
+            "and data order), else the difference of the means (Welch); SE, degrees of "
+            "freedom and t-based 95 % interval (none below 2 samples a side).", "",
         ]  # fmt: skip
         lines = [
             [sd.task, sd.model, sd.label, other.label, num(e.gain), num(e.se),

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from sdrun.report.gains import GAIN_COLUMNS, gain_record, sd_gains
+from sdrun.report.gains import FAMILY, GAIN_COLUMNS, gain_record, sd_gains
 from sdrun.report.markdown import results_md
 from sdrun.report.model import Report
 from sdrun.report.output import OutFolder, open_out, safe_name
@@ -48,16 +48,19 @@ def build_report(
     searches = find_searches(runs, records)
     results = without_trials(runs, searches)
     rows = build_rows(results)
-    gains, not_compared = sd_gains(rows)
     search_dirs = {s.path for s in searches}
+    compared = sd_gains(rows, [*found.sweeps, *search_dirs])
     sweeps = [build_sweep(p, rows, records) for p in found.sweeps if p not in search_dirs]
     notes = [*found.notes, *records.notes, *(note for row in rows for note in row.notes)]
+    gains = [g for g in compared.gains if g.role != FAMILY]
     return Report(
         roots=roots,
         out=Path(os.path.abspath(out)),
         rows=rows,
         gains=gains,
-        not_compared=not_compared,
+        family_gains=[g for g in compared.gains if g.role == FAMILY],
+        not_compared=compared.not_compared,
+        primary_notes=compared.notes,
         sweeps=[s for s in sweeps if s.cells_list],
         incomplete=[r for r in results if not r.complete and not r.diverged],
         notes=notes,
@@ -118,7 +121,8 @@ def write(report: Report, folder: Optional[OutFolder] = None) -> None:
     report.folder = folder
     draw_plots(report, folder)
     folder.write_csv("results.csv", [row_record(r) for r in report.rows], RESULT_COLUMNS)
-    folder.write_csv("gains.csv", [gain_record(g) for g in report.gains], GAIN_COLUMNS)
+    gains = [*report.gains, *report.family_gains]
+    folder.write_csv("gains.csv", [gain_record(g) for g in gains], GAIN_COLUMNS)
     searches = report.searches
     if searches:
         trials = [trial_record(s, run) for s in searches for run in s.trials]

@@ -1,0 +1,114 @@
+"""Issue 28's review of sdrun-report, on synthetic run folders (exact numbers against scipy, no
+training): what a careful reader needs beside each number."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from report_builder import write_run
+from scipy import stats as scipy_stats
+
+from sdrun.report import build_report, gain_record, row_record
+from sdrun.report.markdown import results_md
+
+
+def report_of(*paths: Path, **kwargs):
+    report = build_report(list(paths), paths[0] / "report", **kwargs)
+    return report, "\n".join(results_md(report))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# 1. equal values up to float rounding give no interval, never a zero-width one
+def test_values_equal_up_to_rounding_give_no_interval(tmp_path: Path):
+    for seed in range(5):
+        write_run(tmp_path / f"sd{seed}", "sd", seed, 71.29)
+        write_run(tmp_path / f"step{seed + 10}", "step", seed + 10, 70.13)  # unpaired
+    report, text = report_of(tmp_path)
+    assert "28.71 ± 0.00 [no interval: every value equal]" in text
+    assert "[28.71, 28.71]" not in text
+    assert row_record(report.rows[0])["top1_err_ci95_low"] is None
+    (gain,) = report.gains
+    assert gain.diff.pairing == "unpaired" and gain.diff.ci95 is None
+    assert gain.diff.no_interval == "no interval: every value equal"
+    assert gain_record(gain)["gain_ci95_low"] is None
+
+
+def welch(a: list[float], b: list[float]):
+    """scipy's Welch t-test of mean(a) - mean(b): (result, 95 % interval)."""
+    result = scipy_stats.ttest_ind(a, b, equal_var=False)
+    return result, result.confidence_interval(0.95)
+
+
+# 11. three runs against three sharing two seeds: Welch over all six, not a pair of two
+def test_runs_that_share_only_some_seeds_are_compared_over_every_run(tmp_path: Path):
+    sd, step = {0: 71.2, 1: 71.9, 2: 71.5}, {1: 70.6, 2: 70.9, 3: 70.2}
+    for seed, top1 in sd.items():
+        write_run(tmp_path / f"sd{seed}", "sd", seed, top1)
+    for seed, top1 in step.items():
+        write_run(tmp_path / f"step{seed}", "step", seed, top1)
+    report, text = report_of(tmp_path)
+    record = gain_record(report.gains[0])
+    result, ci = welch(list(sd.values()), list(step.values()))
+    assert record["pairing"] == "unpaired" and (record["n_sd"], record["n_base"]) == (3, 3)
+    assert record["gain_df"] == pytest.approx(result.df)  # 9: Welch's df, to rebuild it
+    assert (record["gain_ci95_low"], record["gain_ci95_high"]) == pytest.approx((ci.low, ci.high))
+    assert ci.low > 0  # every run shows what a pair of two (df 1) would not
+    assert f"| {result.df:.1f} | [{ci.low:.2f}, {ci.high:.2f}] |" in text
+
+
+# 3, 5, 9. the primary SD row's k comparisons: which are primary, df, simultaneous intervals,
+# and which way each interval lies
+def test_gains_say_their_direction_their_number_and_their_joint_interval(tmp_path: Path):
+    values = {"sd": (66.1, 67.0, 66.4), "cyclic": (69.0, 69.8, 69.5), "cosine": (69.2, 70.1, 69.4),
+              "step": (66.0, 67.3, 66.9)}  # fmt: skip
+    for method, tops in values.items():
+        for seed, top1 in enumerate(tops):
+            write_run(tmp_path / f"{method}{seed}", method, seed, top1)
+    report, text = report_of(tmp_path)
+    records = {g.baseline.label: gain_record(g) for g in report.gains}
+    assert {r["n_comparisons"] for r in records.values()} == {3}
+    assert records["cyclic"]["comparison"] == "primary: the teacher alone (same schedule)"
+    assert records["cosine"]["comparison"] == "primary: SD's recipe vs the CE baseline"
+    assert records["step"]["comparison"] == "" and records["step"]["role"] == "primary"
+    for name, record in records.items():
+        diffs = [a - b for a, b in zip(values["sd"], values[name])]  # paired on seeds 0-2
+        half = scipy_stats.t.ppf(1 - 0.05 / (2 * 3), 2) * scipy_stats.sem(diffs)
+        mean = sum(diffs) / 3
+        assert record["gain_df"] == 2 and record["simultaneous_level"] == pytest.approx(
+            1 - 0.05 / 3
+        )
+        assert (record["gain_ci_simultaneous_low"], record["gain_ci_simultaneous_high"]) == (
+            pytest.approx((mean - half, mean + half)))  # fmt: skip
+    assert "**3 comparisons**" in text and "1 - 0.95^3 = 14%" in text
+    below = "lies **below 0** (the first row worse) for: sd vs cyclic (resnet56), sd vs cosine"
+    assert f"The 95 % interval {below} (resnet56)." in text
+    assert "includes 0** (no difference shown at this number of seeds) for: sd vs step" in text
+    assert "No computed 95 % interval includes 0" not in text
+
+
+# 4. with a sweep in the same folder: one primary SD row (the preset's), the cells exploratory
+def test_one_sd_row_is_primary_and_sweep_cells_are_exploratory(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    for seed in (0, 1):
+        write_run(tmp_path / f"sd{seed}", "sd", seed, 70.0 + seed)
+        write_run(tmp_path / f"cosine{seed}", "cosine", seed, 69.0 + seed)
+        for t in (1.0, 4.0):
+            write_run(sweep / f"T{t}_{seed}", "sd", seed, 72.0 + t + seed,
+                      config={"distill.temperature": t})  # fmt: skip
+    report, text = report_of(tmp_path)
+    roles = {g.sd.label: g.role for g in report.gains}
+    assert roles == {"sd (temperature=2.0)": "primary", "sd (temperature=1.0)": "exploratory",
+                     "sd (temperature=4.0)": "exploratory"}  # fmt: skip
+    assert [g.family_size for g in report.gains if g.role == "primary"] == [1]
+    primary_part, exploratory_part = text.split("### Exploratory: the other SD rows")
+    assert "sd (temperature=2.0) (SD's preset recipe, outside any sweep)" in primary_part
+    assert "a choice made on the test set" in exploratory_part.split("## ")[0]
+    assert "sd (temperature=4.0) | cosine |" in exploratory_part
