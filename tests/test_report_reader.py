@@ -10,7 +10,7 @@ import pytest
 from report_builder import write_run
 from scipy import stats as scipy_stats
 
-from sdrun.report import build_report, gain_record, row_record
+from sdrun.report import build_report, gain_record, main, methods_figure, row_record
 from sdrun.report.markdown import results_md
 
 
@@ -112,3 +112,104 @@ def test_one_sd_row_is_primary_and_sweep_cells_are_exploratory(tmp_path: Path):
     assert "sd (temperature=2.0) (SD's preset recipe, outside any sweep)" in primary_part
     assert "a choice made on the test set" in exploratory_part.split("## ")[0]
     assert "sd (temperature=4.0) | cosine |" in exploratory_part
+
+
+# 6 and 13. each row's recipe, the table's shared recipe, the documented method order
+def test_rows_say_their_recipe_in_the_documented_method_order(tmp_path: Path):
+    cosine = {"schedule.name": "cosine", "schedule.cycle_length": None}
+    for method, distill, extra in (("byot", "byot", {}), ("tfkd", "tfkd", {"schedule.epochs": 200}),
+                                   ("ls", "ls", {}), ("pskd", "pskd", {})):  # fmt: skip
+        write_run(tmp_path / method, "cosine", 0, 70.0,
+                  config={**cosine, "distill.name": distill, **extra})  # fmt: skip
+    for method in ("step", "cosine", "cyclic", "sd"):
+        write_run(tmp_path / method, method, 0, 70.0)
+    report, text = report_of(tmp_path)
+    assert [row.method for row in report.rows] == [
+        "sd", "cyclic", "cosine", "step", "ls", "tfkd", "pskd", "byot"]  # fmt: skip
+    lines = {line.split(" | ")[1]: line.split(" | ")[2] for line in text.splitlines()
+             if line.startswith("| resnet56 |")}  # fmt: skip
+    assert lines["sd"] == lines["cyclic"] == "4 cosine cycles x 60 ep"
+    assert lines["cosine"] == lines["ls"] == "1 cosine cycle x 240 ep"
+    assert lines["tfkd"] == "1 cosine cycle x 200 ep"
+    assert lines["step"] == "step 240 ep (x0.1 at 150, 180, 210)"
+    assert "Recipe of every row: batch 128, sgd, lr 0.1, momentum 0.9, weight decay 0.0005" in text
+    assert "differing by row: epochs" in text
+    assert "Smoke run" not in text
+
+
+# 13. a smoke run says its numbers mean nothing; intervals stop at 0 and 100 %; LaTeX beside it
+def test_smoke_runs_clipped_intervals_and_the_latex_table(tmp_path: Path):
+    for seed, top1 in enumerate((1.0, 2.0, 12.0)):  # errors 99, 98, 88: t reaches past 100
+        write_run(tmp_path / f"sd{seed}", "sd", seed, top1,
+                  config={"schedule.epochs": 2, "schedule.cycle_length": 1,
+                          "model.name": "net\\input{x}_1"})  # fmt: skip
+    report, text = report_of(tmp_path)
+    assert "> **Smoke run: these numbers mean nothing.** 1 of 1 rows" in text
+    assert "2 cosine cycles x 1 ep, epochs 2, SMOKE" not in text  # epochs are in the schedule
+    assert "2 cosine cycles x 1 ep, SMOKE" in text
+    errors = [99.0, 98.0, 88.0]
+    high = scipy_stats.t.interval(0.95, 2, loc=95.0, scale=scipy_stats.sem(errors))[1]
+    assert high > 100 and "100.00] (clipped at 100 %)" in text
+    assert row_record(report.rows[0])["top1_err_ci95_high"] == pytest.approx(high)  # CSV: raw
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    tex = (tmp_path / "out" / "results.tex").read_text()
+    assert r"Method & net\textbackslash{}input\{x\}\_1 \\" in tex
+    assert r"sd & 95.00 $\pm$ 3.51 \scriptsize{(3)} \\" in tex and "SMOKE RUN" in tex
+
+
+# 13. each self-distillation method's gain over cosine, its own k comparisons
+def test_each_self_distillation_method_has_its_gain_over_cosine(tmp_path: Path):
+    cosine = {"schedule.name": "cosine", "schedule.cycle_length": None}
+    values = {"cosine": (69.0, 69.6, 69.3), "ls": (70.0, 70.9, 70.1), "pskd": (71.1, 71.4, 71.9)}
+    for method, tops in values.items():
+        distill = {**cosine, "distill.name": method if method != "cosine" else "none"}
+        for seed, top1 in enumerate(tops):
+            write_run(tmp_path / f"{method}{seed}", "cosine", seed, top1, config=distill)
+    report, text = report_of(tmp_path)
+    assert report.gains == []  # no SD row
+    records = {g.sd.label: gain_record(g) for g in report.family_gains}
+    assert set(records) == {"ls", "pskd"}
+    for name, record in records.items():
+        diffs = [a - b for a, b in zip(values[name], values["cosine"])]
+        assert record["gain"] == pytest.approx(sum(diffs) / 3)
+        assert (record["role"], record["n_comparisons"], record["baseline"]) == (
+            "over cosine",
+            2,
+            "cosine",
+        )
+    assert "## Each self-distillation method's gain over cosine (the CE baseline)" in text
+    above = "lies **above 0** (the first row better) for: ls vs cosine (resnet56), pskd vs cosine"
+    assert f"The 95 % interval {above} (resnet56)." in text
+    assert "- every method vs cosine (resnet56): **2 comparisons**" in text
+
+
+# 10. one fixed, distinct colour and marker per method in every figure
+def test_each_method_keeps_its_colour_and_marker_in_every_figure(tmp_path: Path):
+    methods = ["sd", "cyclic", "cosine", "step", "ls", "tfkd", "cskd", "pskd", "dlb", "byot"]
+    cosine = {"schedule.name": "cosine", "schedule.cycle_length": None}
+    for method in methods:
+        kind = method if method in ("sd", "cyclic", "cosine", "step") else "cosine"
+        extra = {} if kind != "cosine" or method == "cosine" else {**cosine, "distill.name": method}
+        write_run(tmp_path / "all" / method, kind, 0, 70.0, config=extra)
+    write_run(tmp_path / "all" / "kd", "kd", 0, 70.0,
+              config={"distill.teacher_checkpoint": str(tmp_path / "all" / "cosine")})  # fmt: skip
+    write_run(tmp_path / "all" / "kd2", "kd", 0, 70.0,
+              config={"distill.teacher_checkpoint": str(tmp_path / "all" / "kd")})  # fmt: skip
+    styles = legend_styles(report_of(tmp_path / "all")[0].rows)
+    assert len(styles) == 12 and len({color for color, _ in styles.values()}) == 12
+    assert len({marker for _, marker in styles.values()}) == 12
+    write_run(
+        tmp_path / "two" / "tfkd", "cosine", 0, 70.0, config={**cosine, "distill.name": "tfkd"}
+    )
+    write_run(tmp_path / "two" / "sd", "sd", 0, 70.0)
+    two = legend_styles(report_of(tmp_path / "two")[0].rows)
+    assert two == {k: styles[k] for k in ("sd", "tfkd")} and two["sd"] != two["tfkd"]
+
+
+def legend_styles(rows) -> dict[str, tuple[str, str]]:
+    """{legend label: (colour, marker)} of the methods figure of `rows`."""
+    from matplotlib.colors import to_hex
+
+    ax = methods_figure(rows).axes[0]
+    handles = ax.get_figure().legends[0].legend_handles
+    return {h.get_label(): (to_hex(h.get_color()), h.get_marker()) for h in handles}

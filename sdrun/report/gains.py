@@ -94,10 +94,18 @@ def compare(row: Row, base: Row, out: Gains, role: str) -> Optional[Gain]:
     return gain
 
 
+def family_of(gain: Gain) -> tuple:
+    """Which gains are counted together: one SD row's (SD against each baseline), or every
+    self-distillation method's over cosine on one network."""
+    if gain.role == FAMILY:
+        return (FAMILY, gain.sd.dataset, gain.sd.model)
+    return (gain.role, id(gain.sd))
+
+
 def _families(gains: list[Gain]) -> None:
-    """Each gain's k: the gains of the same row with the same role."""
+    """Each gain's k: the size of its family."""
     for gain in gains:
-        gain.family_size = sum(1 for g in gains if g.sd is gain.sd and g.role == gain.role)
+        gain.family_size = sum(1 for g in gains if family_of(g) == family_of(gain))
 
 
 def sd_gains(rows: Sequence[Row], sweeps: Collection[Path] = ()) -> Gains:

@@ -9,10 +9,11 @@ from sdrun.report.md_format import mean_se, num, sig3, table
 from sdrun.report.md_gains import gains, not_compared
 from sdrun.report.md_sections import other_network_lines, problems, runs, sweeps
 from sdrun.report.model import Report
+from sdrun.report.recipe import SMOKE_EPOCHS, is_smoke, recipe_of, shared_line, shared_settings
 from sdrun.report.table import Row, ensemble_gain, row_record
 
 TABLE_HEADER = [
-    "model", "method", "ran on", "n", "top-1 err", "best-epoch err (test-selected)",
+    "model", "method", "recipe", "ran on", "n", "top-1 err", "best-epoch err (test-selected)",
     "val-selected epoch err", "teacher err", "ensemble err (vs student)", "wall h",
     "process h (lost)", "process h with teachers", "published err",
 ]  # fmt: skip
@@ -59,7 +60,7 @@ def _published(row: Row) -> str:
     return "; ".join(parts) or "-"
 
 
-def _row_line(row: Row) -> list[str]:
+def _row_line(row: Row, shared: dict) -> list[str]:
     rec, n = row_record(row), row.n
     diverged = f" (+{len(row.diverged)} diverged)" if row.diverged else ""
     _, gain, _ = ensemble_gain(row)
@@ -69,7 +70,7 @@ def _row_line(row: Row) -> list[str]:
     lost = rec["process_h_lost_mean"]
     cost = sig3(rec["process_h_mean"]) + ("" if lost is None else f" ({sig3(lost)})")
     return [
-        row.model, row.label, ran_on(row), f"{n}{diverged}",
+        row.model, row.label, recipe_of(row, shared), ran_on(row), f"{n}{diverged}",
         mean_se(row.errors(), with_interval=True),
         _of(num(rec["best_epoch_err_mean_test_selected"]), rec["best_epoch_err_n"], n),
         _of(num(rec["val_selected_err_mean"]), rec["val_selected_err_n"], n),
@@ -88,6 +89,7 @@ def intro(report: Report) -> list[str]:
     n_diverged = sum(len(r.diverged) for r in report.rows)
     return [
         "# Results",
+        *smoke_banner(report),
         "",
         f"From {roots}: {n_runs} complete runs in {len(report.rows)} rows; {n_diverged} "
         f"diverged (counted per row); {len(report.incomplete)} incomplete (listed at the end, "
@@ -101,12 +103,10 @@ def tables(report: Report) -> list[str]:
     md_lines: list[str] = []
     for dataset in dict.fromkeys(r.dataset for r in report.rows):
         rows = [row for row in report.rows if row.dataset == dataset]
-        md_lines += [
-            "",
-            f"## {md(dataset)}",
-            "",
-            *table(TABLE_HEADER, [_row_line(r) for r in rows]),
-        ]
+        shared = shared_settings(rows)
+        lines = [_row_line(r, shared) for r in rows]
+        md_lines += ["", f"## {md(dataset)}", "", shared_line(rows), ""]
+        md_lines += table(TABLE_HEADER, lines)
         refs = [(row, ref, d) for row in rows for ref, d in row.references]
         if refs:
             md_lines += [
@@ -124,6 +124,19 @@ def tables(report: Report) -> list[str]:
         if dataset in report.method_plots:
             md_lines += ["", f"![methods per network]({report.href(report.method_plots[dataset])})"]
     return md_lines
+
+
+def smoke_banner(report: Report) -> list[str]:
+    """A banner over the whole file when any row is a smoke run: its numbers mean nothing."""
+    smoke = [row for row in report.rows if is_smoke(row)]
+    if not smoke:
+        return []
+    return [
+        "",
+        f"> **Smoke run: these numbers mean nothing.** {len(smoke)} of {len(report.rows)} rows "
+        f"trained fewer than {SMOKE_EPOCHS} epochs or on a subset of the data (marked SMOKE in "
+        "their recipe): they check that the pipeline runs, not how the methods compare.",
+    ]
 
 
 def results_md(report: Report) -> list[str]:

@@ -27,12 +27,32 @@ def sig3(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def interval(ci: Optional[tuple[float, float]]) -> Markup:
-    return Markup("-" if ci is None else f"[{num(ci[0])}, {num(ci[1])}]")
+PERCENT = (0.0, 100.0)  # an error rate, mAP or mIoU cannot leave these
 
 
-def mean_se(values: Sequence[float], with_interval: bool = False) -> Markup:
-    """`mean ± SE` (and `[low, high]`); the mean alone for one value."""
+def interval(
+    ci: Optional[tuple[float, float]], bounds: Optional[tuple[float, float]] = None
+) -> Markup:
+    """`[low, high]`; an end past `bounds` is clipped to it, and the cell says so (a t
+    interval of 3 seeds can reach past 100 % error, which no run can)."""
+    if ci is None:
+        return Markup("-")
+    low, high = ci
+    clipped = []
+    if bounds is not None and low < bounds[0]:
+        low, clipped = bounds[0], [*clipped, f"{bounds[0]:g}"]
+    if bounds is not None and high > bounds[1]:
+        high, clipped = bounds[1], [*clipped, f"{bounds[1]:g}"]
+    note = f" (clipped at {' and '.join(clipped)} %)" if clipped else ""
+    return Markup(f"[{num(low)}, {num(high)}]{note}")
+
+
+def mean_se(
+    values: Sequence[float],
+    with_interval: bool = False,
+    bounds: Optional[tuple[float, float]] = PERCENT,
+) -> Markup:
+    """`mean ± SE` (and `[low, high]`, clipped to `bounds`); the mean alone for one value."""
     if not values:
         return Markup("-")
     se = stats.standard_error(values)
@@ -40,7 +60,7 @@ def mean_se(values: Sequence[float], with_interval: bool = False) -> Markup:
     ci = stats.mean_interval(values) if with_interval else None
     if with_interval and ci is None and stats.all_equal(values) and len(values) > 1:
         return Markup(f"{text} [{EVERY_VALUE_EQUAL}]")
-    return Markup(text + ("" if ci is None else f" {interval(ci)}"))
+    return Markup(text + ("" if ci is None else f" {interval(ci, bounds)}"))
 
 
 def table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> list[str]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from sdrun.report import stats
 from sdrun.report.escape import Markup, md
-from sdrun.report.gains import Gain, rows_without_sd
+from sdrun.report.gains import FAMILY, Gain, family_of, rows_without_sd
 from sdrun.report.md_format import interval, num, table
 from sdrun.report.model import Report
 
@@ -83,17 +83,19 @@ def verdict(gains: Sequence[Gain], simultaneous: bool = False) -> str:
 
 
 def _multiplicity(gains: Sequence[Gain]) -> list[str]:
-    """Per row, its k comparisons: what chance alone does to k intervals, and the correction."""
+    """Per family (one SD row's gains, or one network's gains over cosine), its k comparisons:
+    what chance alone does to k intervals, and the correction."""
     lines = []
-    rows = {id(g.sd): g.sd for g in gains}  # rows are not hashable: one line per row object
-    for row in rows.values():
-        k = next(g.family_size for g in gains if g.sd is row)
-        chance = 1.0 - stats.LEVEL**k
+    for family in dict.fromkeys(map(family_of, gains)):
+        first = next(g for g in gains if family_of(g) == family)
+        k, model = first.family_size, md(first.sd.model)
+        who = f"every method vs cosine ({model})" if first.role == FAMILY else (
+            f"{md(first.sd.label)} ({model})")  # fmt: skip
         lines.append(
-            f"- {md(row.label)} ({md(row.model)}): **{k} comparison{'s' if k > 1 else ''}**. "
-            f"At 95 % each, when no method differs, at least one interval excludes 0 with "
-            f"probability up to 1 - 0.95^{k} = {chance:.0%}; the *simultaneous* intervals hold "
-            f"for all {k} together (Bonferroni: each at {stats.bonferroni_level(k):.2%})."
+            f"- {who}: **{k} comparison{'s' if k > 1 else ''}**. At 95 % each, when no method "
+            f"differs, at least one interval excludes 0 with probability up to 1 - 0.95^{k} = "
+            f"{1.0 - stats.LEVEL**k:.0%}; the *simultaneous* intervals hold for all {k} "
+            f"together (Bonferroni: each at {stats.bonferroni_level(k):.2%})."
         )
     return lines
 

@@ -10,6 +10,7 @@ from typing import Any
 from sdrun.report.escape import printable
 from sdrun.report.runs import Run, run_metrics
 from sdrun.report.stats import standard_error
+from sdrun.report.style import fill_of, style_of
 from sdrun.report.sweeps import Sweep
 from sdrun.report.table import Row, _is_number, _mean, _model_order, _sort_key
 from sdrun.trust import files
@@ -99,22 +100,16 @@ def methods_figure(rows: list[Row]):
     fig = _figure(max(6.0, 0.45 * len(models) * len(labels) + 2.5), 4.0 + 0.2 * legend_rows)
     ax = fig.subplots()
     width = 0.8 / len(labels)
+    methods = {r.label: r.method for r in rows}
     for j, label in enumerate(labels):
-        color = f"C{j % 10}"
+        color, marker = style_of(methods[label])
+        same = [x for x in labels if methods[x] == methods[label]]
+        look = {"color": color, "marker": marker, "fillstyle": fill_of(same.index(label))}
         for i, model in enumerate(models):
             err = next((r.errors() for r in rows if r.model == model and r.label == label), [])
-            if not err:
-                continue
-            x, y, se = i + (j - (len(labels) - 1) / 2) * width, _mean(err), standard_error(err)
-            if se is None:  # one run: no spread to show, and a zero-length bar would claim one
-                ax.plot([x], [y], "o", mfc="white", color=color)
-                ax.annotate(f"{y:.2f}\nn=1", (x, y), textcoords="offset points", xytext=(0, 6),
-                            ha="center", fontsize=7)  # fmt: skip
-            else:
-                ax.errorbar([x], [y], yerr=[se], fmt="o", color=color, capsize=3)
-                ax.annotate(f"{y:.2f}\nn={len(err)}", (x, y + se), textcoords="offset points",
-                            xytext=(0, 4), ha="center", fontsize=7)  # fmt: skip
-        ax.plot([], [], "o", color=color, label=mpl_text(label))  # one legend entry per method
+            if err:
+                _point(ax, i + (j - (len(labels) - 1) / 2) * width, err, look)
+        ax.plot([], [], ls="", label=mpl_text(label), **look)  # one legend entry per row label
     ax.margins(y=0.25)
     ax.set_xticks(range(len(models)), [mpl_text(m) for m in models])
     bottom = ax.get_ylim()[0]
@@ -124,6 +119,19 @@ def methods_figure(rows: list[Row]):
     ncols = 1 if long_labels else min(4, len(labels))
     fig.legend(fontsize=8, loc="outside lower center", ncols=ncols)
     return fig
+
+
+def _point(ax, x: float, err: list[float], look: dict[str, str]) -> None:
+    """One row's mean error on one network, its SE as the error bar, and its n."""
+    y, se = _mean(err), standard_error(err)
+    if se is None:  # one run: no spread to show, and a zero-length bar would claim one
+        ax.plot([x], [y], ls="", mfc="white", **look)
+        ax.annotate(f"{y:.2f}\nn=1", (x, y), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize=7)  # fmt: skip
+    else:
+        ax.errorbar([x], [y], yerr=[se], ls="", capsize=3, **look)
+        ax.annotate(f"{y:.2f}\nn={len(err)}", (x, y + se), textcoords="offset points",
+                    xytext=(0, 4), ha="center", fontsize=7)  # fmt: skip
 
 
 def plot_methods(rows: list[Row], path: Path) -> None:

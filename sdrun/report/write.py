@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from sdrun.report.gains import FAMILY, GAIN_COLUMNS, gain_record, sd_gains
+from sdrun.report.latex import results_tex
 from sdrun.report.markdown import results_md
 from sdrun.report.model import Report
 from sdrun.report.output import OutFolder, open_out, safe_name
@@ -121,6 +122,8 @@ def write(report: Report, folder: Optional[OutFolder] = None) -> None:
     report.folder = folder
     draw_plots(report, folder)
     folder.write_csv("results.csv", [row_record(r) for r in report.rows], RESULT_COLUMNS)
+    if report.rows:
+        folder.write_text("results.tex", results_tex(report.rows))
     gains = [*report.gains, *report.family_gains]
     folder.write_csv("gains.csv", [gain_record(g) for g in gains], GAIN_COLUMNS)
     searches = report.searches
