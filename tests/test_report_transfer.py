@@ -13,6 +13,7 @@ from report_builder import backbone_run, write_transfer_run
 from sdrun.report import main
 from sdrun.report.scan import scan
 from sdrun.report.transfer import build_rows, gain, split_runs
+from sdrun.report.transfer_gains import sd_gains
 
 BASE = {("sd", 2.0): 40.0, ("sd", 4.0): 38.0, ("cosine", None): 37.0}
 
@@ -96,3 +97,43 @@ def test_one_backbone_rows_pair_on_the_fine_tuning_seed_when_most_are_shared(tmp
     (sd_row, cos_row), _ = transfer_rows(tmp_path / "b", tmp_path / "pre")
     paired = gain(sd_row, cos_row)
     assert paired.pairing == "paired n=2" and paired.gain == pytest.approx(1.5)
+
+
+# issue 28, items 2 and 8: backbones of different recipes are not compared; each gain says its unit
+def test_backbones_of_other_recipes_are_not_compared_and_gains_say_their_unit(tmp_path: Path):
+    pre, ft = tmp_path / "pre", tmp_path / "ft"
+    for b in (0, 1, 2):
+        sd = backbone_run(pre / f"sd{b}", "sd", b)
+        short = backbone_run(pre / f"cos{b}", "cosine", b, schedule__epochs=2,
+                             dataset__batch_size=64)  # fmt: skip
+        same = backbone_run(pre / f"cosfull{b}", "cosine", b)
+        for name, backbone, method in (("sd", sd, "sd"), ("cos", short, "cosine"),
+                                       ("cosfull", same, "cosine")):  # fmt: skip
+            write_transfer_run(ft / f"{name}{b}", backbone, method, 0, 40.0 + b + (name == "sd"))
+    rows, _ = transfer_rows(ft, pre)
+    gains, skipped = sd_gains(rows)
+    variant = "backbone dataset.batch_size=128, backbone schedule.epochs=240"
+    assert [(g.sd.method, g.other.label) for g in gains] == [
+        ("sd", f"cosine (cifar100) [{variant}]")
+    ]
+    assert gains[0].unit == "3 backbones" and gains[0].diff.gain == pytest.approx(1.0)
+    (other,) = skipped
+    assert other.reasons == ["backbone dataset.batch_size: 128 vs 64",
+                             "backbone schedule.epochs: 240 vs 2"]  # fmt: skip
+    assert main([str(ft), "--with", str(pre), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "RESULTS.md").read_text()
+    assert "Backbones not compared, and why:" in text and "schedule.epochs: 240 vs 2" in text
+    with open(tmp_path / "out" / "transfer_gains.csv", newline="") as f:
+        (record,) = list(csv.DictReader(f))
+    assert (record["unit"], record["gain_df"]) == ("3 backbones", "2")
+    one = [r for r in rows if r.method == "sd"][0]
+    one.runs = one.runs[:1]  # a row of one backbone: its fine-tuning runs are the samples
+    assert gain_unit(one, rows[-1]) == (
+        "1 fine-tuning run of one backbone vs 3 backbones: mixes pre-training and fine-tuning "
+        "spread")  # fmt: skip
+
+
+def gain_unit(sd, other) -> str:
+    from sdrun.report.transfer_gains import TransferGain
+
+    return TransferGain(sd, other, gain(sd, other)).unit

@@ -15,7 +15,8 @@ draws of its recipe; with one backbone (timm, scratch, or a single pre-training 
 fine-tuning runs, and the spread is then the fine-tuning's alone. Mean ± SE with a t-based
 95 % interval, as in the main table; n says what it counts.
 
-SD's gain over another backbone (same task, network and fine-tuning settings) uses
+SD's gain over another backbone (transfer_gains.py: same task, network and fine-tuning
+settings, and the same backbone recipe apart from the method) uses
 `sdrun.report.stats.difference` on those samples: paired on the pre-training seed (or the
 fine-tuning seed, for rows of one backbone) under the main table's rule, else Welch.
 """
@@ -199,14 +200,3 @@ def _name_variants(rows: list[TransferRow]) -> None:
 
 def gain(sd: TransferRow, other: TransferRow) -> Difference:
     return difference(sd.samples(), other.samples())
-
-
-def sd_gains(rows: Sequence[TransferRow]) -> list[tuple[TransferRow, TransferRow, Difference]]:
-    """SD's gain over every other backbone fine-tuned the same way on the same network."""
-    out = []
-    for sd in (r for r in rows if r.method == SD):
-        for other in rows:
-            same = (other.task, other.model, other.recipe) == (sd.task, sd.model, sd.recipe)
-            if same and other.method != SD:
-                out.append((sd, other, gain(sd, other)))
-    return out
