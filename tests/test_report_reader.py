@@ -213,3 +213,23 @@ def legend_styles(rows) -> dict[str, tuple[str, str]]:
     ax = methods_figure(rows).axes[0]
     handles = ax.get_figure().legends[0].legend_handles
     return {h.get_label(): (to_hex(h.get_color()), h.get_marker()) for h in handles}
+
+
+# 7. every published value says which epoch it reports, and when its placement is assumed
+def test_published_values_say_their_selection_and_assumed_placement(tmp_path: Path):
+    from sdrun.report.references import REFERENCES
+
+    assert all(ref.selection for ref in REFERENCES)  # none reads as a final epoch unless it is
+    write_run(tmp_path / "step", "step", 0, 70.0, config={"model.name": "resnet32"})
+    write_run(tmp_path / "sd", "sd", 0, 71.0, config={"model.name": "resnet32"})
+    report, text = report_of(tmp_path)
+    step = next(row for row in report.rows if row.method == "step")
+    paper, crd = sorted(step.references, key=lambda r: r[0].top1)
+    assert (
+        "selection: final epoch vs not stated in the source read (it may be a best epoch)"
+        in paper[1]
+    )
+    assert any(line.startswith("placed beside step by assumption") for line in paper[1])
+    assert "selection: final epoch vs best test epoch (RepDistiller's best_acc)" in crd[1][-1]
+    cell = "31.61 (recipe not given; epoch not stated; placement assumed); 28.86 (recipe differs"
+    assert cell in text and "28.71 (recipe not given; epoch not stated)" in text

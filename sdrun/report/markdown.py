@@ -10,6 +10,13 @@ from sdrun.report.md_gains import gains, not_compared
 from sdrun.report.md_sections import other_network_lines, problems, runs, sweeps
 from sdrun.report.model import Report
 from sdrun.report.recipe import SMOKE_EPOCHS, is_smoke, recipe_of, shared_line, shared_settings
+from sdrun.report.references import (
+    BEST_CHECKPOINT,
+    BEST_EPOCH,
+    CRD_SELECTION,
+    UNSTATED,
+    setting_differences,
+)
 from sdrun.report.table import Row, ensemble_gain, row_record
 
 TABLE_HEADER = [
@@ -52,12 +59,22 @@ def ran_on(row: Row) -> str:
 
 
 def _published(row: Row) -> str:
+    """Each published value with whether its recipe is the row's, which epoch it reports and
+    whether its placement beside this method is assumed (the list under the table says more)."""
     parts = []
-    for ref, diffs in row.references:
-        state = "recipe not given" if ref.recipe is None else (
-            "recipe differs" if diffs else "same recipe")  # fmt: skip
-        parts.append(f"{ref.err:.2f} ({state})")
+    for ref, _ in row.references:
+        differs = setting_differences(ref, row.signature)
+        state = ["recipe not given" if ref.recipe is None else (
+            "recipe differs" if differs else "same recipe")]  # fmt: skip
+        state.append(_SELECTION.get(ref.selection, ref.selection or "final epoch"))
+        if ref.placement:
+            state.append("placement assumed")
+        parts.append(f"{ref.err:.2f} ({'; '.join(state)})")
     return "; ".join(parts) or "-"
+
+
+_SELECTION = {UNSTATED: "epoch not stated", BEST_EPOCH: "best test epoch",
+              BEST_CHECKPOINT: "best test epoch", CRD_SELECTION: "best test epoch"}  # fmt: skip
 
 
 def _row_line(row: Row, shared: dict) -> list[str]:
