@@ -211,10 +211,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         write_smoke_data(smoke_root, **SMOKE_DATA)
     code, ended = _launch(launcher, gpus, jobs, extra, out, options, board, args)
     if ended and any(state(j.run_dir) != "new" for j in jobs):
+        from sdrun.errors import SdrunError
         from sdrun.report import write_report
 
-        # a plot per run: the paper table has tens of runs, and its folder is read as a whole
-        report = write_report([out], out / "report", run_plots=True)
+        try:  # a plot per run: the paper table has tens of runs, and its folder is read whole
+            report = write_report([out], out / "report", run_plots=True)
+        except SdrunError as err:  # a report folder sdrun-report may not write into: one line
+            print(f"reproduce: error: {err}", file=sys.stderr)
+            return code or 2
         n_runs = sum(len(r.runs) for r in report.rows)
         print(f"reproduce: report of {n_runs} complete runs: {out / 'report' / 'RESULTS.md'}")
     return code
