@@ -15,9 +15,11 @@ from types import MappingProxyType
 from typing import Any, Optional
 
 from sdrun.config import LoggerConfig, TrainerConfig
+from sdrun.errors import TrainingDiverged
 from sdrun.runfolder import checkpoint as ckpt
 from sdrun.runfolder import distributed, requeue, run_lock, run_state, wandb_record
 from sdrun.runfolder.identity import RunIdentity
+from sdrun.runfolder.interrupt import RunStopped
 from sdrun.runfolder.loggers import (
     METRICS,
     SUMMARY,
@@ -84,9 +86,10 @@ class Outputs:
     metrics: MetricsFile
     logger: Logger
     heartbeat: Optional[run_state.Session]  # rank 0's: lost-work accounting (run_state.py)
-    # A resumed folder is signed (trust/signing.py) once this session's first checkpoint holds
-    # what it ran: a session that ends before puts the old .hydra/ files back (run_dir_guard),
-    # which the old signature covers; a received folder stays received until then.
+    # A resumed folder is signed (trust/signing.py) once .hydra/ is sure to keep what this
+    # session wrote there: at its first checkpoint, or when it ends without being refused (a
+    # clean end, a stop, a divergence). A refused session puts the old .hydra/ files back
+    # (run_dir_guard), which the old signature covers; a received folder stays received then.
     sign_on_save: Optional[Path] = None
 
     def watched(self, should_stop: Callable[[], bool]) -> Callable[[], bool]:
@@ -97,6 +100,9 @@ class Outputs:
         """A checkpoint holds all work so far (the heartbeat's lost-work count restarts)."""
         if self.heartbeat is not None:
             self.heartbeat.saved(at)
+        self.sign_pending()
+
+    def sign_pending(self) -> None:
         if self.sign_on_save is not None:
             signing.sign(self.sign_on_save)
             self.sign_on_save = None
@@ -154,11 +160,18 @@ def outputs(
             wandb_record.write(run_dir, kept)
         heartbeat = run_state.start_session(run_dir, progress, dist.world_size, resuming=resuming)
     progress.wandb_id = getattr(logger, "run_id", None)
-    exit_code = 1
+    exit_code, kept_files = 1, False
+    outs = Outputs(metrics, logger, heartbeat, sign_on_save)
     try:
-        yield Outputs(metrics, logger, heartbeat, sign_on_save)
+        yield outs
+        kept_files = True
         exit_code = 0
+    except (RunStopped, TrainingDiverged):
+        kept_files = True  # not refused: its .hydra/ files stay (run_dir_guard.run_task)
+        raise
     finally:
+        if kept_files:
+            outs.sign_pending()
         active = logger.active
         logger.finish(exit_code)
         if kept is not None and active:  # a clean end: what it logged is sent
