@@ -101,6 +101,9 @@ def test_a_state_dict_is_compared_with_the_live_ones_keys_shapes_and_dtypes():
     assert "scalar float32, this run's is scalar int64" in state_problem(counted, live, "model")
     extra = {**live, "later": torch.zeros(2)}
     assert state_problem(extra, live, "method", exact=False) is None  # dlb's logits appear later
+    pskd = {"epoch": 0, "latest": torch.zeros(4, 3)}  # plain values keep their type
+    said = state_problem({**pskd, "epoch": True}, pskd, "method")
+    assert said == "'method.epoch' is of type bool, this run's is of type int"
 
 
 def sgd_after_a_step(**kwargs) -> torch.optim.Optimizer:

@@ -148,7 +148,7 @@ def _entry_problem(got: Any, want: Any) -> Optional[str]:
             return f"{describe(got)}, this run's is {describe(want)}"
         return None
     if type(got) is not type(want) and not (want is None or got is None):
-        return f"a {type(got).__name__}, this run's is a {type(want).__name__}"
+        return f"of type {type(got).__name__}, this run's is of type {type(want).__name__}"
     return None
 
 
