@@ -5,6 +5,7 @@ tests/test_launcher.py."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from pathlib import Path
@@ -61,6 +62,9 @@ def test_a_job_out_of_requeues_says_how_to_continue(
     from sdrun.reproduce.job import SdrunJob
 
     monkeypatch.setenv("SLURM_JOB_ID", "41")
+    # submitit logs through the root logger: not into a file handler an earlier in-process run
+    # of this test session left behind (its folder may be gone)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
     delayed = DelayedSubmission(SdrunJob(("seed=0",), str(tmp_path), str(tmp_path / "run")))
     delayed.set_timeout(timeout_min=0, max_num_timeout=0)  # at its limit, none left
     handler = SignalHandler(SlurmJobEnvironment(), JobPaths(tmp_path, job_id="41"), delayed)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pickle
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,9 @@ from timm.models import register_model
 from torch import nn
 from transfer_helpers import TINY, one_line, torch_threads, transfer
 
+from sdrun.errors import DataError
 from sdrun.transfer.backbone import create_features, open_backbone
+from sdrun.transfer.voc import read_image, read_mask
 
 
 class Featureless(nn.Module):
@@ -232,3 +236,36 @@ def test_a_data_error_during_training_is_in_the_runs_log(monkeypatch, capsys, tm
     line = one_line(capsys.readouterr().err)
     assert code == 2 and "JPEGImages" in line
     assert line.split(": error: ", 1)[1] in (run / "sdrun.log").read_text()
+
+
+def png_declaring(path: Path, width: int, height: int) -> Path:
+    """A palette PNG of a few hundred bytes whose header declares width x height pixels (its
+    pixel data is cut short: only a decoder that trusts the header gets past it)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)  # 8-bit palette
+    body = chunk(b"IHDR", header) + chunk(b"PLTE", bytes(768))
+    body += chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
+# side -> what the line says (past PIL's limit, ~13.4k square, PIL refuses to open it at all)
+TOO_LARGE = {12_000: "it declares 12000x12000, more than 4096 pixels per side",
+             20_000: "it declares more than 4096 pixels per side"}  # fmt: skip
+
+
+@pytest.mark.parametrize("side", TOO_LARGE, ids=["1GB-decoded", "past-PIL-limit"])
+def test_voc_images_and_masks_larger_than_any_are_refused_from_their_header(tmp_path, side):
+    """12000 x 12000 would be decoded (432 MB as RGB); 20000 x 20000 is past PIL's own limit,
+    its DecompressionBombError a traceback. Both are one line naming the file, undecoded."""
+    png = png_declaring(tmp_path / "2007_000032.png", side, side)
+    for read in (read_image, lambda path: read_mask(path, (side, side))):
+        with pytest.raises(DataError) as err:
+            read(str(png))
+        line = str(err.value)
+        assert str(png) in line and "\n" not in line
+        assert TOO_LARGE[side] in line

@@ -16,6 +16,7 @@ import pickletools
 import re
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, Optional
 
@@ -23,6 +24,7 @@ import torch
 
 from sdrun.errors import CheckpointError, UnsafeCheckpoint
 from sdrun.trust import files
+from sdrun.trust.tensors import nonfinite_entry, state_problem
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,25 @@ def load_weights(path: Path, key: str) -> dict[str, Any]:
             return _load_file(f, path, key)
     except files.UnsafeFile as err:
         raise CheckpointError(f"{key}: {err}") from None
+
+
+def check_weights(saved: Any, live: Mapping[str, Any], key: str, path: Path, entry: str) -> None:
+    """Refuse weights (`path`'s `entry`, given by the setting `key`) that do not fit the module
+    whose own `state_dict()` is `live` (keys, shapes, dtypes, tensors sdrun writes: see
+    trust/tensors.py) or that hold NaN or infinity, in one line, before any is loaded: NaN
+    weights would otherwise train on and be reported as the method diverging."""
+    problem = state_problem(saved, live, entry)
+    if problem:
+        raise CheckpointError(
+            f"{key}: {path} does not fit this model ({problem}); use a checkpoint of the same "
+            "model and dataset, as sdrun wrote it"
+        )
+    bad = nonfinite_entry(saved, entry)
+    if bad:
+        raise CheckpointError(
+            f"{key}: {path} holds NaN or infinite values in '{bad}': it is damaged or was "
+            "edited; use another checkpoint"
+        )
 
 
 def _load_file(f: IO[bytes], path: Path, key: str) -> dict[str, Any]:
@@ -199,17 +220,22 @@ def load(path: Path) -> dict[str, Any]:
 
 def load_for_resume(path: Path) -> dict[str, Any]:
     """Load `path`; if it is a run's damaged last.pt, fall back to its prev.pt, saying so."""
+    return load_resume_file(path)[0]
+
+
+def load_resume_file(path: Path) -> tuple[dict[str, Any], Path]:
+    """`load_for_resume`, with the file the payload came from (`path`, or its prev.pt)."""
     previous = path.with_name(PREV)
     if path.name != LAST or not previous.is_file():
-        return load(path)
+        return load(path), path
     try:
-        return load(path)
+        return load(path), path
     except UnsafeCheckpoint:
         raise  # not damage: someone put it there; never fall back past it silently
     except CheckpointError as err:
         payload = load(previous)
-        log.warning("%s; resuming from %s (epoch %d) instead", err, previous, payload["epoch"])
-        return payload
+        log.warning("%s; resuming from %s (epoch %s) instead", err, previous, payload["epoch"])
+        return payload, previous
 
 
 def checkpoint_path(resume: str) -> Path:

@@ -46,6 +46,7 @@ class Opened:
     runtime: Runtime  # on this process's device
     dist: distributed.Dist
     resume: Optional[dict[str, Any]]  # the checkpoint to continue from, checked; None: new run
+    resume_path: Optional[Path] = None  # the file it came from (for restore's one-line errors)
 
 
 @contextmanager
@@ -57,10 +58,12 @@ def opened(
     config: dict[str, Any],
     defining: tuple[str, ...] = RUN_DEFINING,
     defaults: Mapping[str, Any] = MappingProxyType({}),
+    schema: Optional[type] = None,
 ) -> Iterator[Opened]:
     """Everything before a run builds its parts. torch's numerics switches are process-wide:
     they are set for the block and given back after it (on return or error), so the next job
-    of a multirun does not inherit them."""
+    of a multirun does not inherit them. `schema`: the command's structured config, whose
+    types a resumed checkpoint's config must have."""
     runtime = resolve_runtime(trainer)
     with configure_numerics(trainer.deterministic, runtime.device, runtime.amp_dtype):
         dist = distributed.init(runtime.device.type)
@@ -72,10 +75,11 @@ def opened(
         try:
             # a requeued cluster job runs its first command again: it continues its own run
             resume = resume or requeue.continued(run_dir)
-            payload = run_state.load_for_resume(resume, config, defining, defaults)
+            loaded = run_state.load_for_resume(resume, config, defining, defaults, schema)
+            payload, path = loaded or (None, None)
             ckpt.guard_run_dir(run_dir, resuming=payload is not None)
             seed_everything(seed)
-            yield Opened(runtime, dist, payload)
+            yield Opened(runtime, dist, payload, path)
         finally:
             if locked:
                 run_lock.release(run_dir)

@@ -31,7 +31,8 @@ from sdrun.config import effective_cycles, flatten
 from sdrun.errors import CheckpointError
 from sdrun.runfolder import checkpoint as ckpt
 from sdrun.runfolder import cluster_job
-from sdrun.runfolder.resume_checks import check_payload
+from sdrun.runfolder.loggers import METRICS, read_metrics
+from sdrun.runfolder.resume_checks import check_config, check_fits, check_payload, check_progress
 from sdrun.runfolder.runtime import rng_state, set_rng_state
 from sdrun.training.engine import EpochTally, StepState
 from sdrun.training.schedule import CyclePlan
@@ -136,16 +137,30 @@ def load_for_resume(
     config: dict[str, Any],
     defining: tuple[str, ...] = RUN_DEFINING,
     defaults: Mapping[str, Any] = MappingProxyType({}),
-) -> Optional[dict[str, Any]]:
-    """The checkpoint `resume=` names, checked against the run's config (None: a new run);
-    `defaults`: see `check_same_run`."""
+    schema: Optional[type] = None,
+) -> Optional[tuple[dict[str, Any], Path]]:
+    """The checkpoint `resume=` names and the file it came from (a damaged last.pt falls back
+    to prev.pt), checked on its own and against the run's config (None: a new run);
+    `defaults`: see `check_same_run`; `schema`: the command's structured config, whose types
+    the checkpoint's config must have."""
     if not resume:
         return None
-    path = ckpt.checkpoint_path(resume)
-    payload = ckpt.load_for_resume(path)
+    payload, path = ckpt.load_resume_file(ckpt.checkpoint_path(resume))
     check_payload(payload, path, {f.name for f in fields(Progress)})
+    check_config(payload, path, schema)
     check_same_run(config, payload["config"], path, defining, defaults)
-    return payload
+    check_progress(payload, path, Progress, _metrics_beside(path))
+    return payload, path
+
+
+def _metrics_beside(checkpoint: Path) -> Optional[list[dict[str, Any]]]:
+    """The metrics.jsonl lines of the run folder holding `checkpoint` (None: not in one, or
+    no readable file there: nothing to compare with)."""
+    run_dir = ckpt.run_dir_of(checkpoint)
+    try:
+        return None if run_dir is None else read_metrics(run_dir / METRICS)
+    except (OSError, ValueError):
+        return None
 
 
 def schema_defaults(schema: type) -> dict[str, Any]:
@@ -184,13 +199,19 @@ def restore(
     progress: Progress,
     device: torch.device,
     counted_here: bool = True,
+    *,
+    path: Path,
+    plan: Any,  # the run's CyclePlan or FinetunePlan
+    method_state: Optional[Mapping[str, Any]] = None,  # the method's live state_dict()
 ) -> Optional[EpochTally]:
     """Put model, optimizer, step, scaler, progress and RNGs back; returns a partial epoch.
 
     A partial epoch's sums are over all processes (summed at the stop): only the process with
     `counted_here` (rank 0) takes them back, the others start that epoch's sums from zero.
-    Entries that do not fit (a checkpoint edited or made elsewhere, past `check_payload`'s
-    checks: tensors of other shapes, a bad RNG state) raise CheckpointError in one line."""
+    First every state of the checkpoint (`path`) is compared with the live one it replaces,
+    the method's too (`check_fits`); entries that do not fit otherwise (a bad RNG state) raise
+    CheckpointError in one line too."""
+    check_fits(payload, path, model.state_dict(), state.optimizer, plan, method_state or {})
     try:
         model.load_state_dict(payload["model"])
         state.optimizer.load_state_dict(payload["optimizer"])

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, load_weights
+from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, check_weights, load_weights
 from sdrun.training.metrics import accuracy, softmax_ensemble
 from sdrun.training.teacher import snapshot
 
@@ -49,8 +49,11 @@ def snapshot_ensemble(
     member = snapshot(model)
     all_logits: list[Tensor] = []
     labels: Tensor | None = None
+    live = member.state_dict()
     for path in snapshots:
-        member.load_state_dict(load_weights(path, "snapshot ensemble")["model"])
+        weights = load_weights(path, "snapshot ensemble").get("model")
+        check_weights(weights, live, "snapshot ensemble", path, "model")
+        member.load_state_dict(weights)
         logits, member_labels = predict(member)
         if labels is not None and not torch.equal(labels, member_labels):
             raise ValueError("the evaluation set changed order between ensemble members")

@@ -61,14 +61,15 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     validate(cfg)
     config = config_dict(cfg)
     defaults = schema_defaults(Config)  # what keys newer than a resumed checkpoint meant
-    with opened(cfg.trainer, cfg.seed, cfg.resume, run_dir, config, defaults=defaults) as start:
+    with opened(cfg.trainer, cfg.seed, cfg.resume, run_dir, config, defaults=defaults,
+                schema=Config) as start:  # fmt: skip
         parts = build_parts(cfg, start.runtime, start.dist)
         progress = Progress()
         tally: Optional[EpochTally] = None
         if start.resume is None:
             teacher = initial_teacher(parts)
         else:
-            teacher, tally = _restore(parts, progress, start.resume)
+            teacher, tally = _restore(parts, progress, start.resume, start.resume_path)
         identity = run_identity(cfg, current_sweep()) if start.dist.is_main else None
         with outputs(cfg.logger, run_dir, config, start.dist, progress,
                      resuming=start.resume is not None, identity=identity) as outs:  # fmt: skip
@@ -217,10 +218,11 @@ def _save(
 
 
 def _restore(
-    parts: Parts, progress: Progress, payload: dict[str, Any]
+    parts: Parts, progress: Progress, payload: dict[str, Any], path: Path
 ) -> tuple[Optional[TeacherState], Optional[EpochTally]]:
     tally = run_state.restore(payload, parts.model, parts.state, progress, parts.runtime.device,
-                              counted_here=parts.dist.is_main)  # fmt: skip
+                              counted_here=parts.dist.is_main, path=path, plan=parts.plan,
+                              method_state=parts.method.state_dict())  # fmt: skip
     parts.method.load_state_dict(payload.get("method") or {})
     return restored_teacher(parts, payload), tally
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from sdrun.errors import CheckpointError
-from sdrun.runfolder.checkpoint import checkpoint_path, load_weights
+from sdrun.runfolder.checkpoint import check_weights, checkpoint_path, load_weights
 from sdrun.training.folding import fold_checked, probe_batch
 
 log = logging.getLogger(__name__)
@@ -219,8 +219,10 @@ def load_teacher_weights(
             seed,
         )
     teacher = snapshot(student)
+    weights = state.get("model", state)
+    check_weights(weights, teacher.state_dict(), "distill.teacher_checkpoint", path, "model")
     try:
-        teacher.load_state_dict(state.get("model", state))
+        teacher.load_state_dict(weights)
     except Exception as err:  # a state_dict of another model raises many types
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(

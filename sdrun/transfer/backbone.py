@@ -32,7 +32,7 @@ from sdrun.data.cifar import SPECS as CIFAR_SPECS
 from sdrun.data.fake import FAKE_MEAN, FAKE_STD
 from sdrun.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from sdrun.errors import CheckpointError, ConfigError
-from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, LAST, load_weights
+from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, LAST, check_weights, load_weights
 from sdrun.transfer.config import BACKBONE_FORMS
 from sdrun.transfer.hub import cached_weights, offline_if_cached
 from sdrun.transfer.pretraining import Pretraining, read_pretraining
@@ -268,8 +268,10 @@ def load_student(features: nn.Module, backbone: Backbone) -> None:
             f"{where}: the features model of {backbone.model} names weights the checkpoint "
             f"does not ({unknown[0]!r}); this architecture cannot be loaded as a backbone"
         )
+    kept = {k: state[k] for k in wanted}
+    check_weights(kept, wanted, "backbone", backbone.checkpoint, "model")
     try:
-        features.load_state_dict({k: state[k] for k in wanted}, strict=True)
+        features.load_state_dict(kept, strict=True)
     except RuntimeError as err:
         first = " ".join(str(err).split())[:200]
         raise CheckpointError(f"{where}: weights do not fit {backbone.model} ({first})") from None

@@ -51,14 +51,15 @@ def run(cfg: TransferConfig, run_dir: Path) -> dict[str, Any]:
     validate(cfg)
     config = config_dict(cfg)
     defaults = schema_defaults(TransferConfig)  # what keys newer than a checkpoint meant
-    with opened(cfg.trainer, cfg.seed, cfg.resume, run_dir, config, DEFINING, defaults) as start:
+    with opened(cfg.trainer, cfg.seed, cfg.resume, run_dir, config, DEFINING, defaults,
+                schema=TransferConfig) as start:  # fmt: skip
         parts = build(cfg, start.runtime, start.dist)
         progress = Progress()
         tally = None
         if start.resume is not None:
             tally = run_state.restore(start.resume, parts.model, parts.state, progress,
-                                      start.runtime.device,
-                                      counted_here=start.dist.is_main)  # fmt: skip
+                                      start.runtime.device, counted_here=start.dist.is_main,
+                                      path=start.resume_path, plan=parts.plan)  # fmt: skip
         with outputs(cfg.logger, run_dir, config, start.dist, progress,
                      resuming=start.resume is not None) as outs:  # fmt: skip
             _log_start(parts)

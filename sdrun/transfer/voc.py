@@ -6,8 +6,10 @@ segmentation datasets made of them. Which files make up each split: `voc_splits`
 from __future__ import annotations
 
 import logging
+import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -30,6 +32,12 @@ VOC_CLASSES = (
     "train", "tvmonitor",
 )  # fmt: skip
 SEG_CLASSES = 21  # background + the 20 object classes
+# PIL allocates what a file's header declares: a PNG of a few KB can declare 12000 x 12000
+# pixels (432 MB as RGB, 1.7 GB as a float tensor, per image and worker), and past PIL's own
+# limit (~179M pixels) it raises DecompressionBombError. VOC's images and masks are at most
+# 500 x 500, so one that declares more than this per side is refused from its header, before
+# it is decoded.
+MAX_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,42 @@ def clip_to_image(boxes: Tensor, labels: Tensor, width: int, height: int) -> tup
 
 
 def read_image(path: str) -> Tensor:
-    """uint8 (3, H, W) RGB, or a DataError naming the file (sdrun's image-folder reader)."""
+    """uint8 (3, H, W) RGB, or a DataError naming the file (sdrun's image-folder reader); one
+    larger than `MAX_SIDE` per side is refused before it is decoded."""
+    try:
+        with _opened(path) as img:
+            _check_size(img)
+    except (OSError, ValueError, SyntaxError) as err:
+        raise _unreadable("image", path, err) from None
     return pil_to_tensor(read_rgb(path))
+
+
+@contextmanager
+def _opened(path: str) -> Iterator[Image.Image]:
+    """`path` opened by PIL, which reads only its header; PIL's own size guard (a warning, or
+    DecompressionBombError past twice its limit) becomes the ValueError `_check_size` raises."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError:
+        raise ValueError(f"it declares more than {MAX_SIDE} pixels per side") from None
+    with img:
+        yield img
+
+
+def _check_size(img: Image.Image) -> None:
+    width, height = img.size
+    if max(width, height) > MAX_SIDE:
+        raise ValueError(
+            f"it declares {width}x{height}, more than {MAX_SIDE} pixels per side (VOC's are "
+            "at most 500x500)"
+        )
+
+
+def _unreadable(what: str, path: str, err: Exception) -> DataError:
+    reason = " ".join(str(err).split())[:200]
+    return DataError(f"cannot read {what} {path}: {reason}; replace it from the VOC archive")
 
 
 def parse_annotation(path: str) -> Annotation:
@@ -114,15 +156,13 @@ def _size(root: ET.Element) -> Optional[tuple[int, int]]:
 def read_mask(path: str, size: tuple[int, int]) -> Tensor:
     """A VOC class mask (palette or grey PNG) as uint8 (H, W); labels past the classes -> 255."""
     try:
-        with Image.open(path) as img:
+        with _opened(path) as img:
+            _check_size(img)  # before decoding
             if img.mode not in ("P", "L"):
                 raise ValueError(f"mode {img.mode}, not a palette or grey PNG")
             mask = np.array(img, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError) as err:
-        reason = " ".join(str(err).split())[:200]
-        raise DataError(
-            f"cannot read mask {path}: {reason}; replace it from the VOC archive"
-        ) from None
+        raise _unreadable("mask", path, err) from None
     if mask.shape != size:
         raise DataError(
             f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is "
