@@ -19,6 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.sdrun_optuna.resumable_optuna_sweeper import register as register_search_sweeper
 from sdrun.commandline import hydra_errors
 from sdrun.commandline.job_names import job_dirname
 from sdrun.commandline.overrides import (
@@ -81,6 +82,7 @@ def launch(
 
 def main() -> None:
     register_configs()
+    register_search_sweeper()  # hydra_plugins/sdrun_optuna: why not found by Hydra itself
     OmegaConf.register_new_resolver("sdrun_job", job_dirname, replace=True)
     argv = distributed_overrides(resume_overrides(quote_paths(sys.argv[1:]), SDRUN))
     problem = sweep.missing_search_plugin(argv)
