@@ -34,7 +34,8 @@ from sdrun.commandline.saved_overrides import Command
 from sdrun.config import Config, register_configs, validate
 from sdrun.errors import ConfigError, TrainingDiverged
 from sdrun.runfolder import distributed, run_lock
-from sdrun.sweeps import sweep
+from sdrun.runfolder.interrupt import StopAsked
+from sdrun.sweeps import pruning, sweep
 
 log = logging.getLogger("sdrun")
 
@@ -57,6 +58,9 @@ def _task(dict_cfg: DictConfig) -> float:
             # A failed trial, not a failed search: Optuna records it and goes on.
             log.error("trial failed: %s", err)  # in the trial's own sdrun.log
             raise sweep.TrialFailed(str(err)) from None
+        except StopAsked as err:  # only a search's pruner asks a run to stop
+            log.warning("%s%s", pruning.PRUNED, err)  # in the trial's own sdrun.log
+            raise pruning.pruned_error(str(err)) from None
         return sweep.objective(summary)
 
     return run_task(work)

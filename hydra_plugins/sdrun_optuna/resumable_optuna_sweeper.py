@@ -1,5 +1,5 @@
-"""The sweeper class Hydra instantiates (`hydra.sweeper._target_` of the sd_optuna preset),
-registered with Hydra by `register` when sdrun starts.
+"""The sweeper class Hydra instantiates (`hydra.sweeper._target_` of
+conf/hydra/sweeper/sdrun_optuna.yaml), registered with Hydra by `register` when sdrun starts.
 
 Hydra finds plugins by walking the folders of the `hydra_plugins` namespace package on sys.path
 (pkgutil), and instantiates only classes of that namespace. An editable install (`make install`)
@@ -24,20 +24,22 @@ from omegaconf import DictConfig
 
 
 class ResumableOptunaSweeper(Sweeper):
-    """Hydra's Optuna sweeper that continues the search stored in its sweep directory."""
+    """sdrun's Optuna search (sdrun/sweeps/search.py), as a Hydra sweeper. It reads its settings
+    from the composed config (`hydra.sweeper`) in `setup`: the arguments Hydra instantiates it
+    with are the same settings."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, **settings: Any) -> None:
         from sdrun.sweeps.search import ResumableSearch
 
-        self.sweeper = ResumableSearch(**kwargs)
+        self.search = ResumableSearch()
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> None:
-        return self.sweeper.sweep(arguments)
+        return self.search.sweep(arguments)
 
 
 def register() -> None:

@@ -27,6 +27,7 @@ from sdrun.runfolder.loggers import Logger
 from sdrun.runfolder.run_folder import Outputs, opened, outputs, write_result
 from sdrun.runfolder.run_plots import final_plots
 from sdrun.runfolder.run_state import Progress, schema_defaults
+from sdrun.sweeps.pruning import SearchTrial, search_trial
 from sdrun.training.engine import EpochTally, LoopOptions, NonFiniteLoss, train_one_epoch
 from sdrun.training.evaluation import ensemble, epoch_record
 from sdrun.training.parts import Parts, build_parts, config_dict
@@ -63,11 +64,12 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
         else:
             teacher, tally = _restore(parts, progress, start.resume)
         identity = run_identity(cfg, current_sweep()) if start.dist.is_main else None
+        trial = search_trial() if start.dist.is_main else None  # a search's job: its trial
         with outputs(cfg.logger, run_dir, config, start.dist, progress,
                      resuming=start.resume is not None, identity=identity) as outs:  # fmt: skip
             _log_start(parts, progress)
             with StopRequest() as stop:
-                teacher = _train(parts, progress, teacher, tally, run_dir, outs, stop)
+                teacher = _train(parts, progress, teacher, tally, run_dir, outs, stop, trial)
             distributed.check_identical(parts.model.state_dict(), "the final student weights")
             method_state = {k: v for k, v in parts.method.state_dict().items()
                             if isinstance(v, Tensor)}  # fmt: skip
@@ -95,6 +97,7 @@ def _train(
     run_dir: Path,
     outs: Outputs,
     stop: StopRequest,
+    trial: Optional[SearchTrial] = None,
 ) -> Optional[TeacherState]:
     cfg, plan = parts.cfg, parts.plan
     mark = time.perf_counter()
@@ -153,6 +156,9 @@ def _train(
         if parts.dist.is_main:
             outs.epoch_done(record, partial(_save, parts, progress, teacher, run_dir, outs))
         _log_epoch(record, plan)
+        pruned = trial.reported(record) if trial is not None else None
+        if pruned:  # the search's pruner: stop as on a signal (the checkpoint is written)
+            stop.ask(pruned)
         if distributed.any_rank(stop(), parts.runtime.device) and epoch < plan.epochs:
             raise stopped(stop, run_dir, f"after epoch {epoch}")
     return teacher
