@@ -2,9 +2,10 @@
 selects (a table column), and hyperparameter searches (every trial and the best parameters).
 
 A search is a sweep directory whose `sweep.yaml` (written by `sdrun.sweeps.sweep.SweepCallback`)
-names an objective; its trials are the runs below it, complete or not. The Optuna sweeper
-writes `optimization_results.yaml` when the search ends; until then the best trial is the
-best complete one so far.
+names an objective; its trials are the runs below it, complete or not: finished, pruned (the
+search's pruner stopped it), failed (it diverged) or neither yet (running, or killed). The search
+writes `optimization_results.yaml` when it ends; until then the best trial is the best complete
+one so far.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import yaml
 from sdrun.report.markdown import num, table
 from sdrun.report.run_files import safe_yaml
 from sdrun.report.runs import Run
-from sdrun.sweeps.sweep import read_record
+from sdrun.sweeps.sweep import CHOSEN_ON_VALIDATION, read_record
 
 RESULTS = "optimization_results.yaml"
 FAILED = "trial failed: "  # what sdrun.cli logs into a trial's sdrun.log when it fails
+PRUNED = "trial pruned: "  # ... and when the search's pruner stops it (sdrun/sweeps/pruning.py)
 SEARCH_COLUMNS = ["search", "trial", "params", "val_top1", "val_best_epoch", "test_top1",
                   "status"]  # fmt: skip
 
@@ -78,10 +80,12 @@ def find_searches(runs: Sequence[Run]) -> list[Search]:
 
 
 def _search_dir(path: Path) -> Optional[Path]:
+    """The folder of the multirun a run is a job of, when that multirun is a search: the
+    nearest folder above it with a sweep record (a sweep inside a search's folder is its own)."""
     for parent in path.parents:
         record = read_record(parent)
-        if record is not None and record.get("objective"):
-            return parent
+        if record is not None:
+            return parent if record.get("objective") else None
     return None
 
 
@@ -106,17 +110,35 @@ def _trial_order(run: Run) -> tuple:
 
 
 def status(run: Run) -> str:
-    """complete, failed (with the reason a failed trial logged), or why the run is incomplete."""
+    """complete, pruned or failed (with the reason the trial logged), or why the run is
+    incomplete."""
     if run.complete:
         return "complete"
     try:
         log = (run.path / "sdrun.log").read_text(errors="replace")
     except OSError:
         log = ""
-    failed = [line.split(FAILED, 1)[1] for line in log.splitlines() if FAILED in line]
-    if failed:
-        return f"failed: {failed[-1].split(';')[0]}"
+    for mark, word in ((FAILED, "failed"), (PRUNED, "pruned")):
+        found = [line.split(mark, 1)[1] for line in log.splitlines() if mark in line]
+        if found:
+            return f"{word}: {found[-1].split(';')[0]}"
     return "diverged" if run.summary.get("diverged") else str(run.problem)
+
+
+def outcome_counts(search: Search) -> dict[str, int]:
+    """How many trials finished, were pruned, failed, or neither (running, or killed)."""
+    counts = {"finished": 0, "pruned": 0, "failed": 0, "not finished": 0}
+    for run in search.trials:
+        said = status(run)
+        if said == "complete":
+            counts["finished"] += 1
+        elif said.startswith("pruned"):
+            counts["pruned"] += 1
+        elif said.startswith(("failed", "diverged")):
+            counts["failed"] += 1
+        else:
+            counts["not finished"] += 1
+    return counts
 
 
 def trial_record(search: Search, run: Run) -> dict[str, Any]:
@@ -157,10 +179,10 @@ def search_markdown(searches: Sequence[Search], link: Callable[[Path], str]) -> 
 def _summary_lines(search: Search) -> list[str]:
     rec = search.record
     space = ", ".join(f"`{k}`: {v}" for k, v in (rec.get("space") or {}).items())
-    done = sum(1 for r in search.trials if search.value(r) is not None)
+    counts = ", ".join(f"{n} {what}" for what, n in outcome_counts(search).items() if n)
     lines = [
         f"{rec.get('direction', 'maximize')} `{search.objective}` (the validation split, never "
-        f"the test set) over {len(search.trials)} trials ({done} complete, "
+        f"the test set) over {len(search.trials)} trials ({counts or 'none ran'}; "
         f"{rec.get('n_trials', '?')} planned). Space: {space or '?'}.",
     ]
     best = search.best()
@@ -177,3 +199,11 @@ def _summary_lines(search: Search) -> list[str]:
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def chosen_on_validation(runs: Sequence[Run]) -> bool:
+    """Whether the runs retrain a search's best setting (`python -m sdrun.sweeps.retrain`,
+    which tags them): their row's setting was chosen on the validation split."""
+    return bool(runs) and all(
+        CHOSEN_ON_VALIDATION in (r.config.get("logger.tags") or []) for r in runs
+    )

@@ -62,7 +62,12 @@ class Row:
 
     @property
     def label(self) -> str:
-        return f"{self.method} ({self.variant})" if self.variant else self.method
+        from sdrun.report.search import chosen_on_validation  # search.py needs markdown.py
+
+        label = f"{self.method} ({self.variant})" if self.variant else self.method
+        if chosen_on_validation(self.runs):  # a search's best setting, retrained
+            return f"{label}, chosen on the validation split"
+        return label
 
     @property
     def n(self) -> int:

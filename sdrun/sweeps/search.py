@@ -67,7 +67,7 @@ class ResumableSearch:
         space = parse_space(search_space(arguments, sweeper_params(self.config.hydra)))
         base = base_overrides(arguments, space)
         study = open_study(self.sweeper, self.sweep_dir, create=True)
-        where = str(self.sweeper.get("storage") or journal_path(self.sweep_dir))
+        self.where = where = str(self.sweeper.get("storage") or journal_path(self.sweep_dir))
         log.info("study %s in %s: %s", study.study_name, where, _counts(study))
         claims = Claims(self.sweep_dir)
         try:
@@ -124,8 +124,7 @@ class ResumableSearch:
                     break
                 study.sampler = sampler_for(self.sweeper, number)
                 trial = study.ask()
-                for key, dist in space.searched.items():
-                    suggest(trial, key, dist)
+                _draw(trial, space, self.where)
                 for key, value in fixed_attrs(space).items():
                     trial.set_user_attr(key, value)
                 if claims.claim(trial.number):
@@ -204,6 +203,19 @@ def tell(study: optuna.Study, number: int, ret: JobReturn) -> TrialState:
         return TrialState.FAIL
     study.tell(number, value)
     return TrialState.COMPLETE
+
+
+def _draw(trial: optuna.Trial, space: Space, where: str) -> None:
+    """The trial's values of the searched keys. A trial the study queued (`enqueue_trial`, by
+    anyone who can write to it) comes with values of its own, which Optuna may refuse here."""
+    for key, dist in space.searched.items():
+        try:
+            suggest(trial, key, dist)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(
+                f"trial {trial.number} of the study in {where} was queued with a value of {key} "
+                f"that this search cannot draw ({err}); give a new hydra.sweep.dir"
+            ) from None
 
 
 def _trial(study: optuna.Study, number: int) -> FrozenTrial:

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 RECORD = "sweep.yaml"
 OBJECTIVE = "val/top1"
+# The logger tag of the runs that retrain a search's best setting (sdrun/sweeps/retrain.py):
+# sdrun-report labels their row "chosen on the validation split".
+CHOSEN_ON_VALIDATION = "chosen-on-val"
 EXIT_USER_ERROR = 2
 
 
