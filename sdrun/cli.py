@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -25,6 +24,7 @@ from sdrun.commandline.job_names import job_dirname
 from sdrun.commandline.overrides import (
     CONFIG_DIR,
     distributed_overrides,
+    job_run_dir,
     quote_paths,
     resume_overrides,
     show_resolved,
@@ -51,7 +51,7 @@ def _task(dict_cfg: DictConfig) -> float:
         from sdrun.training.runner import run
 
         try:
-            summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+            summary = run(cfg, job_run_dir(HydraConfig.get().runtime.output_dir))
         except TrainingDiverged as err:
             if not sweep.in_search():
                 raise

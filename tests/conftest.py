@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from helpers import complete, sdrun_here, search_trials, tiny, wandb_env, write_tiny_cifar
+
+# The per-user key that signs run folders (sdrun/trust/signing.py): the suite's own, never the
+# user's. Set at import so that every subprocess a test starts inherits it.
+os.environ["SDRUN_CONFIG_DIR"] = tempfile.mkdtemp(prefix="sdrun-config-")
 
 
 @pytest.fixture(scope="session")

@@ -233,3 +233,28 @@ def test_a_resumed_search_job_keeps_its_wandb_identity_and_resends_a_killed_sess
     epochs = [int(r["epoch"]) for r in history_rows(path) if "val/top1" in r]
     assert epochs == [1, 2]  # the unsent epochs, from metrics.jsonl
     assert wandb_record.read(run_dir).synced_epoch == 2  # this session ended cleanly
+
+
+def test_a_received_trial_does_not_continue_the_senders_wandb_run(
+    val_run: Path, tmp_path: Path, cifar100_root: Path
+):
+    """The same trial as above, from someone else (its signature does not verify): the resumed
+    session logs to a new wandb run of this user's destination, not the sender's run."""
+    import shutil
+
+    from helpers import sdrun_here, wandb_env
+
+    run_dir = tmp_path / "trial"
+    shutil.copytree(val_run, run_dir)
+    (run_dir / ".sdrun-signature").unlink()  # received
+    old = {p.name.rsplit("-", 1)[1] for p in (run_dir / "wandb").glob("offline-run-*")}
+    proc = sdrun_here(f"resume={run_dir}", f"dataset.root={cifar100_root}", cwd=tmp_path,
+                      env=wandb_env(tmp_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "treated as received" in proc.stderr
+    new = {p.name.rsplit("-", 1)[1] for p in (run_dir / "wandb").glob("offline-run-*")} - old
+    assert len(new) == 1 and not new & old  # a run of its own, not the sender's id
+    from sdrun.trust import signing
+
+    # finished already, this session saved no checkpoint of what this user ran: still received
+    assert not signing.is_own(run_dir)

@@ -22,6 +22,7 @@ from sdrun.commandline.overrides import quote, quote_paths
 from sdrun.commandline.saved_overrides import entry_problem, shipped_options
 from sdrun.errors import ConfigError
 from sdrun.transfer.cli import TRANSFER
+from sdrun.trust import signing
 
 
 class MakesMarker:
@@ -131,6 +132,7 @@ def test_the_transfer_resume_takes_its_groups_and_keys(
     (folder / ".hydra").mkdir(parents=True)
     own = ["task=segmentation", f"backbone={sd_run}", "logger=none", "dataset.limit_train=4"]
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(own))
+    signing.sign(folder)  # the user's own folder: its backbone, outside it, is taken
     code, out, err = run(
         "sdrun-transfer", ["--cfg", "job", f"resume={folder}"], tmp_path, monkeypatch, capsys
     )

@@ -6,6 +6,7 @@ overrides, and torchrun's processes joined before Hydra so they share one run di
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from pathlib import Path
 from typing import Optional
@@ -15,8 +16,10 @@ from omegaconf import OmegaConf
 import sdrun
 from sdrun.commandline.run_dir_guard import exit_with
 from sdrun.commandline.saved_overrides import INTERPOLATION, SAVED, Command, read_saved_overrides
-from sdrun.errors import ConfigError
+from sdrun.errors import ConfigError, SdrunError
 from sdrun.runfolder import distributed
+from sdrun.trust import received, signing
+from sdrun.trust.folder import check_folder
 
 CONFIG_PACKAGE = "sdrun.conf"
 
@@ -46,20 +49,65 @@ def resume_overrides(argv: list[str], command: Command) -> list[str]:
     one block after any flag (`sdrun --cfg job resume=X`)."""
     at = next((i for i, a in enumerate(argv) if _key(a) == "resume"), None)
     resume = None if at is None else override_value(argv[at])
-    if at is None or not resume or any(_key(a) == "hydra.run.dir" for a in argv):
+    if at is None or not resume:
+        return argv
+    if any(_key(a) == "hydra.run.dir" for a in argv):
+        _mark_if_received(Path(resume).expanduser())  # the command line gives every setting
         return argv
     path = Path(resume).expanduser()
     run_dir = path if path.is_dir() else path.parent.parent
     if not (run_dir / SAVED).is_file():
         return argv  # a checkpoint outside a run dir: the command line must give the config
     try:
-        saved = read_saved_overrides(run_dir, command, CONFIG_DIR)
-    except ConfigError as err:
+        check_folder(run_dir)  # before anything is written there, the lock included
+        saved = received.take(run_dir, read_saved_overrides(run_dir, command, CONFIG_DIR),
+                              command.prog)  # fmt: skip
+        run_dir_override = f"hydra.run.dir={quote(hydra_run_dir(run_dir.resolve()))}"
+    except SdrunError as err:
         exit_with(err, command.prog)
     given = {_key(a) for a in argv}
     old = [o for o in saved if _key(o) not in given]
-    run_dir_override = f"hydra.run.dir={quote(str(run_dir.resolve()))}"
     return [*argv[:at], *old, argv[at], run_dir_override, *argv[at + 1 :]]
+
+
+# A descriptor this process holds open on a run folder is a path to it without its name.
+FD_ALIAS = "/proc/self/fd/"
+
+
+def hydra_run_dir(run_dir: Path) -> str:
+    """`run_dir` as Hydra's hydra.run.dir. Hydra resolves its run directory twice: once from
+    hydra.run.dir, then again from hydra.runtime.output_dir, which it sets from the first, so a
+    `${` in a folder's name is read as an interpolation however it is escaped (and would print
+    what it names, an environment variable too). Such a folder is given as /proc/self/fd/<n>, a
+    descriptor held open on it for the process's life; `job_run_dir` turns it back."""
+    text = str(run_dir)
+    if "${" not in text:
+        return text
+    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    alias = f"{FD_ALIAS}{fd}"
+    if not os.path.isdir(alias):  # no /proc (not Linux)
+        os.close(fd)
+        raise ConfigError(
+            f"{text!r} holds '${{', which Hydra reads as an interpolation in a run directory; "
+            "rename the folder without it, then resume"
+        )
+    return alias
+
+
+def job_run_dir(output_dir: str) -> Path:
+    """The run folder of Hydra's hydra.runtime.output_dir (its own path for a `hydra_run_dir`
+    alias)."""
+    if output_dir.startswith(FD_ALIAS):
+        return Path(os.path.realpath(output_dir))
+    return Path(output_dir)
+
+
+def _mark_if_received(path: Path) -> None:
+    """A checkpoint's own folder, resumed with settings all given now: its wandb run is still
+    the folder's, taken only from the user's own folder."""
+    run_dir = path if path.is_dir() else path.parent.parent
+    if (run_dir / SAVED).is_file() and not signing.is_own(run_dir):
+        received.mark(run_dir)
 
 
 def _key(override: str) -> str:

@@ -7,6 +7,7 @@ Shared by sdrun and sdrun-transfer (`RunDirGuard` is a Hydra callback in both pr
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import time
@@ -21,6 +22,8 @@ from sdrun.errors import SdrunError, TrainingDiverged
 from sdrun.runfolder import distributed, run_lock
 from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, LAST, guard_run_dir
 from sdrun.runfolder.interrupt import RunStopped
+from sdrun.trust import files
+from sdrun.trust.folder import check_folder
 
 EXIT_USER_ERROR = 2
 log = logging.getLogger("sdrun")
@@ -47,6 +50,9 @@ class RunDirGuard(Callback):
         is_main = distributed.from_env().is_main
         created = None if run_dir.exists() else (run_dir, _first_missing(run_dir))
         try:
+            # Before anything is written (the lock, Hydra's .hydra/ files and log, which Hydra
+            # opens following links): a folder from elsewhere may hold links out of it.
+            check_folder(run_dir)
             if is_main:  # before Hydra writes a file: a second process must change nothing
                 run_lock.acquire(run_dir)  # held until the task ends (`run_task`)
             guard_run_dir(run_dir, resuming=config.resume is not None)
@@ -60,10 +66,8 @@ class RunDirGuard(Callback):
         if (hydra_dir / "config.yaml").exists():  # resuming: keep what the run was started with
             _last_at_start = _stamp(run_dir / CHECKPOINT_DIR / LAST)
             backup = hydra_dir / f"before-resume-{time.strftime('%Y%m%d-%H%M%S')}"
-            backup.mkdir(exist_ok=True)
-            for name in HYDRA_FILES:
-                if (hydra_dir / name).exists():
-                    shutil.copy2(hydra_dir / name, backup / name)
+            files.ensure_dir(backup)
+            _copy_files(hydra_dir, backup)
             _resume_backup = backup
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -82,11 +86,17 @@ def _undo_resume_files() -> None:
         # must .hydra/ (what the next resume= reads)
         _resume_backup = None
         return
-    for name in HYDRA_FILES:
-        if (_resume_backup / name).exists():
-            shutil.copy2(_resume_backup / name, _resume_backup.parent / name)
-    shutil.rmtree(_resume_backup, ignore_errors=True)
+    _copy_files(_resume_backup, _resume_backup.parent)
+    shutil.rmtree(_resume_backup, ignore_errors=True)  # removes links as links, never targets
     _resume_backup = None
+
+
+def _copy_files(source: Path, target: Path) -> None:
+    """Hydra's files of `source` copied into `target` (through the trust boundary: no link
+    followed either way)."""
+    for name in HYDRA_FILES:
+        if os.path.lexists(source / name):
+            files.write_bytes(target / name, files.read_bytes(source / name))
 
 
 def _stamp(path: Path) -> Optional[tuple[int, int]]:

@@ -11,6 +11,7 @@ from sdrun.report.runs import Run
 from sdrun.report.stats import standard_error
 from sdrun.report.sweeps import Sweep
 from sdrun.report.table import Row, _is_number, _mean, _model_order, _sort_key
+from sdrun.trust import files
 
 
 def _figure(width: float = 7.0, height: float = 4.0):
@@ -25,7 +26,7 @@ def plot_run(run: Run, path: Path) -> bool:
     fig = run_figure(run)
     if fig is None:
         return False
-    fig.savefig(path)
+    files.save_figure(fig, path)
     return True
 
 
@@ -117,7 +118,7 @@ def methods_figure(rows: list[Row]):
 
 
 def plot_methods(rows: list[Row], path: Path) -> None:
-    methods_figure([r for r in rows if r.runs]).savefig(path)
+    files.save_figure(methods_figure([r for r in rows if r.runs]), path)
 
 
 def plot_sweep(sweep: Sweep, path: Path) -> bool:
@@ -152,5 +153,5 @@ def plot_sweep(sweep: Sweep, path: Path) -> bool:
     fig.colorbar(image, ax=ax, label="final top-1 error (%), mean over seeds")
     # the brightest cell is the best on the test set: picking it is a test-set choice
     ax.set_title(f"{sweep.path.name}\n(test set: do not pick the best cell here)", fontsize=9)
-    fig.savefig(path)
+    files.save_figure(fig, path)
     return True

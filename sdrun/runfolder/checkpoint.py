@@ -9,7 +9,6 @@ falls back to `prev.pt` with a message.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import pickle
@@ -18,11 +17,12 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Optional
 
 import torch
 
 from sdrun.errors import CheckpointError, UnsafeCheckpoint
+from sdrun.trust import files
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +38,12 @@ def save_atomic(payload: dict[str, Any], path: Path, keep_previous: Optional[Pat
     one is complete on disk. A failed write (disk full, a file-size limit, permissions) removes
     the temporary file and leaves both untouched.
     """
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        files.ensure_dir(path.parent)
+        with files.atomic_file(path, "wb", keep_previous=keep_previous) as f:
             torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous is not None and path.exists():
-            os.replace(path, keep_previous)
-        os.replace(tmp, path)
         _fsync_dir(path.parent)
     except (OSError, RuntimeError) as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         reason = _write_failure(err)
         if reason is None:
             raise  # not a write that failed: a bug, with its traceback
@@ -105,18 +97,27 @@ def load_weights(path: Path, key: str) -> dict[str, Any]:
         raise CheckpointError(
             f"{key}: no checkpoint at {path}; point {key} at a run directory or a .pt file"
         )
-    damage = _zip_damage(path)
+    try:
+        with files.open_binary(path) as f:
+            return _load_file(f, path, key)
+    except files.UnsafeFile as err:
+        raise CheckpointError(f"{key}: {err}") from None
+
+
+def _load_file(f: IO[bytes], path: Path, key: str) -> dict[str, Any]:
+    damage = _zip_damage(f)
     if damage:
         raise CheckpointError(f"{key}: {path} is damaged ({damage}); use another checkpoint")
     try:
+        f.seek(0)
         with warnings.catch_warnings():  # torch warns about some pickle protocols: one line only
             warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            payload = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's safe loader fails the same way on damage (a flipped byte: "Unsupported
         # operand") as on a well-formed pickle it will not run: only the latter is refused,
         # damage is unreadable (and a run's last.pt falls back to prev.pt).
-        if "Weights only load failed" not in str(err) or not _parses(path):
+        if "Weights only load failed" not in str(err) or not _parses(f):
             raise _unreadable(path, key, err) from None
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         names = f"it names {found.group(1)}, " if found else ""
@@ -135,7 +136,7 @@ def load_weights(path: Path, key: str) -> dict[str, Any]:
     return payload
 
 
-def _zip_damage(path: Path) -> Optional[str]:
+def _zip_damage(f: IO[bytes]) -> Optional[str]:
     """What is damaged in a zip-format checkpoint (torch's format since 1.6), or None.
 
     torch stores every record uncompressed with its CRC-32 but never checks them on load: a
@@ -143,10 +144,11 @@ def _zip_damage(path: Path) -> Optional[str]:
     it reads a record to its end. A record stored with CRC 0 was written without checksums
     (torch.serialization.config.save.compute_crc32=False) and is not checked.
     """
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(f):
         return None  # not a zip (the legacy format, or cut short): torch.load judges it
     try:
-        with zipfile.ZipFile(path) as archive:
+        f.seek(0)
+        with zipfile.ZipFile(f) as archive:
             for info in archive.infolist():
                 if info.CRC == 0:
                     continue
@@ -158,16 +160,18 @@ def _zip_damage(path: Path) -> Optional[str]:
     return None
 
 
-def _parses(path: Path) -> bool:
+def _parses(f: IO[bytes]) -> bool:
     """Whether the checkpoint's pickle is well formed. pickletools only reads the opcodes and
     runs nothing, so this is safe on any file."""
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
+        if zipfile.is_zipfile(f):
+            f.seek(0)
+            with zipfile.ZipFile(f) as archive:
                 name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
                 data = archive.read(name)
         else:
-            data = path.read_bytes()
+            f.seek(0)
+            data = f.read()
         for _ in pickletools.genops(data):
             pass
     except Exception:  # noqa: BLE001 - whatever the reason, it does not parse

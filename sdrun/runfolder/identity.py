@@ -69,7 +69,7 @@ def run_identity(cfg: Config, sweep_info: Optional[SweepInfo] = None) -> RunIden
 
 def auto_name(cfg: Config, method: str, swept: list[str]) -> str:
     """`resnet56 sd temperature=2.5 cycles=4 seed0`: model, method, swept values, seed."""
-    flat = flatten(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
+    flat = flatten(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=False))
     keys = [k for k in swept if k not in SHOWN and not k.startswith("hydra.")]
     short = _short_names(keys)
     values = [f"{short[k]}={_fmt(flat.get(k, flat.get(f'{k}.name')))}" for k in keys]

@@ -17,6 +17,7 @@ from typing import Any, Optional, Protocol
 
 from sdrun.config import LoggerConfig
 from sdrun.errors import SdrunError
+from sdrun.trust import files
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +40,20 @@ class MetricsFile:
 
     def truncate_after(self, epoch: int) -> None:
         """Drop lines of epochs after `epoch` (a resumed run writes them again)."""
-        if not self.path.exists():
+        if not os.path.lexists(self.path):
             return
         kept = [
             line
-            for line in self.path.read_text().splitlines()
+            for line in files.read_text(self.path, files.METRICS_CAP, errors="replace").splitlines()
             if line.strip() and _epoch_of(line) is not None and _epoch_of(line) <= epoch
         ]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept))
-        os.replace(tmp, self.path)
+        files.write_text(self.path, "".join(f"{line}\n" for line in kept))
 
     def append(self, record: dict[str, Any]) -> None:
         try:
-            with open(self.path, "a") as f:
-                f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
-                f.flush()
+            files.append_text(
+                self.path, json.dumps({k: _clean(v) for k, v in record.items()}) + "\n"
+            )
         except OSError as err:
             raise SdrunError(
                 f"could not write {self.path} ({err.strerror or err}); the checkpoint of the "
@@ -65,19 +64,20 @@ class MetricsFile:
 
 def _epoch_of(line: str) -> Optional[int]:
     try:
-        return int(json.loads(line)["epoch"])
-    except (ValueError, KeyError, TypeError):
+        return (
+            int(files.loads_json(line, METRICS)["epoch"]) if len(line) <= files.LINE_CAP else None
+        )
+    except (ValueError, KeyError, TypeError, IndexError):
         return None  # a line cut short by a kill
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """metrics.jsonl's records (a line cut short by a kill, or not an object, is left out)."""
+    return files.read_json_lines(path)[0]
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({k: _clean(v) for k, v in summary.items()}, indent=2) + "\n")
-    os.replace(tmp, path)
+    files.write_text(path, json.dumps({k: _clean(v) for k, v in summary.items()}, indent=2) + "\n")
 
 
 class Logger(Protocol):

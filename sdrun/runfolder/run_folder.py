@@ -36,6 +36,7 @@ from sdrun.runfolder.runtime import (
     resolve_runtime,
     seed_everything,
 )
+from sdrun.trust import received, signing
 
 
 @dataclass
@@ -81,6 +82,10 @@ class Outputs:
     metrics: MetricsFile
     logger: Logger
     heartbeat: Optional[run_state.Session]  # rank 0's: lost-work accounting (run_state.py)
+    # A resumed folder is signed (trust/signing.py) once this session's first checkpoint holds
+    # what it ran: a session that ends before puts the old .hydra/ files back (run_dir_guard),
+    # which the old signature covers; a received folder stays received until then.
+    sign_on_save: Optional[Path] = None
 
     def watched(self, should_stop: Callable[[], bool]) -> Callable[[], bool]:
         """The loop's per-step stop check, with the heartbeat (rank 0) riding on it."""
@@ -90,6 +95,9 @@ class Outputs:
         """A checkpoint holds all work so far (the heartbeat's lost-work count restarts)."""
         if self.heartbeat is not None:
             self.heartbeat.saved(at)
+        if self.sign_on_save is not None:
+            signing.sign(self.sign_on_save)
+            self.sign_on_save = None
 
     def count_unsaved(self, progress: Progress) -> None:
         """This session's work since its last checkpoint is lost (a run that ends without
@@ -122,13 +130,20 @@ def outputs(
     the logger and the heartbeat, on rank 0 only (one set of files, one wandb run); the
     logger is finished, with the run's exit code, however the block ends."""
     metrics, logger, heartbeat = MetricsFile(run_dir / METRICS), NullLogger(), None
-    kept = None
+    kept, sign_on_save = None, None
+    # A received folder's wandb run and identity are the sender's: never continued here.
+    foreign = resuming and received.is_received(run_dir)
     if dist.is_main:
+        if resuming:
+            sign_on_save = run_dir
+        else:
+            signing.sign(run_dir)  # the settings Hydra just wrote are this user's
         metrics.truncate_after(progress.epoch)
         who = identity or RunIdentity(name=run_dir.name, group=cfg.group, job_type="", tags=[])
-        kept = wandb_record.read(run_dir) if resuming else None
+        kept = wandb_record.read(run_dir) if resuming and not foreign else None
         who = wandb_record.kept_identity(kept, who, cfg)  # a resumed run keeps its name
-        logger = build_logger(cfg, run_dir, config, name=who.name, run_id=progress.wandb_id,
+        run_id = None if foreign else progress.wandb_id
+        logger = build_logger(cfg, run_dir, config, name=who.name, run_id=run_id,
                               group=who.group, job_type=who.job_type or None,
                               tags=who.tags or None)  # fmt: skip
         if logger.active:
@@ -139,7 +154,7 @@ def outputs(
     progress.wandb_id = getattr(logger, "run_id", None)
     exit_code = 1
     try:
-        yield Outputs(metrics, logger, heartbeat)
+        yield Outputs(metrics, logger, heartbeat, sign_on_save)
         exit_code = 0
     finally:
         active = logger.active

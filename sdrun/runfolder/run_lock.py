@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from sdrun.errors import SdrunError
+from sdrun.trust import files
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,7 @@ def acquire(run_dir: Path) -> bool:
     if key in _held:
         return False
     path = key / LOCK_FILE
-    try:
-        fd, created = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
-    except FileExistsError:
-        fd, created = os.open(path, os.O_RDWR), False
+    fd, created = files.open_lock_file(path)  # never through a link a folder holds
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
@@ -80,13 +78,13 @@ def release_all(refused: bool = False) -> None:
     while _held:
         key, (fd, created) = _held.popitem()
         if refused and created:
-            (key / LOCK_FILE).unlink(missing_ok=True)
+            files.remove_file(key / LOCK_FILE)
         os.close(fd)
 
 
 def _holder(path: Path) -> str:
     try:
-        text = path.read_text(errors="replace").strip()
+        text = files.read_text(path, cap=4096, errors="replace").strip()
     except OSError:
         text = ""
     return f"another sdrun process ({text})" if text else "another sdrun process"

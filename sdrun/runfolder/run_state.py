@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -35,6 +34,7 @@ from sdrun.runfolder.resume_checks import check_payload
 from sdrun.runfolder.runtime import rng_state, set_rng_state
 from sdrun.training.engine import EpochTally, StepState
 from sdrun.training.schedule import CyclePlan
+from sdrun.trust import files
 
 log = logging.getLogger(__name__)
 
@@ -249,11 +249,9 @@ class Session:
             "carried_wall": self.carried_wall,
             "carried_process": self.carried_process,
         }
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
         try:  # bookkeeping only: a failed write must never stop training
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(state))
-            os.replace(tmp, self.path)
+            files.ensure_dir(self.path.parent)
+            files.write_text(self.path, json.dumps(state))
         except OSError as err:
             log.debug("heartbeat not written: %s", err)
 
@@ -297,7 +295,7 @@ def start_session(run_dir: Path, progress: Progress, processes: int, resuming: b
 
 def read_heartbeat(path: Path) -> Optional[dict[str, Any]]:
     try:
-        beat = json.loads(path.read_text())
+        beat = files.read_json(path)
         float(beat["started"]), float(beat["alive"]), int(beat["processes"])
         return beat
     except (OSError, ValueError, KeyError, TypeError):

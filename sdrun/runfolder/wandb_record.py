@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
 from sdrun.config import LoggerConfig
 from sdrun.runfolder.identity import RunIdentity
+from sdrun.trust import files
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class WandbRecord:
 def read(run_dir: Path) -> Optional[WandbRecord]:
     """The folder's record, or None when it has none or it is not one (damaged, foreign)."""
     try:
-        data = json.loads((run_dir / RECORD).read_text())
+        data = files.read_json(run_dir / RECORD)
         who = data["identity"]
         identity = RunIdentity(
             name=_text(who["name"]),
@@ -59,11 +59,9 @@ def _text(value: Any) -> str:
 
 
 def write(run_dir: Path, record: WandbRecord) -> None:
-    tmp = run_dir / f".{RECORD}.tmp"
     try:  # bookkeeping: a failed write costs a replayed epoch later, not the run
-        tmp.write_text(json.dumps({"identity": asdict(record.identity),
-                                   "synced_epoch": record.synced_epoch}) + "\n")  # fmt: skip
-        os.replace(tmp, run_dir / RECORD)
+        files.write_text(run_dir / RECORD, json.dumps({"identity": asdict(record.identity),
+                         "synced_epoch": record.synced_epoch}) + "\n")  # fmt: skip
     except OSError as err:
         log.warning("could not write %s (%s)", run_dir / RECORD, err)
 

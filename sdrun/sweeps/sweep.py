@@ -23,8 +23,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sdrun.errors import ConfigError
-from sdrun.sweeps.files import write_text_atomic
 from sdrun.sweeps.space_check import check_cycles
+from sdrun.trust import files
+from sdrun.trust.files import UnsafeFile
+from sdrun.trust.folder import check_folder
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +145,8 @@ def multirun_swept(hydra_cfg: Any) -> list[str]:
 def read_record(sweep_dir: Path) -> Optional[dict[str, Any]]:
     """The sweep's `sweep.yaml`, or None when it is missing or unreadable."""
     try:
-        record = yaml.safe_load((sweep_dir / RECORD).read_text())
-    except (OSError, yaml.YAMLError):
+        record = files.read_yaml(sweep_dir / RECORD)
+    except (OSError, UnicodeError, yaml.YAMLError):
         return None
     return record if isinstance(record, dict) else None
 
@@ -197,6 +199,10 @@ def _refuse(message: str) -> None:
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:  # a continued sweep or search: its folder may come from someone else
+            check_folder(Path(str(config.hydra.sweep.dir)), "sweep folder")
+        except UnsafeFile as err:
+            _refuse(str(err))
         search = is_search(config.hydra)
         if search and not OmegaConf.select(config, "dataset.val_split", default=0):
             _refuse(
@@ -232,6 +238,6 @@ class SweepCallback(Callback):
                 _refuse(problem)  # before sweep.yaml: the stopped search's stays as it was
         try:
             sweep_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(sweep_dir / RECORD, yaml.safe_dump(record, sort_keys=False))
+            files.write_text(sweep_dir / RECORD, yaml.safe_dump(record, sort_keys=False))
         except OSError as err:  # names and the report lose detail; the sweep itself is fine
             log.warning("could not write %s (%s)", sweep_dir / RECORD, err)

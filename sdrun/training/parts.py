@@ -73,8 +73,9 @@ def build_parts(cfg: Config, runtime: Runtime, dist: distributed.Dist) -> Parts:
 
 
 def config_dict(cfg: Config) -> dict[str, Any]:
-    """The resolved config as plain containers (what checkpoints and loggers store)."""
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    """The config as plain containers (what checkpoints and loggers store). `cfg` is resolved
+    already: a `${` left in it was an escaped literal (`\\${...}`), and stays one."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=False)
 
 
 def input_shape(cfg: Config) -> tuple[int, int, int]:

@@ -36,6 +36,7 @@ from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, LAST, load_weights
 from sdrun.transfer.config import BACKBONE_FORMS
 from sdrun.transfer.hub import cached_weights, offline_if_cached
 from sdrun.transfer.pretraining import Pretraining, read_pretraining
+from sdrun.trust.folder import check_folder
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,8 @@ def _open_run(spec: str, model: Optional[str], allow_incomplete: bool) -> Backbo
     path = Path(spec).expanduser()
     if not path.exists():
         raise ConfigError(f"backbone={spec}: no such file or directory; give {BACKBONE_FORMS}")
+    if path.is_dir():  # a run folder, maybe from elsewhere: it is read, so checked first
+        check_folder(path, "backbone run folder")
     checkpoint = path / CHECKPOINT_DIR / LAST if path.is_dir() else path
     if not checkpoint.is_file():
         raise CheckpointError(

@@ -17,6 +17,7 @@ from sdrun.cli import launch
 from sdrun.commandline.overrides import (
     PATH_KEYS,
     distributed_overrides,
+    job_run_dir,
     quote_paths,
     resume_overrides,
 )
@@ -55,7 +56,7 @@ def _task(dict_cfg: DictConfig) -> Optional[float]:
         from sdrun.transfer.parts import TASKS
         from sdrun.transfer.runner import run
 
-        summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        summary = run(cfg, job_run_dir(HydraConfig.get().runtime.output_dir))
         value = summary.get(TASKS[cfg.task.name].METRIC)
         return None if value is None else float(value)  # what Hydra sweepers optimise
 

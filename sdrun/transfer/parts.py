@@ -56,7 +56,9 @@ class Parts:
 
 
 def config_dict(cfg: TransferConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    """The config as plain containers (what checkpoints and loggers store). `cfg` is resolved
+    already: a `${` left in it was an escaped literal (`\\${...}`), and stays one."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=False)
 
 
 def open_data(cfg: TransferConfig, dist: distributed.Dist) -> Splits:

@@ -1,0 +1,257 @@
+"""A run folder crafted as a collaborator's tarball or a paper's artifact can be: links at every
+path sdrun or Hydra writes, a link to a folder, FIFOs, devices, hard links, a wandb redirect.
+Each `resume=` of one is refused in one line before anything is written, and files outside the
+folder (the victims) stay as they were (sdrun/trust/)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import sdrun_here
+
+from sdrun.trust import received, signing
+
+# Every path a resume writes (sdrun itself, Hydra's files and log, the temporary files).
+WRITTEN = (".sdrun.lock", "sdrun.log", ".hydra/config.yaml", ".hydra/hydra.yaml",
+           ".hydra/overrides.yaml", "checkpoints/.last.pt.tmp", "checkpoints/.heartbeat.json.tmp",
+           ".metrics.jsonl.tmp", ".summary.json.tmp", ".wandb.json.tmp", "curves.png",
+           "metrics.jsonl", "summary.json", "checkpoints/last.pt")  # fmt: skip
+
+
+def victims(tmp_path: Path) -> Path:
+    """Files outside the folder that a crafted folder points at."""
+    home = tmp_path / "home"
+    (home / "pictures").mkdir(parents=True)
+    (home / ".bashrc").write_text("# the user's shell\n")
+    (home / "pictures" / "cat.png").write_bytes(b"\x89PNG not really")
+    return home
+
+
+def digest(tree: Path) -> dict[str, str]:
+    return {str(p.relative_to(tree)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(tree.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def copy_of(sd_run: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "received"
+    shutil.copytree(sd_run, folder)
+    return folder
+
+
+def refused(folder: Path, tmp_path: Path, *extra: str) -> str:
+    """`sdrun resume=<folder>`: exit code 2 and one line on stderr, which is returned."""
+    result = sdrun_here(f"resume={folder}", *extra, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", WRITTEN)
+def test_a_link_at_any_written_path_is_refused_before_anything_is_written(
+    name: str, sd_run: Path, tmp_path: Path
+):
+    home = victims(tmp_path)
+    folder = copy_of(sd_run, tmp_path)
+    link = folder / name
+    link.unlink(missing_ok=True)
+    link.symlink_to(home / ".bashrc")
+    before, inside = digest(home), digest(folder)
+    line = refused(folder, tmp_path, "seed=5")  # a refused resume too: it changed the lock's target
+    assert str(link) in line and "symbolic link" in line
+    assert digest(home) == before and digest(folder) == inside
+    assert not list((folder / ".hydra").glob("before-resume-*"))
+
+
+def test_a_link_to_a_folder_and_special_files_are_refused(sd_run: Path, tmp_path: Path):
+    home = victims(tmp_path)
+    cases = {
+        "wandb": lambda p: p.symlink_to(home / "pictures", target_is_directory=True),
+        "metrics.jsonl": lambda p: (p.unlink(), os.mkfifo(p)),
+        "summary.json": lambda p: (p.unlink(), p.symlink_to("/dev/zero")),
+        "checkpoints/prev.pt": lambda p: (p.unlink(missing_ok=True), os.link(home / ".bashrc", p)),
+    }
+    for name, make in cases.items():
+        folder = copy_of(sd_run, tmp_path / name.replace("/", "_"))
+        make(folder / name)
+        before = digest(home)
+        line = refused(folder, tmp_path)
+        assert str(folder / name) in line, line
+        assert digest(home) == before
+
+
+def test_the_hydra_config_as_a_link_to_a_login_script_is_never_written(
+    sd_run: Path, tmp_path: Path
+):
+    """A saved logger.project holding a shell line (no `${`: it passes the overrides' filter)
+    with .hydra/config.yaml -> ~/.bashrc: Hydra would write the line into the login script."""
+    home = victims(tmp_path)
+    folder = copy_of(sd_run, tmp_path)
+    saved = folder / ".hydra" / "overrides.yaml"
+    entries = yaml.safe_load(saved.read_text()) + ["logger.project='$(touch PWNED)'"]
+    saved.write_text(yaml.safe_dump(entries))
+    (folder / ".hydra" / "config.yaml").unlink()
+    (folder / ".hydra" / "config.yaml").symlink_to(home / ".bashrc")
+    refused(folder, tmp_path)
+    assert (home / ".bashrc").read_text() == "# the user's shell\n"
+
+
+def test_wandbs_own_links_inside_wandb_are_allowed(sd_run: Path, tmp_path: Path):
+    """wandb links `wandb/latest-run` and `debug*.log` itself (and replaces them, never writes
+    through them): a folder with wandb's links resumes."""
+    folder = copy_of(sd_run, tmp_path)
+    run = folder / "wandb" / "offline-run-1"
+    (run / "logs").mkdir(parents=True)
+    (folder / "wandb" / "latest-run").symlink_to("offline-run-1")
+    (run / "logs" / "debug-core.log").symlink_to(tmp_path / "cache-core.log")
+    from sdrun.trust.folder import check_folder
+
+    check_folder(folder)  # no error
+
+
+SENDER = ["logger=wandb", "logger.mode=online", "logger.entity=sender", "logger.project=theirs",
+          "logger.log_checkpoints=true", "distill.teacher_checkpoint=/home/sender/t.pt",
+          "dataset.num_workers=64"]  # fmt: skip
+
+
+def _with_sender_settings(sd_run: Path, tmp_path: Path) -> Path:
+    folder = copy_of(sd_run, tmp_path)
+    saved = folder / ".hydra" / "overrides.yaml"
+    own = [o for o in yaml.safe_load(saved.read_text()) if not o.startswith("logger")]
+    saved.write_text(yaml.safe_dump(own + SENDER))
+    return folder
+
+
+def test_a_received_folder_does_not_choose_where_metrics_go(sd_run: Path, tmp_path: Path):
+    folder = _with_sender_settings(sd_run, tmp_path)
+    result = sdrun_here("--cfg", "job", f"resume={folder}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["logger"]["mode"] == "offline" and cfg["logger"]["entity"] is None
+    assert cfg["logger"]["project"] == "sdrun" and cfg["logger"]["log_checkpoints"] is False
+    assert cfg["distill"]["teacher_checkpoint"] is None and cfg["dataset"]["num_workers"] == 8
+    note = [line for line in result.stderr.splitlines() if "received" in line]
+    assert len(note) == 1 and "logger.mode=online" in note[0] and "sdrun-trust" in note[0]
+    assert received.is_received(folder)
+    # Once trusted (sdrun-trust), the same folder resumes with every setting it holds.
+    from sdrun.trust.cli import main as trust
+
+    assert trust([str(folder)]) == 0
+    result = sdrun_here("--cfg", "job", f"resume={folder}", cwd=tmp_path)
+    cfg = yaml.safe_load(result.stdout)
+    assert (cfg["logger"]["mode"], cfg["logger"]["project"]) == ("online", "theirs")
+
+
+def test_the_users_own_folder_resumes_with_all_its_settings(sd_run: Path, tmp_path: Path):
+    assert signing.is_own(sd_run)  # made by this user's sdrun (the suite's key)
+    folder = _with_sender_settings(sd_run, tmp_path)
+    assert not signing.is_own(folder)  # its settings changed since sdrun signed them
+    signing.sign(folder)
+    assert signing.is_own(folder)
+    result = sdrun_here("--cfg", "job", f"resume={folder}", cwd=tmp_path)
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["logger"]["entity"] == "sender" and "received" not in result.stderr
+
+
+def test_the_signing_key_is_private_and_made_once(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SDRUN_CONFIG_DIR", str(tmp_path / "config"))
+    folder = tmp_path / "run"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    signing.sign(folder)
+    key = tmp_path / "config" / "folder-signing.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert signing.is_own(folder)
+    monkeypatch.setenv("SDRUN_CONFIG_DIR", str(tmp_path / "another-user"))
+    assert not signing.is_own(folder)  # another user's key: received
+
+
+def test_escaped_literals_stay_literal_in_what_is_stored(monkeypatch):
+    """`logger.project=\\${oc.env:...}` is a literal; storing the config must not resolve it
+    (it would put the secret into last.pt and wandb's config)."""
+    from omegaconf import OmegaConf
+
+    from sdrun.config import Config
+    from sdrun.training.parts import config_dict
+
+    monkeypatch.setenv("SDRUN_TEST_SECRET", "hunter2")
+    composed = OmegaConf.merge(
+        OmegaConf.structured(Config),
+        OmegaConf.create({"logger": {"project": "\\${oc.env:SDRUN_TEST_SECRET}"}}),
+    )
+    cfg = OmegaConf.to_object(composed)
+    assert cfg.logger.project == "${oc.env:SDRUN_TEST_SECRET}"
+    assert config_dict(cfg)["logger"]["project"] == "${oc.env:SDRUN_TEST_SECRET}"
+
+
+def test_reads_are_bounded(tmp_path: Path):
+    """What a folder holds decides neither how long sdrun waits nor how much it reads."""
+    from sdrun.trust import files
+
+    fifo = tmp_path / "summary.json"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def read() -> None:
+        with pytest.raises(files.UnsafeFile, match="FIFO"):
+            files.read_json(fifo)
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert done.wait(10), "reading a FIFO hung"
+    bomb = tmp_path / "config.yaml"
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
+               for p, c in zip("abcdefghijklmnopqrs", "bcdefghijklmnopqrst")]  # fmt: skip
+    bomb.write_text("\n".join(levels) + "\n")
+    with pytest.raises(yaml.YAMLError, match="anchor or alias"):
+        files.read_yaml(bomb)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="nested"):
+        files.read_json(deep)
+    big = tmp_path / "metrics.jsonl"
+    with open(big, "wb") as f:
+        f.truncate(files.CONFIG_CAP + 1)  # sparse: no disk used
+    with pytest.raises(files.UnsafeFile, match="larger than"):
+        files.read_json(big)
+
+
+def test_writes_replace_a_link_and_never_follow_it(tmp_path: Path):
+    from sdrun.trust import files
+
+    home = victims(tmp_path)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "summary.json").symlink_to(home / ".bashrc")
+    (folder / ".metrics.jsonl.tmp").symlink_to(home / ".bashrc")
+    files.write_text(folder / "summary.json", "{}\n")
+    files.write_text(folder / "metrics.jsonl", "{}\n")
+    assert (folder / "summary.json").read_text() == "{}\n"
+    assert not (folder / "summary.json").is_symlink()
+    (folder / "log").symlink_to(home / ".bashrc")
+    with pytest.raises(files.UnsafeFile, match="symbolic link"):
+        files.append_text(folder / "log", "x\n")
+    assert (home / ".bashrc").read_text() == "# the user's shell\n"
+
+
+def test_a_folder_named_with_an_interpolation_resumes_and_reveals_nothing(
+    sd_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Hydra resolves its run directory a second time (hydra.runtime.output_dir): a `${` in a
+    folder's name would be read as an interpolation, here one that names a secret."""
+    monkeypatch.setenv("SDRUN_TEST_SECRET", "hunter2")
+    folder = tmp_path / "x${oc.env:SDRUN_TEST_SECRET}"
+    shutil.copytree(sd_run, folder)
+    before = (folder / "sdrun.log").stat().st_size
+    result = sdrun_here(f"resume={folder}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (folder / "sdrun.log").stat().st_size > before  # this session logged there
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]  # nothing beside it
+    assert "hunter2" not in result.stdout + result.stderr
+    assert not any(b"hunter2" in p.read_bytes() for p in folder.rglob("*") if p.is_file())
