@@ -20,6 +20,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from sdrun.report import write_report
+from sdrun.sweeps import results
 from sdrun.sweeps.retrain import main as retrain_main
 from sdrun.sweeps.retrain import retrain_argv
 from sdrun.sweeps.trials import FIXED_ATTR
@@ -79,25 +80,22 @@ def files_outside(root: Path, sweep_dir: Path) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def pruned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(a search's sweep folder, a file outside it): a study holding one finished trial at
-    val/top1 100 every epoch, then two trials in one batch of n_jobs=2 under a median pruner
-    that may prune after one finished trial: both lag at epoch 1. optimization_results.yaml is a
-    link to the outside file before the search, as a received folder could hold."""
+def pruned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A search's sweep folder: a study holding one finished trial at val/top1 100 every
+    epoch, then two trials in one batch of n_jobs=2 under a median pruner that may prune after
+    one finished trial: both lag at epoch 1."""
     work = tmp_path_factory.mktemp("pruned")
-    sweep_dir, victim = work / "search", work / "victim.txt"
+    sweep_dir = work / "search"
     add_done(new_study(sweep_dir), 100.0)
-    victim.write_text("mine\n")
-    (sweep_dir / "optimization_results.yaml").symlink_to(victim)
     proc = sdrun_here("-m", *FAKE, "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2",
                       "hydra.sweeper.pruner.startup_trials=1", f"hydra.sweep.dir={sweep_dir}",
                       cwd=work)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return sweep_dir, victim
+    return sweep_dir
 
 
 def test_a_pruned_trial_stops_after_its_checkpoint_and_is_pruned_in_the_study(pruned):
-    sweep_dir, _ = pruned
+    sweep_dir = pruned
     study = optuna.load_study(study_name=STUDY, storage=journal(sweep_dir))  # as the dashboard
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, *[TrialState.PRUNED] * 2]
     for trial in study.trials[1:]:
@@ -113,14 +111,11 @@ def test_a_pruned_trial_stops_after_its_checkpoint_and_is_pruned_in_the_study(pr
         assert trial.params.keys() == SPACE.keys() and trial.user_attrs == {FIXED_ATTR: FIXED}
 
 
-def test_the_results_replace_a_link_and_the_report_counts_pruned_trials(pruned, tmp_path):
-    sweep_dir, victim = pruned
-    assert victim.read_text() == "mine\n"  # not written through the link
-    results_file = sweep_dir / "optimization_results.yaml"
-    assert not results_file.is_symlink()
-    results = yaml.safe_load(results_file.read_text())
-    assert results["best_trial"] == 0 and results["best_value"] == 100.0
-    assert results["best_params"] == PARAMS and results["trials"] == {"complete": 1, "pruned": 2}
+def test_the_results_name_the_best_trial_and_the_report_counts_pruned_trials(pruned, tmp_path):
+    sweep_dir = pruned
+    record = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert record["best_trial"] == 0 and record["best_value"] == 100.0
+    assert record["best_params"] == PARAMS and record["trials"] == {"complete": 1, "pruned": 2}
     write_report([sweep_dir], tmp_path / "report")
     section = (tmp_path / "report" / "RESULTS.md").read_text().split("## Search", 1)[1]
     assert "(2 pruned; 3 planned)" in section
@@ -128,8 +123,21 @@ def test_the_results_replace_a_link_and_the_report_counts_pruned_trials(pruned, 
     assert len(rows) == 2 and all("| pruned: pruned by the search's median" in r for r in rows)
 
 
+def test_the_results_replace_a_link_never_writing_through_it(pruned, tmp_path: Path):
+    """A received folder's optimization_results.yaml may be a link (the folder check refuses
+    it when a search starts; the writer does not follow one either)."""
+    study = optuna.load_study(study_name=STUDY, storage=journal(pruned))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    (tmp_path / "optimization_results.yaml").symlink_to(victim)
+    results.write_results(tmp_path, study, study.best_trial)
+    assert victim.read_text() == "mine\n"
+    written = tmp_path / "optimization_results.yaml"
+    assert not written.is_symlink() and yaml.safe_load(written.read_text())["best_trial"] == 0
+
+
 def test_the_best_setting_retrains_on_seeds_without_a_validation_split(pruned, tmp_path):
-    sweep_dir, _ = pruned
+    sweep_dir = pruned
     argv = retrain_argv(sweep_dir, 2, [])
     assert "dataset.val_split=0" in argv and "seed=0,1" in argv
     assert not any(a.startswith(("hparams_search", "hydra.sweeper")) for a in argv)
@@ -157,13 +165,13 @@ def test_the_best_setting_retrains_on_seeds_without_a_validation_split(pruned, t
 def test_retrain_takes_only_values_of_the_space_from_the_results(
     pruned, tmp_path: Path, capsys, change, says
 ):
-    sweep_dir, _ = pruned
+    sweep_dir = pruned
     copy = tmp_path / "search"
     copy.mkdir()
     (copy / "sweep.yaml").write_bytes((sweep_dir / "sweep.yaml").read_bytes())
-    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
-    results["best_params"].update(change)
-    (copy / "optimization_results.yaml").write_text(yaml.safe_dump(results))
+    record = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    record["best_params"].update(change)
+    (copy / "optimization_results.yaml").write_text(yaml.safe_dump(record))
     with pytest.raises(SystemExit) as stop:
         retrain_main([str(copy), "--seeds", "1"])
     assert stop.value.code == 2

@@ -19,13 +19,12 @@ import errno
 import fcntl
 import logging
 import os
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-from sdrun.errors import ConfigError
+from sdrun.trust import files
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +72,9 @@ class Claims:
 
 
 def _open_lock(path: Path) -> int:
-    """A claim file, created if missing, never through a symlink and only a plain file of one
-    link (the sweep folder may come from someone else: its files must not point elsewhere)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot open the search's lock file ({err.strerror}); "
-                          "remove it or give a new hydra.sweep.dir") from None  # fmt: skip
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-        os.close(fd)
-        raise ConfigError(f"{path}: not a plain file of the search's own; remove it or give a "
-                          "new hydra.sweep.dir")  # fmt: skip
-    return fd
+    """A claim file, created if missing, never through a link (sdrun/trust/files.py)."""
+    files.ensure_dir(path.parent)
+    return files.open_lock_file(path)[0]
 
 
 def _flock(fd: int, blocking: bool = False) -> bool:

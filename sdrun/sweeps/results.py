@@ -1,6 +1,6 @@
-"""What a search writes into its sweep folder: `optimization_results.yaml` (the best trial, when
-the search ends) and `sweep.yaml` (sdrun/sweeps/sweep.py), each replaced whole and never
-written through a link: the folder may come from someone else."""
+"""What a search writes into its sweep folder when it ends: `optimization_results.yaml`, the best
+trial, replaced whole and never written through a link (sdrun/trust/files.py): the folder may
+come from someone else."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from sdrun.sweeps.files import write_text_atomic
+from sdrun.trust import files
 
 RESULTS = "optimization_results.yaml"
 
@@ -34,7 +34,7 @@ def write_results(sweep_dir: Path, study: optuna.Study, best: optuna.trial.Froze
         "best_value": best.value,
         "trials": state_counts(study),
     }
-    write_text_atomic(sweep_dir / RESULTS, yaml.safe_dump(record, sort_keys=False))
+    files.write_text(sweep_dir / RESULTS, yaml.safe_dump(record, sort_keys=False))
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:

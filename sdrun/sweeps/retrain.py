@@ -21,14 +21,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from sdrun.commandline.overrides import CONFIG_DIR, quote
 from sdrun.commandline.run_dir_guard import exit_with
 from sdrun.commandline.saved_overrides import setting_problem
-from sdrun.errors import ConfigError
-from sdrun.sweeps.files import read_yaml_record
+from sdrun.errors import ConfigError, SdrunError
 from sdrun.sweeps.results import RESULTS
 from sdrun.sweeps.space import parse_space, render, value_problem
 from sdrun.sweeps.sweep import CHOSEN_ON_VALIDATION, read_record
+from sdrun.trust import files
 
 # The search's own overrides that the retrain replaces: the search itself, its split, its seed.
 REPLACED = ("hparams_search", "dataset.val_split", "seed", "logger.tags")
@@ -73,8 +75,13 @@ _FIX = (
 
 
 def _best_params(sweep_dir: Path) -> dict[str, Any]:
-    results = read_yaml_record(sweep_dir / RESULTS)
-    best = (results or {}).get("best_params")
+    try:
+        results = files.read_yaml(sweep_dir / RESULTS)
+    except files.UnsafeFile:
+        raise
+    except (OSError, UnicodeError, yaml.YAMLError):
+        results = None
+    best = results.get("best_params") if isinstance(results, dict) else None
     if not isinstance(best, dict):
         raise ConfigError(
             f"{sweep_dir / RESULTS}: no best parameters there (the search has not finished); "
@@ -107,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--seeds must be at least 1")
     try:
         command = retrain_argv(args.sweep_dir, args.seeds, list(args.overrides))
-    except ConfigError as err:
+    except SdrunError as err:  # a setting refused, a file that is not sdrun's
         exit_with(err)
     from sdrun.cli import main as sdrun_main
 

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from sdrun.commandline.overrides import CONFIG_DIR, quote
-from sdrun.errors import ConfigError
+from sdrun.errors import ConfigError, SdrunError
 from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, LAST
 from sdrun.sweeps import results
 from sdrun.sweeps.claims import Claims
@@ -57,7 +57,7 @@ class ResumableSearch:
     def sweep(self, arguments: list[str]) -> None:
         try:
             self._sweep(arguments)
-        except ConfigError as err:  # before a job starts, or between batches: one line
+        except SdrunError as err:  # before a job starts, or between batches: one line
             print(f"sdrun: error: {err}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
 

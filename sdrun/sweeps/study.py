@@ -6,14 +6,13 @@ no database server, and `optuna-dashboard <sweep dir>/optuna.journal` shows it. 
 `hydra.sweeper.storage` (`sqlite:///...`, `postgresql://...`) stores it there instead.
 
 The storage and study come from the command (its `hydra.sweeper` settings), never from files in
-a folder: a sweep folder may come from someone else.
+a folder: a sweep folder may come from someone else (before the search opens its journal, the
+sweep folder was checked for links and special files: sweep.SweepCallback).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import stat
 from pathlib import Path
 from typing import Any, Optional
 
@@ -44,27 +43,13 @@ def storage_of(url: Optional[str], sweep_dir: Path) -> optuna.storages.BaseStora
                               "RDB URL such as sqlite:///<file>, or null for a journal file "
                               "in the sweep folder") from None  # fmt: skip
     path = journal_path(sweep_dir)
-    _check_plain_file(path)
-    _check_plain_file(path.with_name(path.name + ".lock"), link_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    backend = optuna.storages.journal.JournalFileBackend(str(path))
+    # Optuna's lock beside the journal as a plain file (O_EXCL), not its default symlink: the
+    # sweep folder's check (sdrun/trust/folder.py, when a process starts) refuses links, and a
+    # second process would meet the first one's lock.
+    lock = optuna.storages.journal.JournalFileOpenLock(str(path))
+    backend = optuna.storages.journal.JournalFileBackend(str(path), lock_obj=lock)
     return optuna.storages.JournalStorage(backend)
-
-
-def _check_plain_file(path: Path, link_ok: bool = False) -> None:
-    """The journal, if there, must be a plain file of this folder: Optuna appends to it, and a
-    symlink from a folder of someone else's would have it write elsewhere. (Optuna's own lock
-    beside it is a symlink by design: `link_ok`.)"""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    plain = stat.S_ISREG(info.st_mode) and info.st_nlink == 1
-    if plain or (link_ok and stat.S_ISLNK(info.st_mode)):
-        return
-    raise ConfigError(f"{path}: not a plain file (a link or a special file); the search "
-                      "writes there, so it refuses: remove it or give a new "
-                      "hydra.sweep.dir")  # fmt: skip
 
 
 def open_study(sweeper: DictConfig, sweep_dir: Path, create: bool) -> optuna.Study:
