@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -71,20 +73,63 @@ def pip_install(venv: Path, *what: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@pytest.fixture(scope="module", params=["wheel", "editable"])
-def installed(request: pytest.FixtureRequest, source: Path) -> tuple[Path, Path]:
-    """(a venv with sdrun installed as `request.param` says, the folder its code is in)."""
-    venv = scratch_venv(source.parent / f"venv-{request.param}")
-    if request.param == "wheel":
-        pip_install(venv, str(request.getfixturevalue("wheel")))
+KINDS = ("wheel", "editable")
+# Two trials of two 1-epoch cycles on 32 fake images.
+SEARCH = ("-m", "hparams_search=sd_optuna", "hydra.sweeper.n_trials=2", "dataset=fake",
+          "dataset.num_train=48", "dataset.val_split=16", "dataset.num_test=16",
+          "dataset.num_classes=4", "dataset.image_size=16", "dataset.batch_size=32",
+          "model=resnet20", "schedule.epochs=2", "schedule.cycles=choice(2)",
+          "logger=none")  # fmt: skip
+
+
+def console_scripts() -> list[str]:
+    """The console scripts pyproject.toml declares ([project.scripts])."""
+    table = (CHECKOUT / "pyproject.toml").read_text().split("[project.scripts]", 1)[1]
+    table = table.split("\n[", 1)[0]
+    return re.findall(r"^([\w-]+)\s*=", table, flags=re.MULTILINE)
+
+
+def install(kind: str, source: Path, wheel: Path) -> tuple[Path, Path]:
+    """(a scratch venv with sdrun installed as `kind` says, the folder its code is in)."""
+    venv = scratch_venv(source.parent / f"venv-{kind}")
+    if kind == "wheel":
+        pip_install(venv, str(wheel))
         return venv, venv
     pip_install(venv, "-e", str(source))  # what `make install` does
     return venv, source
 
 
+@dataclass
+class Installed:
+    venv: Path
+    code_dir: Path  # where its sdrun and hydra_plugins must be imported from
+    sweep_dir: Path
+    ran: dict[str, tuple[int, str, str]]  # "where", each script's --help, "search"
+
+
+@pytest.fixture(scope="module")
+def installed(source: Path, wheel: Path) -> dict[str, Installed]:
+    """Both install kinds, and every command of the tests below run in each, all side by side
+    (they are independent, and each mostly imports torch): from a folder of their own."""
+    kinds = {kind: Installed(*install(kind, source, wheel), source.parent / f"search-{kind}",
+                             {}) for kind in KINDS}  # fmt: skip
+    started = {}
+    for kind, it in kinds.items():
+        cwd = source.parent / f"cwd-{kind}"
+        cwd.mkdir()
+        started[kind, "where"] = start(it.venv, "python", "-c", WHERE, cwd=cwd)
+        for script in console_scripts():
+            started[kind, script] = start(it.venv, script, "--help", cwd=cwd)
+        started[kind, "search"] = start(it.venv, "sdrun", *SEARCH,
+                                        f"hydra.sweep.dir={it.sweep_dir}", cwd=cwd)  # fmt: skip
+    for (kind, what), proc in started.items():
+        kinds[kind].ran[what] = finish(proc)
+    return kinds
+
+
 def start(venv: Path, command: str, *args: str, cwd: Path) -> subprocess.Popen:
     """One of the venv's console scripts (or its python), as a user runs it: from `cwd`,
-    without PYTHONPATH. Started, not waited for: the commands of a test run side by side."""
+    without PYTHONPATH. Started, not waited for."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(WANDB_SILENT="true", WANDB_MODE="disabled")
     return subprocess.Popen([str(venv / "bin" / command), *args], cwd=cwd, env=env, text=True,
@@ -93,7 +138,7 @@ def start(venv: Path, command: str, *args: str, cwd: Path) -> subprocess.Popen:
 
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of a started command."""
-    out, err = proc.communicate(timeout=300)
+    out, err = proc.communicate(timeout=600)
     return proc.returncode, out, err
 
 
@@ -109,39 +154,30 @@ def test_the_wheel_holds_every_package_and_every_config(wheel: Path):
     assert configs and configs <= names
 
 
-def test_every_console_script_starts_from_another_directory(
-    installed: tuple[Path, Path], tmp_path: Path
-):
-    venv, code_dir = installed
-    where = start(venv, "python", "-c", WHERE, cwd=tmp_path)
-    helps = {script: start(venv, script, "--help", cwd=tmp_path)
-             for script in ("sdrun", "sdrun-report", "sdrun-transfer")}  # fmt: skip
-    code, out, err = finish(where)
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_console_script_starts_from_another_directory(installed, kind: str):
+    it = installed[kind]
+    code, out, err = it.ran["where"]
     assert code == 0, err[-3000:]
     for path in out.split():  # the install under test, not the checkout
-        assert Path(path).is_relative_to(code_dir), path
-    says = {"sdrun": "hparams_search: sd_optuna", "sdrun-report": "usage: sdrun-report",
-            "sdrun-transfer": "task: detection"}  # fmt: skip
-    for script, proc in helps.items():
-        code, out, err = finish(proc)
-        assert code == 0 and says[script] in out, (script, err[-3000:])
+        assert Path(path).is_relative_to(it.code_dir), path
+    scripts = console_scripts()
+    assert {"sdrun", "sdrun-report", "sdrun-transfer"} <= set(scripts)
+    for script in scripts:
+        code, out, err = it.ran[script]
+        assert code == 0 and script in out, (script, err[-3000:])
+    assert "hparams_search: sd_optuna" in it.ran["sdrun"][1]
 
 
-def test_a_search_runs_from_another_directory(installed: tuple[Path, Path], tmp_path: Path):
-    """Two trials of two 1-epoch cycles on 32 fake images: the search's sweeper must be found
-    (before the fix, an editable install failed here with Hydra's "Unknown plugin class")."""
-    venv, _ = installed
-    sweep_dir = tmp_path / "search"
-    proc = start(venv, "sdrun", "-m", "hparams_search=sd_optuna", "hydra.sweeper.n_trials=2",
-               "dataset=fake", "dataset.num_train=48", "dataset.val_split=16",
-               "dataset.num_test=16", "dataset.num_classes=4", "dataset.image_size=16",
-               "dataset.batch_size=32", "model=resnet20", "schedule.epochs=2",
-               "schedule.cycles=choice(2)", "logger=none", f"hydra.sweep.dir={sweep_dir}",
-               cwd=tmp_path)  # fmt: skip
-    code, out, err = finish(proc)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_search_runs_from_another_directory(installed, kind: str):
+    """The search's sweeper must be found (before the fix, an editable install failed here with
+    Hydra's "Unknown plugin class") and its two trials train."""
+    it = installed[kind]
+    code, out, err = it.ran["search"]
     assert code == 0, out[-3000:] + err[-3000:]
-    summaries = sorted(sweep_dir.glob("*/summary.json"))
+    summaries = sorted(it.sweep_dir.glob("*/summary.json"))
     assert len(summaries) == 2
     assert all(json.loads(s.read_text())["complete"] for s in summaries)
-    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    results = yaml.safe_load((it.sweep_dir / "optimization_results.yaml").read_text())
     assert results["best_value"] == max(json.loads(s.read_text())["val/top1"] for s in summaries)

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import optuna
@@ -212,6 +213,26 @@ def test_a_tampered_study_is_refused_in_one_line_and_nothing_is_written(tmp_path
     assert not list(sweep_dir.glob("*/.hydra"))  # no job started
 
 
+def start_worker(args: list[str], cwd: Path) -> tuple[subprocess.Popen, list[str], threading.Event]:
+    """`sdrun` in a process of its own; its output lines, and an event set once it has opened
+    the study (then this process starts its own worker: the two overlap)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"WANDB_SILENT": "true"}
+    proc = subprocess.Popen([sys.executable, "-m", "sdrun", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    lines: list[str] = []
+    opened = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if f"study {STUDY} in " in line:
+                opened.set()
+        opened.set()  # it ended: the assertions below say how
+
+    threading.Thread(target=read, daemon=True).start()
+    return proc, lines, opened
+
+
 def test_two_processes_share_a_study_and_one_of_them_reruns_its_killed_trial(tmp_path: Path):
     """Two finished trials and one a kill left RUNNING before its first checkpoint; two `sdrun
     -m` processes started at once run it and a new trial, each once, in its own folder."""
@@ -222,12 +243,11 @@ def test_two_processes_share_a_study_and_one_of_them_reruns_its_killed_trial(tmp
     add_running(study)
     args = ["-m", *FAKE, "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner.name=none",
             f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"WANDB_SILENT": "true"}
-    workers = [subprocess.Popen([sys.executable, "-m", "sdrun", *args], cwd=tmp_path, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for _ in range(2)]  # fmt: skip
-    outputs = [w.communicate(timeout=300)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    other, lines, opened = start_worker(args, tmp_path)
+    assert opened.wait(timeout=300), "".join(lines)[-3000:]  # it has the study open
+    here = sdrun_here(*args, cwd=tmp_path)  # this process is the second one
+    assert other.wait(timeout=300) == 0 and here.returncode == 0, "".join(lines)[-3000:]
+    outputs = ["".join(lines), here.stdout + here.stderr]
     study = optuna.load_study(study_name=STUDY, storage=journal(sweep_dir))
     assert [t.number for t in study.trials] == [0, 1, 2, 3]  # n_trials counts the study
     assert all(t.state == TrialState.COMPLETE for t in study.trials)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from sdrun.commandline.overrides import CONFIG_DIR, quote
 from sdrun.commandline.run_dir_guard import exit_with
@@ -58,12 +59,12 @@ def retrain_argv(sweep_dir: Path, seeds: int, extra: list[str]) -> list[str]:
         if problem:
             raise ConfigError(f"{sweep_dir / RESULTS}: {key}={best[key]!r} {problem}; {_FIX}")
         settings.append(f"{key}={render(best[key])}")
+    settings.append(_tags(saved))
     for entry in settings:
         problem = setting_problem(entry, SDRUN, CONFIG_DIR)
         if problem:
             raise ConfigError(f"{sweep_dir}: the search's {entry!r} {problem}; {_FIX}")
     ours = [*settings, "dataset.val_split=0", f"seed={','.join(map(str, range(seeds)))}",
-            f"logger.tags=[{CHOSEN_ON_VALIDATION}]",
             f"hydra.sweep.dir={quote(f'{sweep_dir}-best')}"]  # fmt: skip
     return ["-m", *(o for o in ours if _key(o) not in given), *extra]
 
@@ -94,6 +95,20 @@ def _strings(value: Any, what: str, sweep_dir: Path) -> dict[str, str]:
     if not isinstance(value, dict):
         raise ConfigError(f"{sweep_dir}: sweep.yaml has no {what}; {_FIX}")
     return {str(k): str(v) for k, v in value.items()}
+
+
+def _tags(saved: list[str]) -> str:
+    """The search's own logger tags (if its command gave some) and `chosen-on-val`."""
+    tags: list[Any] = []
+    for entry in saved:
+        if _key(entry) == "logger.tags":
+            try:
+                value = OverridesParser.create().parse_override(entry).value()
+            except Exception:  # noqa: BLE001 - not Hydra's syntax: no tags taken from it
+                value = []
+            tags = value if isinstance(value, list) else []
+    rendered = [render(t) for t in tags if isinstance(t, str)] + [CHOSEN_ON_VALIDATION]
+    return f"logger.tags=[{','.join(rendered)}]"
 
 
 def _key(override: str) -> str:
