@@ -26,18 +26,34 @@ test: install
 # Select with MODELS="resnet56 resnet110" METHODS="sd cosine" (of the table's) SEEDS=3 (a count)
 # or SEEDS=0,2; SMOKE=1: tiny data, 2 epochs, on the CPU. Run it again to continue: finished
 # runs are skipped, killed ones resumed.
+# Where the runs go, LAUNCHER=
+#   local      (the default where a GPU is visible) one run per GPU at a time, each seeing only
+#              its own GPU; GPUS=0,1,2,3 picks them (default: all visible)
+#   slurm      every run a SLURM job (submitit); job settings from conf/hydra/launcher/slurm.yaml,
+#              changed with SLURM='partition=gpu account=lab timeout_min=1440 qos=high' (any key
+#              of that file; quote a value with spaces: SLURM='"setup=[module load cuda]"');
+#              a born-again generation waits in SLURM for its teacher's job (afterok); WAIT=0:
+#              submit and return (make reproduce again says where each run is and writes the
+#              report once all have ended). A job preempted or at its time limit is requeued
+#              and continues from its checkpoint.
+#   processes  (the default without a GPU) JOBS=N runs at a time as child processes
 TABLE ?=
 MODELS ?=
 METHODS ?=
 SEEDS ?=
 GENERATIONS ?= 2
 OUT ?=
+LAUNCHER ?=
+GPUS ?=
+SLURM ?=
+WAIT ?= 1
 JOBS ?= 1
 SMOKE ?=
 reproduce: install
 	$(BIN)/python scripts/reproduce.py --table "$(TABLE)" --models "$(MODELS)" --methods "$(METHODS)" \
-		--seeds "$(SEEDS)" --generations $(GENERATIONS) --out "$(OUT)" --jobs $(JOBS) \
-		$(if $(filter 1 true yes,$(SMOKE)),--smoke) -- $(ARGS)
+		--seeds "$(SEEDS)" --generations $(GENERATIONS) --out "$(OUT)" --launcher "$(LAUNCHER)" \
+		--gpus "$(GPUS)" --slurm '$(SLURM)' $(if $(filter 0 no false,$(WAIT)),--no-wait) \
+		--jobs $(JOBS) $(if $(filter 1 true yes,$(SMOKE)),--smoke) -- $(ARGS)
 
 # Transfer to PASCAL VOC (docs/TRANSFER.md): fine-tune the backbones of a finished `make reproduce`
 # tree (FROM, default outputs/reproduce; or BACKBONES="<run dirs> timm:resnet101 ...") on detection

@@ -4,12 +4,19 @@ on them, without and with `--run-plots`. See docs/PERFORMANCE.md.
 
     python scripts/bench_report.py --runs 500 --epochs 240
     python scripts/bench_report.py --runs 20 --epochs 4 --run-plots --json
+    python scripts/bench_report.py --runs 1000 --cli   # also `sdrun-report` as a command
+
+`--cli` times the command itself in a new process, imports included (`cli_cpu_s`, `cli_wall_s`),
+as a user waits for it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -65,11 +72,24 @@ def write_runs(root: Path, n: int, epochs: int) -> None:
         (run / "summary.json").write_text(json.dumps(summary))
 
 
+def time_cli(root: Path) -> dict[str, float]:
+    """`sdrun-report <root>` in a new process: CPU seconds (user + system) and wall seconds."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    command = [sys.executable, "-m", "sdrun.report", str(root), "--out", str(root / "cli")]
+    subprocess.run(command, check=True, capture_output=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"cli_cpu_s": cpu, "cli_wall_s": wall}
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=240, help="metrics.jsonl lines per run")
     parser.add_argument("--run-plots", action="store_true", help="also time one PNG per run")
+    parser.add_argument("--cli", action="store_true", help="also time the sdrun-report command")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,6 +103,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             # CPU seconds too: on a shared machine the wall time says more about the others
             times[f"{name}_cpu_s"] = time.process_time() - cpu
             times[f"{name}_wall_s"] = time.perf_counter() - start
+        if args.cli:
+            times.update(time_cli(root))
         result = {"runs": len(report.runs), "rows": len(report.rows), "epochs": args.epochs,
                   **{k: round(v, 2) for k, v in times.items()}}  # fmt: skip
     if args.json:

@@ -61,7 +61,7 @@ class Job:
 
 def find_backbones(root: Path, models: list[str], methods: list[str]) -> list[Backbone]:
     """Complete sdrun runs under `root` (transfer runs left out), by network and method."""
-    from sdrun.report.runs import load_runs
+    from sdrun.report.scan import load_runs
     from sdrun.report.transfer import split_runs
 
     runs, _, _ = load_runs([root])
@@ -72,6 +72,17 @@ def find_backbones(root: Path, models: list[str], methods: list[str]) -> list[Ba
         if r.complete and (not models or r.model in models) and (not methods or r.method in methods)
     ]
     return sorted(found, key=lambda b: (b.model, b.method, str(b.seed), b.spec))
+
+
+def backbone_folders(source: Path, backbones: list[Backbone]) -> list[Path]:
+    """The folders holding the backbones' pre-training runs: the source tree, and each given
+    run (a checkpoint's run folder is two levels up: <run>/checkpoints/<file>.pt)."""
+    folders = [source] if source.is_dir() else []
+    for backbone in backbones:
+        if backbone.method not in ("timm", "scratch"):
+            path = Path(backbone.spec)
+            folders.append(path if path.is_dir() else path.parent.parent)
+    return folders
 
 
 def given_backbone(spec: str) -> Backbone:
@@ -207,9 +218,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         extra = [*SMOKE, f"dataset.root={out / 'voc'}", *extra]
     failed = run_all(jobs, extra, max(1, args.jobs), args.dry_run)
     if not args.dry_run and any(state(j.run_dir) == "done" for j in jobs):
+        from sdrun.errors import SdrunError
         from sdrun.report import write_report
 
-        report = write_report([out], out / "report")
+        # the backbones' runs are read, only to know their recipes (the report reads nothing
+        # outside the folders it is given)
+        folders = backbone_folders(source, backbones)
+        try:
+            report = write_report([out], out / "report", context=folders)
+        except SdrunError as err:  # a report folder sdrun-report may not write into: one line
+            print(f"reproduce-transfer: error: {err}", file=sys.stderr)
+            return failed or 2
         print(f"reproduce-transfer: report of {len(report.transfer_runs)} transfer runs: "
               f"{out / 'report' / 'RESULTS.md'}")  # fmt: skip
     return failed

@@ -63,7 +63,8 @@ def test_mean_std_standard_error_and_interval():
 def test_paired_difference_uses_the_shared_keys_only():
     a = {0: 71.0, 1: 72.0, 2: 73.0, 9: 50.0}
     b = {0: 70.0, 1: 70.0, 2: 70.5}
-    d = stats.difference(a, b)
+    assert not stats.difference(a, b).paired  # seed 9 has no pair: Welch over every run
+    d = stats.paired_difference(a, b)
     diffs = [1.0, 2.0, 2.5]
     se = statistics.stdev(diffs) / math.sqrt(3)
     assert d.paired and d.pairing == "paired n=3" and (d.n_a, d.n_b) == (3, 3)
@@ -91,11 +92,12 @@ def test_unpaired_difference_is_welch():
     assert one.se is None and one.ci95 is None and one.includes_zero is None
 
 
-def test_pairing_needs_the_shared_seeds_to_be_most_runs_and_no_interval_without_spread():
+def test_pairing_needs_the_same_seeds_and_no_interval_without_spread():
     three = {0: 1.0, 1: 2.0, 2: 4.0}
-    assert stats.difference(three, {1: 1.0, 2: 2.5, 7: 0.0}).paired  # 2 of 3 on each side
-    assert not stats.difference(three, {1: 1.0, 2: 2.5, 7: 0.0, 8: 1.0}).paired  # 2 of 4
+    assert not stats.difference(three, {1: 1.0, 2: 2.5, 7: 0.0}).paired  # 2 of 3 shared
+    assert stats.difference(three, {2: 1.0, 0: 2.5, 1: 0.0}).paired  # the same seeds
+    assert not stats.difference({0: 1.0}, {0: 2.0}).paired  # one seed: no pairs to spread
     flat = stats.difference({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.0})  # every difference is 1
     assert flat.paired and flat.se == 0.0 and flat.ci95 is None
-    assert flat.no_interval == "no interval: zero variance (every value equal)"
+    assert flat.no_interval == "no interval: every value equal"
     assert stats.mean_interval([5.0, 5.0, 5.0]) is None

@@ -11,8 +11,9 @@ import pytest
 from report_builder import backbone_run, write_transfer_run
 
 from sdrun.report import main
-from sdrun.report.runs import load_runs
+from sdrun.report.scan import scan
 from sdrun.report.transfer import build_rows, gain, split_runs
+from sdrun.report.transfer_gains import sd_gains
 
 BASE = {("sd", 2.0): 40.0, ("sd", 4.0): 38.0, ("cosine", None): 37.0}
 
@@ -33,9 +34,11 @@ def grid(root: Path) -> None:
                                    seed, value(method, t, b, seed))  # fmt: skip
 
 
-def transfer_rows(root: Path):
-    runs, _, _ = load_runs([root])
-    return build_rows(split_runs(runs)[1])
+def transfer_rows(*roots: Path):
+    """The transfer rows of the runs under `roots` (the backbones' folders among them: the
+    report reads nothing outside the folders it is given)."""
+    found = scan(roots)
+    return build_rows(split_runs(found.runs)[1], found.scope)
 
 
 def test_rows_are_pretraining_recipes_over_every_backbone_and_fine_tuning_seed(tmp_path: Path):
@@ -43,7 +46,7 @@ def test_rows_are_pretraining_recipes_over_every_backbone_and_fine_tuning_seed(t
     # backbone sd T=2 seed 0 fine-tuned again with seed 0: the newer run counts, the other is named
     again = write_transfer_run(tmp_path / "ft" / "again", tmp_path / "pre" / "sd2.0_0", "sd",
                                0, 45.0)  # fmt: skip
-    rows, notes = transfer_rows(tmp_path / "ft")
+    rows, notes = transfer_rows(tmp_path / "ft", tmp_path / "pre")
     labels = [r.label for r in rows]
     assert labels == ["sd (cifar100) [backbone distill.temperature=2.0]",
                       "sd (cifar100) [backbone distill.temperature=4.0]",
@@ -51,7 +54,7 @@ def test_rows_are_pretraining_recipes_over_every_backbone_and_fine_tuning_seed(t
     assert all(len(r.runs) == 9 and len(r.by_backbone()) == 3 for r in rows)
     (note,) = notes
     assert str(tmp_path / "ft" / "sd2.0_0_0") in note and str(again) in note
-    assert main([str(tmp_path / "ft")]) == 0
+    assert main([str(tmp_path / "ft"), str(tmp_path / "pre")]) == 0
     with open(tmp_path / "ft" / "report" / "transfer.csv", newline="") as f:
         records = {r["pretraining"] + r["variant"]: r for r in csv.DictReader(f)}
     t4 = records["sd (cifar100)backbone distill.temperature=4.0"]
@@ -82,7 +85,7 @@ def test_one_backbone_rows_pair_on_the_fine_tuning_seed_when_most_are_shared(tmp
         write_transfer_run(tmp_path / "a" / f"sd{seed}", sd, "sd", seed, v)
     for seed, v in ((1, 58.0), (2, 60.0), (3, 62.0)):
         write_transfer_run(tmp_path / "a" / f"cos{seed}", cosine, "cosine", seed, v)
-    (sd_row, cos_row), _ = transfer_rows(tmp_path / "a")
+    (sd_row, cos_row), _ = transfer_rows(tmp_path / "a", tmp_path / "pre")
     assert sd_row.unit == cos_row.unit == "fine-tuning runs (one backbone)"
     one_shared = gain(sd_row, cos_row)
     assert one_shared.pairing == "unpaired" and (one_shared.n_a, one_shared.n_b) == (2, 3)
@@ -91,6 +94,46 @@ def test_one_backbone_rows_pair_on_the_fine_tuning_seed_when_most_are_shared(tmp
         write_transfer_run(tmp_path / "b" / f"cos{seed}", cosine, "cosine", seed, v)
     write_transfer_run(tmp_path / "b" / "sd0", sd, "sd", 0, 60.0)
     write_transfer_run(tmp_path / "b" / "sd1", sd, "sd", 1, 62.0)
-    (sd_row, cos_row), _ = transfer_rows(tmp_path / "b")
+    (sd_row, cos_row), _ = transfer_rows(tmp_path / "b", tmp_path / "pre")
     paired = gain(sd_row, cos_row)
     assert paired.pairing == "paired n=2" and paired.gain == pytest.approx(1.5)
+
+
+# issue 28, items 2 and 8: backbones of different recipes are not compared; each gain says its unit
+def test_backbones_of_other_recipes_are_not_compared_and_gains_say_their_unit(tmp_path: Path):
+    pre, ft = tmp_path / "pre", tmp_path / "ft"
+    for b in (0, 1, 2):
+        sd = backbone_run(pre / f"sd{b}", "sd", b)
+        short = backbone_run(pre / f"cos{b}", "cosine", b, schedule__epochs=2,
+                             dataset__batch_size=64)  # fmt: skip
+        same = backbone_run(pre / f"cosfull{b}", "cosine", b)
+        for name, backbone, method in (("sd", sd, "sd"), ("cos", short, "cosine"),
+                                       ("cosfull", same, "cosine")):  # fmt: skip
+            write_transfer_run(ft / f"{name}{b}", backbone, method, 0, 40.0 + b + (name == "sd"))
+    rows, _ = transfer_rows(ft, pre)
+    gains, skipped = sd_gains(rows)
+    variant = "backbone dataset.batch_size=128, backbone schedule.epochs=240"
+    assert [(g.sd.method, g.other.label) for g in gains] == [
+        ("sd", f"cosine (cifar100) [{variant}]")
+    ]
+    assert gains[0].unit == "3 backbones" and gains[0].diff.gain == pytest.approx(1.0)
+    (other,) = skipped
+    assert other.reasons == ["backbone dataset.batch_size: 128 vs 64",
+                             "backbone schedule.epochs: 240 vs 2"]  # fmt: skip
+    assert main([str(ft), "--with", str(pre), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "RESULTS.md").read_text()
+    assert "Backbones not compared, and why:" in text and "schedule.epochs: 240 vs 2" in text
+    with open(tmp_path / "out" / "transfer_gains.csv", newline="") as f:
+        (record,) = list(csv.DictReader(f))
+    assert (record["unit"], record["gain_df"]) == ("3 backbones", "2")
+    one = [r for r in rows if r.method == "sd"][0]
+    one.runs = one.runs[:1]  # a row of one backbone: its fine-tuning runs are the samples
+    assert gain_unit(one, rows[-1]) == (
+        "1 fine-tuning run of one backbone vs 3 backbones: mixes pre-training and fine-tuning "
+        "spread")  # fmt: skip
+
+
+def gain_unit(sd, other) -> str:
+    from sdrun.report.transfer_gains import TransferGain
+
+    return TransferGain(sd, other, gain(sd, other)).unit

@@ -53,7 +53,8 @@ def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The smoke reproduce of ResNet-20: 4 methods and a 2-generation chain, 1 seed."""
     out = tmp_path_factory.mktemp("smoke")
-    proc = run_here("--smoke", "--models", "resnet20", "--jobs", "2", "--out", str(out), cwd=out)
+    proc = run_here("--smoke", "--models", "resnet20", "--launcher", "processes", "--jobs", "2",
+                    "--out", str(out), cwd=out)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return out
 
@@ -146,8 +147,11 @@ def test_default_plan_is_the_whole_table_seed_by_seed(tmp_path: Path):
     seeds = {reproduce.generation_seed(j.seed, k) for j in jobs for k in (1, 2, 3)}
     assert len(seeds) == 3 * 3  # every (root, generation) of the table has its own seed
     assert g3.preset == f"cifar100/{g3.model}_kd"
-    waves = reproduce.waves(jobs)
-    assert [len(w) for w in waves] == [5 * 3 * 4, 5 * 3, 5 * 3]  # each generation after the last
+    cosine = next(j for j in jobs if (j.method, j.model, j.seed) == ("cosine", g3.model, g3.seed))
+    # each generation starts after the one before it: its teacher, which the plan puts first
+    assert (g3.teacher, g2.teacher) == (g2.run_dir, cosine.run_dir)
+    assert jobs.index(cosine) < jobs.index(g2) < jobs.index(g3)
+    assert sum(j.teacher is not None for j in jobs) == 5 * 3 * 2
     for job in jobs:  # every job names an existing preset
         assert (SCRIPT.parent.parent / "conf" / "experiment" / f"{job.preset}.yaml").is_file()
 
@@ -192,7 +196,7 @@ def test_selfkd_table_is_nine_methods_on_five_networks_each_with_its_preset(tmp_
         assert job.preset == f"cifar100/{job.model}_{job.method}" and job.overrides == ()
         assert job.cyclic == (job.method in {"sd", "cyclic"})
         assert (SCRIPT.parent.parent / "conf" / "experiment" / f"{job.preset}.yaml").is_file()
-    assert reproduce.waves(jobs) == [jobs]  # no chain: every run may start at once
+    assert all(j.teacher is None for j in jobs)  # no chain: every run may start at once
 
 
 def test_the_tables_share_the_folders_of_sd_cyclic_and_cosine(tmp_path: Path):
@@ -278,3 +282,11 @@ def test_make_reproduce_passes_table_and_the_selections_to_the_script(tmp_path: 
     assert planned(proc.stdout) == [f"resnet20 {m} seed 0" for m in METHODS]
     proc = run_here(*make_n("TABLE=selfkd", "METHODS=step"), cwd=tmp_path)
     assert proc.returncode == 2 and "unknown method step in table selfkd" in proc.stderr
+    # where the runs go: LAUNCHER, GPUS, SLURM (quoted values inside), WAIT
+    args = make_n("LAUNCHER=slurm", 'SLURM=partition=gpu "setup=[module load cuda]"', "WAIT=0")
+    at = args.index("--slurm")
+    assert args[at + 1] == 'partition=gpu "setup=[module load cuda]"' and "--no-wait" in args
+    assert args[args.index("--launcher") + 1] == "slurm"
+    assert run_here(*args, "--models", "resnet20", "--seeds", "1", cwd=tmp_path).returncode == 0
+    args = make_n("GPUS=0,1")
+    assert args[args.index("--gpus") + 1] == "0,1" and "--no-wait" not in args

@@ -131,3 +131,22 @@ def test_a_long_job_folder_name_keeps_the_swept_values_before_the_fixed_override
     assert names[0].startswith("0_optim.lr-0.1__seed-0__+model.kwargs.a0-")
     assert names[1].startswith("1_optim.lr-0.1__seed-1__")
     assert all(len(name) <= 255 and "logger" not in name for name in names)
+
+
+def test_job_folders_of_a_sweep_over_presets_name_the_preset(tmp_path: Path):
+    """`experiment` is kept out of job folder names (a preset path says little once), but a
+    sweep over presets has nothing else that tells its jobs apart: a swept key always names."""
+    (tmp_path / "sweep.yaml").write_text("swept: [experiment]\n")
+    config = yaml.safe_load((CONF / "config.yaml").read_text())["hydra"]
+    OmegaConf.register_new_resolver("sdrun_job", job_dirname, replace=True)  # as main() does
+    names = []
+    for num, preset in enumerate(("cifar100/resnet20_sd", "cifar100/resnet20_cosine")):
+        cfg = OmegaConf.create({"hydra": {
+            "mode": RunMode.MULTIRUN,
+            "sweep": {"dir": str(tmp_path), "subdir": config["sweep"]["subdir"]},
+            "overrides": {"task": [f"+experiment={preset}", "seed=0", "logger=none"]},
+            "job": {"num": num, "override_dirname": "seed-0", "config": config["job"]["config"]},
+        }})  # fmt: skip
+        names.append(cfg.hydra.sweep.subdir)
+    assert names == ["0_+experiment-cifar100-resnet20_sd__seed-0",
+                     "1_+experiment-cifar100-resnet20_cosine__seed-0"]  # fmt: skip

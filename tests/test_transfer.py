@@ -115,7 +115,7 @@ def test_report_has_the_transfer_table(smoke: Path):
     assert "## Transfer to PASCAL VOC" in (smoke / "report" / "RESULTS.md").read_text()
 
 
-def test_report_gains_pair_by_seed(smoke: Path, tmp_path: Path):
+def test_report_gains_pair_by_seed(smoke: Path, sd_run: Path, tmp_path: Path):
     """Six copies of the detection run as 3 seeds of SD and 3 of a cosine backbone."""
     sd_map, cosine_map = [30.0, 34.0, 35.0], [29.0, 31.0, 33.0]
     for method, values in (("sd", sd_map), ("cosine", cosine_map)):
@@ -126,7 +126,9 @@ def test_report_gains_pair_by_seed(smoke: Path, tmp_path: Path):
             (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({**config, "seed": seed}))
             s = {**summary(run), "backbone/method": method, "test/map50": value, "seed": seed}
             (run / "summary.json").write_text(json.dumps(s))
-    report = write_report([tmp_path / "runs"], tmp_path / "report")
+    # the backbones' run folder is read to know their recipe (the report reads only what it
+    # is given)
+    report = write_report([tmp_path / "runs"], tmp_path / "report", context=[sd_run.parent])
     assert len(report.transfer_runs) == 6
     with open(tmp_path / "report" / "transfer_gains.csv", newline="") as f:
         (gain,) = list(csv.DictReader(f))

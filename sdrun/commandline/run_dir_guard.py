@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from sdrun.errors import SdrunError, TrainingDiverged
-from sdrun.runfolder import distributed, run_lock
+from sdrun.runfolder import distributed, requeue, run_lock
 from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, LAST, guard_run_dir
 from sdrun.runfolder.interrupt import RunStopped
 from sdrun.trust import files
@@ -55,7 +55,8 @@ class RunDirGuard(Callback):
             check_folder(run_dir)
             if is_main:  # before Hydra writes a file: a second process must change nothing
                 run_lock.acquire(run_dir)  # held until the task ends (`run_task`)
-            guard_run_dir(run_dir, resuming=config.resume is not None)
+            resuming = config.resume is not None or requeue.continues(run_dir)
+            guard_run_dir(run_dir, resuming=resuming)
         except SdrunError as err:
             run_lock.release_all(refused=True)
             exit_with(err)
@@ -163,6 +164,7 @@ def run_task(work: Callable[[], T], prog: str = "sdrun") -> T:
         return work()
     except RunStopped as err:
         print(f"{prog}: {err}", file=sys.stderr)
+        requeue.hand_over(err.notice, err.resume_hint)  # on the cluster's notice: requeued
         sys.exit(err.exit_code)
     except TrainingDiverged as err:  # it trained with this config: that stays on record
         exit_with(err, prog)

@@ -13,24 +13,32 @@ distill=none with schedule sd/cosine/step -> `cyclic`/`cosine`/`step`; distill=k
 `born-again-g<k>`, k being one more than its teacher run's generation (a run from scratch is
 generation 1), or `kd` when the teacher is a file outside any run directory.
 
-Writes into `PATH/report/` (or `--out`): RESULTS.md, results.csv, gains.csv and PNG plots:
-per sweep (heatmap of the final error over the two swept values), per dataset (methods side by
-side per network) and, with `--run-plots`, per run (accuracy and LR against epochs, cycle ends
-marked); transfer runs get their own table (transfer.py, transfer_write.py).
+Writes into `PATH/report/` (or `--out`: a new or empty folder, or one sdrun-report made;
+output.py) RESULTS.md, results.csv, gains.csv and PNG plots, reading nothing outside the
+PATHs and `--with` folders (scope.py, walk.py): per sweep (heatmap of the final error over the
+two swept values), per dataset (methods side by side per network) and, with `--run-plots`, per
+run (accuracy and LR against epochs, cycle ends marked); transfer runs get their own table
+(transfer.py, transfer_write.py).
 """
 
 from sdrun.report.cli import main
 from sdrun.report.gains import Gain, NotCompared, gain_record, sd_gains
+from sdrun.report.model import Report
+from sdrun.report.output import ReportFolderRefused
 from sdrun.report.plots import methods_figure, plot_methods, plot_run, plot_sweep
-from sdrun.report.runs import Run, find_dirs, link_teachers, load_run, load_runs, method_of
+from sdrun.report.runs import Run, load_run, method_of
+from sdrun.report.scan import load_runs
 from sdrun.report.sweeps import Sweep, build_sweep
 from sdrun.report.table import Row, build_rows, row_record
-from sdrun.report.write import Report, build_report, write, write_csv, write_report
+from sdrun.report.teachers import link_teachers
+from sdrun.report.walk import find_dirs
+from sdrun.report.write import build_report, write, write_report
 
 __all__ = [
     "Gain",
     "NotCompared",
     "Report",
+    "ReportFolderRefused",
     "Row",
     "Run",
     "Sweep",
@@ -51,6 +59,5 @@ __all__ = [
     "row_record",
     "sd_gains",
     "write",
-    "write_csv",
     "write_report",
 ]

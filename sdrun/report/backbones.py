@@ -9,7 +9,8 @@ it. When the run directory is gone, the recipe cannot be known: the checkpoint i
 recipe (one row per backbone, never merged on a guess). timm and scratch backbones have no
 pre-training seed: their name is their recipe.
 
-The report reads the source run's YAML and JSON as data (safe_load, json), like a teacher run's.
+The source run is one the report found in the folders it was given (scope.py), read like any
+run; a backbone whose run folder lies elsewhere is not read, and its note says so.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from sdrun.report.runs import CONFIG, Run, link_teachers, load_run
-from sdrun.runfolder.checkpoint import run_dir_of
+from sdrun.report.runs import LAST, Run
+from sdrun.report.scope import Scope
+from sdrun.report.teachers import CHECKPOINTS
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,11 @@ class Backbone:
 
 
 class Backbones:
-    """Backbone identities of transfer runs, reading each source run directory once."""
+    """Backbone identities of transfer runs, from the run folders the report found (scope.py:
+    a backbone outside the folders it was given is not read)."""
 
-    def __init__(self) -> None:
-        self._runs: dict[Path, Run] = {}
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
 
     def of(self, run: Run) -> Backbone:
         s = run.summary
@@ -46,28 +49,26 @@ class Backbones:
         source = str(s.get("backbone/source", "?"))
         if s.get("backbone/kind") in ("timm", "scratch"):
             return Backbone(label, method, (("source", source),), None, source)
-        found = self._source_run(source)
+        found, checkpoint, why = self._source_run(source)
         if found is None:
-            why = f"backbone run of {source} not found: its recipe is unknown, one row per backbone"
+            why = f"backbone run of {source} {why}: its recipe is unknown, one row per backbone"
             recipe = (("method", method), ("dataset", str(data)), ("source", source))
             return Backbone(label, method, recipe, s.get("backbone/seed"), source, why)
-        checkpoint = Path(source).name if Path(source).is_file() else "last.pt"
         identity = {"method": method, **found.signature(), "checkpoint": checkpoint}
         recipe = tuple(sorted((k, str(v)) for k, v in identity.items()))
         seed = found.seed if found.seed is not None else s.get("backbone/seed")
         return Backbone(label, method, recipe, seed, source)
 
-    def _source_run(self, source: str) -> Optional[Run]:
-        """The sdrun run directory holding the checkpoint, read once; None if there is none."""
+    def _source_run(self, source: str) -> tuple[Optional[Run], str, str]:
+        """(the run folder holding the checkpoint, which checkpoint, why there is none)."""
         path = Path(source)
-        if not path.is_absolute() or not path.exists():
-            return None
-        folder = path if path.is_dir() else run_dir_of(path)
-        if folder is None or not (folder / CONFIG).is_file():
-            return None
-        folder = folder.resolve()
-        if folder not in self._runs:
-            loaded = load_run(folder)
-            link_teachers([loaded])  # a born-again backbone is identified by its teacher too
-            self._runs[folder] = loaded
-        return self._runs[folder]
+        where = self.scope.within(path) if path.is_absolute() else None
+        if where is None:
+            outside = "is outside the folders given to sdrun-report (give its folder too)"
+            return None, "", outside if path.is_absolute() else "not found"
+        found = self.scope.run_at(where)
+        if found is not None:
+            return found, LAST, ""
+        if where.parent.name == CHECKPOINTS:
+            found = self.scope.run_at(where.parent.parent)
+        return found, where.name, "not found"

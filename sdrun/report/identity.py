@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from sdrun.methods import find_method
+from sdrun.report.method_catalog import find_method
 
 DEFINING = ("dataset.", "model.", "schedule.", "distill.", "optim.")
 # Paths and loader settings do not change the result; a kd run's teacher is identified by the

@@ -82,6 +82,13 @@ PSKD = (
     "the CIFAR-100 table of the official README (lgcnsai/PS-KD-Pytorch), printed as top-1 error"
 )
 BEST_EPOCH = "best test epoch (the official code's)"
+# RepDistiller (the CRD benchmark's code, train_teacher.py) saves and reports `best_acc`, the
+# best test accuracy of any epoch.
+CRD_SELECTION = "best test epoch (RepDistiller's best_acc)"
+UNSTATED = "not stated in the source read"
+SD_BASELINE_PLACEMENT = (
+    "placed beside step by assumption: the source read names no schedule for this baseline"
+)
 BEST_CHECKPOINT = "best checkpoint on the test set (the official code's)"
 ROTATION = "augmentation: crop + flip vs crop + flip + random rotation up to 15 degrees"
 TFKD_LS = (
@@ -104,8 +111,10 @@ class Reference:
     recipe: Optional[dict[str, Any]] = field(default=None, hash=False)  # None: not given
     network: str = ""  # the source's network, when sdrun does not train it
     column: str = ""  # the source's name of the method (its table's column)
-    selection: Optional[str] = None  # the epoch reported, when not the final one
+    selection: Optional[str] = None  # which epoch it reports (UNSTATED when the source does
+    # not say; None: the final one)
     notes: tuple[str, ...] = ()  # differences no setting records (augmentation, loss variant)
+    placement: Optional[str] = None  # why it stands beside this method, when that is assumed
 
     @property
     def err(self) -> float:
@@ -156,12 +165,20 @@ def _pskd(
 
 
 REFERENCES = (
-    Reference("cifar100", "resnet32", "step", 68.39, f"{SD_PAPER}: baseline"),
-    Reference("cifar100", "resnet32", "sd", 71.29, SD_PAPER),
-    Reference("cifar100", "resnet20", "step", 69.06, CRD, CRD_RECIPE),
-    Reference("cifar100", "resnet32", "step", 71.14, CRD, CRD_RECIPE),
-    Reference("cifar100", "resnet56", "step", 72.34, CRD, CRD_RECIPE),
-    Reference("cifar100", "resnet110", "step", 74.31, CRD, CRD_RECIPE),
+    Reference(
+        "cifar100",
+        "resnet32",
+        "step",
+        68.39,
+        f"{SD_PAPER}: baseline",
+        selection=UNSTATED,
+        placement=SD_BASELINE_PLACEMENT,
+    ),
+    Reference("cifar100", "resnet32", "sd", 71.29, SD_PAPER, selection=UNSTATED),
+    Reference("cifar100", "resnet20", "step", 69.06, CRD, CRD_RECIPE, selection=CRD_SELECTION),
+    Reference("cifar100", "resnet32", "step", 71.14, CRD, CRD_RECIPE, selection=CRD_SELECTION),
+    Reference("cifar100", "resnet56", "step", 72.34, CRD, CRD_RECIPE, selection=CRD_SELECTION),
+    Reference("cifar100", "resnet110", "step", 74.31, CRD, CRD_RECIPE, selection=CRD_SELECTION),
     # docs/SELFKD.md, "Published CIFAR-100 numbers": the sources' own CIFAR networks
     *_tfkd("ResNet-18", 75.87, 77.26, 77.36, 0.1, 20.0, 100.0),  # alpha, T, multiplier
     *_tfkd("MobileNetV2", 68.38, 69.32, 70.88, 0.95, 40.0, 1.0),
@@ -175,24 +192,38 @@ REFERENCES = (
 )
 
 
-def recipe_differences(reference: Reference, settings: Mapping[str, Any]) -> list[str]:
-    """How a row's settings differ from the reference's recipe (`key: row vs published`), then
-    the epoch the source reports and what no setting records. A key the row's method does not
-    read (a cosine row has no milestones) is left out: its `schedule.name` already differs."""
+def setting_differences(reference: Reference, settings: Mapping[str, Any]) -> list[str]:
+    """How a row's settings differ from the reference's recipe (`key: row vs published`). A
+    key the row's method does not read (a cosine row has no milestones) is left out: its
+    `schedule.name` already differs."""
     if reference.recipe is None:
-        out = ["the source read gives no training recipe: not checked"]
-    else:
-        out = []
-        for key, published in reference.recipe.items():
-            have = settings.get(key)
-            if have is None and key not in settings and not method_reads(settings, key):
-                continue
-            if not _same(have, published):
-                out.append(f"{key}: {_fmt(have)} vs {_fmt(published)}")
-    if reference.selection is not None:
-        out.append(f"selection: final epoch vs {reference.selection}; compare the best-epoch "
-                   "column")  # fmt: skip
-    return out + list(reference.notes)
+        return ["the source read gives no training recipe: not checked"]
+    out = []
+    for key, published in reference.recipe.items():
+        have = settings.get(key)
+        if have is None and key not in settings and not method_reads(settings, key):
+            continue
+        if not _same(have, published):
+            out.append(f"{key}: {_fmt(have)} vs {_fmt(published)}")
+    return out
+
+
+def selection_line(reference: Reference) -> Optional[str]:
+    """Which epoch the published value is of, against this table's final epoch."""
+    if reference.selection is None:
+        return None
+    if reference.selection == UNSTATED:
+        return f"selection: final epoch vs {UNSTATED} (it may be a best epoch)"
+    return f"selection: final epoch vs {reference.selection}; compare the best-epoch column"
+
+
+def recipe_differences(reference: Reference, settings: Mapping[str, Any]) -> list[str]:
+    """How a row differs from the reference: its settings, then the epoch the source reports,
+    why the reference stands beside this method when that is assumed, and what no setting
+    records."""
+    out = setting_differences(reference, settings)
+    extra = (selection_line(reference), reference.placement)
+    return out + [line for line in extra if line] + list(reference.notes)
 
 
 def references_for(

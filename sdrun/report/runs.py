@@ -1,34 +1,37 @@
-"""Finding and reading run and sweep directories.
+"""A run folder as the report sees it.
 
-A run is a directory holding `.hydra/config.yaml`; `load_run` says why one is not complete
-when it is not, and `link_teachers` follows each kd run to its teacher run to name its method
-(`born-again-g<k>`) and to know what taught it.
+A run is a folder holding `.hydra/config.yaml` (found by walk.py); `load_run` reads it through
+run_files.py and says why it is not complete when it is not: a file that cannot be read, or
+holds what sdrun never writes, is that run's reason, never an exception. A kd run's teacher is
+linked by teachers.py, which names its method (`born-again-g<k>`) and knows what taught it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 from sdrun.config import effective_cycles, flatten
-from sdrun.methods import FILE, find_method, method_label
 from sdrun.report import costs
 from sdrun.report.identity import runtime_of, settings_read
-from sdrun.report.run_files import SUMMARY, bad_number, read_metrics, safe_yaml
-from sdrun.runfolder.checkpoint import LAST, run_dir_of
+from sdrun.report.method_catalog import FILE, find_method, method_label
+from sdrun.report.run_files import (
+    CONFIG,
+    METRICS,
+    READ_ERRORS,
+    SUMMARY,
+    NotSdrunShape,
+    bad_number,
+    has_summary,
+    not_read,
+    read_config,
+    read_metrics,
+    read_summary,
+)
+from sdrun.trust.files import UnsafeFile
 
-CONFIG = Path(".hydra") / "config.yaml"
-HYDRA = Path(".hydra") / "hydra.yaml"
-METRICS = "metrics.jsonl"
-MULTIRUN = "multirun.yaml"
-# Folders inside a run that never hold runs: not worth walking (checkpoints can be large).
-NOT_RUNS = {"checkpoints", "wandb", ".hydra", "report"}
+LAST = "last.pt"  # the final checkpoint (sdrun.runfolder.checkpoint.LAST)
 
 
 @dataclass
@@ -36,11 +39,14 @@ class Run:
     path: Path
     config: dict[str, Any]  # flattened: "distill.temperature" -> 2.0
     summary: dict[str, Any]
-    metrics: list[dict[str, Any]]
+    metrics: Optional[list[dict[str, Any]]] = None  # metrics.jsonl; None: not read
     problem: Optional[str] = None  # why the run itself is not complete; None when it is
     method: str = "?"
     teacher: Optional[Run] = None
     teacher_problem: Optional[str] = None  # a kd run's teacher is missing or incomplete
+    teacher_checkpoint: str = LAST  # which checkpoint of the teacher run taught
+    teacher_file: Optional[str] = None  # a teacher file outside any run folder
+    summary_mtime: float = 0.0  # when summary.json was written: the newest run of a seed wins
 
     @property
     def complete(self) -> bool:
@@ -116,131 +122,12 @@ class Run:
 def teacher_identity(run: Run) -> dict[str, Any]:
     """A kd run's teacher as part of its identity: the teacher run's own identity under
     `teacher.`, or the teacher file when it is not an sdrun run directory."""
-    found = teacher_path(run)
     if run.teacher is not None:
         inner = {"method": run.teacher.method, **run.teacher.signature()}
         # which of its checkpoints taught: the final model, or e.g. an earlier cycle's snapshot
-        inner["checkpoint"] = found.name if found is not None and found.is_file() else LAST
+        inner["checkpoint"] = run.teacher_checkpoint
         return {f"teacher.{k}": v for k, v in inner.items()}
-    return {"teacher.file": str(found) if found is not None else "not found"}
-
-
-def find_dirs(paths: Iterable[Path]) -> tuple[list[Path], list[Path], list[Path]]:
-    """(run dirs, sweep dirs, orphans): orphans hold run files but no `.hydra/config.yaml`."""
-    runs, sweeps, orphans = set(), set(), set()
-    seen: set[Path] = set()  # folders walked, resolved: a link loop is walked once
-    for root in paths:
-        # Symlinked folders are followed (a results tree often links runs in from scratch).
-        for folder, subdirs, files in os.walk(root, followlinks=True):
-            here = Path(folder)
-            real = here.resolve()
-            if real in seen:
-                subdirs.clear()
-                continue
-            seen.add(real)
-            if (here / CONFIG).is_file():
-                runs.add(real)
-                subdirs.clear()  # a run holds no other runs
-                continue
-            if MULTIRUN in files:
-                sweeps.add(real)
-            elif METRICS in files or SUMMARY in files:
-                orphans.add(real)
-            subdirs[:] = sorted(d for d in subdirs if d not in NOT_RUNS)
-    return sorted(runs), sorted(sweeps), sorted(orphans)
-
-
-def load_run(path: Path) -> Run:
-    """Read a run directory; a run that cannot be averaged gets a `problem` saying why. A
-    folder that cannot be read at all is a Run with a problem, never an exception: one
-    damaged folder does not stop the report of the others."""
-    try:
-        return _load_run(path)
-    except Exception as err:  # noqa: BLE001 - any content, however malformed, is one bad run
-        return Run(path, {}, {}, [], problem=f"unreadable run folder ({type(err).__name__}: {err})")
-
-
-def _load_run(path: Path) -> Run:
-    try:
-        tree = safe_yaml((path / CONFIG).read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        return Run(path, {}, {}, [], problem=f"unreadable {CONFIG}: {err}")
-    if not isinstance(tree, dict):
-        return Run(path, {}, {}, [], problem=f"{CONFIG} is a {type(tree).__name__}, not a mapping")
-    config = effective_cycles(flatten(tree))
-    metrics, cut = read_metrics(path / METRICS)
-    run = Run(path, config, {}, metrics)
-    epochs = config.get("schedule.epochs", "?")
-    done = f"{len(metrics)} of {epochs} epochs done"
-    if not (path / SUMMARY).exists():
-        what = "no epoch finished" if not metrics else done
-        run.problem = f"incomplete: {what}, no {SUMMARY} (killed, failed or still running)"
-        return run
-    try:
-        run.summary = json.loads((path / SUMMARY).read_text())
-    except (OSError, ValueError) as err:
-        run.problem = f"unreadable {SUMMARY} ({err}); {done}"
-        return run
-    if not isinstance(run.summary, dict):
-        kind = type(run.summary).__name__
-        run.summary = {}
-        run.problem = f"{SUMMARY} is a {kind}, not a mapping; {done}"
-        return run
-    bad = bad_number(run.summary)
-    if run.diverged:
-        where = f"epoch {run.summary.get('diverged_epoch', '?')}"
-        where += f", step {run.summary.get('diverged_step', '?')}"
-        run.problem = f"diverged: the loss became NaN or infinite in {where}; counted in its row"
-    elif run.summary.get("complete") is not True:
-        run.problem = f"incomplete: {SUMMARY} says complete={run.summary.get('complete')}; {done}"
-    elif bad is not None:
-        run.problem = f"{bad}; not averaged"
-    elif run.summary.get("student/top1") is None:
-        run.problem = f"{SUMMARY} has no student/top1"
-    elif cut:
-        run.problem = f"{METRICS} has {cut} unreadable line(s): the file was damaged"
-    return run
-
-
-def launch_dirs(run_dir: Path) -> list[Path]:
-    """Where sdrun was started for this run (Hydra's `hydra.runtime.cwd`, of this session and
-    of sessions before a resume): sdrun reads a relative path from there."""
-    files = [run_dir / HYDRA, *sorted((run_dir / ".hydra").glob(f"before-resume-*/{HYDRA.name}"))]
-    found = []
-    for path in files:
-        try:
-            cwd = (safe_yaml(path.read_text()) or {})["hydra"]["runtime"]["cwd"]
-        except (OSError, yaml.YAMLError, KeyError, TypeError):
-            continue
-        if cwd and Path(cwd) not in found:
-            found.append(Path(cwd))
-    return found
-
-
-def teacher_path(run: Run) -> Optional[Path]:
-    """The teacher checkpoint or run directory a kd run names, resolved as sdrun resolved it:
-    a relative path against the directory sdrun was started in, then against the student's run
-    directory - never against where the report runs."""
-    given = run.config.get("distill.teacher_checkpoint")
-    if not given:
-        return None
-    path = Path(str(given)).expanduser()
-    if path.is_absolute():
-        return path if path.exists() else None
-    for base in (*launch_dirs(run.path), run.path):
-        if (base / path).exists():
-            return (base / path).resolve()
-    return None
-
-
-def teacher_dir(run: Run) -> Optional[Path]:
-    """The run directory of a kd run's teacher, if it can be found."""
-    path = teacher_path(run)
-    if path is None:
-        return None
-    if path.is_dir():
-        return path.resolve() if (path / CONFIG).is_file() else None
-    return run_dir_of(path)
+    return {"teacher.file": run.teacher_file or "not found"}
 
 
 def taught_by_file(run: Run) -> bool:
@@ -257,48 +144,90 @@ def method_of(run: Run) -> str:
     return label
 
 
-def link_teachers(runs: list[Run]) -> None:
-    """Attach each kd run's teacher run (read from disk if it was not scanned), label it, and
-    leave out students whose teacher is missing or incomplete: their recipe is not known."""
-    by_path = {run.path: run for run in runs}
-
-    def resolve(run: Run, seen: frozenset[Path]) -> None:
-        if taught_by_file(run) and run.teacher is None:
-            found = teacher_dir(run)
-            if found is not None and found not in seen:
-                if found not in by_path:
-                    by_path[found] = load_run(found)
-                run.teacher = by_path[found]
-                resolve(run.teacher, seen | {run.path})
-        run.method = method_of(run)
-
-    for run in runs:
-        resolve(run, frozenset())
-    for run in by_path.values():
-        run.teacher_problem = check_teacher(run)
+def load_run(path: Path) -> Run:
+    """Read a run directory; a run that cannot be averaged gets a `problem` saying why. A
+    folder that cannot be read at all is a Run with a problem, never an exception: one
+    damaged folder does not stop the report of the others."""
+    try:
+        return _load_run(path)
+    except Exception as err:  # noqa: BLE001 - any content, however malformed, is one bad run
+        return Run(path, {}, {}, problem=f"unreadable run folder ({type(err).__name__}: {err})")
 
 
-def check_teacher(run: Run) -> Optional[str]:
-    """Why a kd run's teacher makes it unusable (missing, or incomplete itself), else None."""
-    if not taught_by_file(run):
-        return None
-    if run.teacher is None:
-        if teacher_path(run) is not None:
-            return None  # a teacher file outside any run directory: identified by its path
-        given = run.config.get("distill.teacher_checkpoint")
-        return f"teacher {given} not found: its recipe is unknown; not averaged"
-    if run.teacher.problem is not None:
-        return f"teacher run {run.teacher.path} not complete ({run.teacher.problem}); not averaged"
-    return check_teacher(run.teacher)
+def _load_run(path: Path) -> Run:
+    try:
+        tree = read_config(path)
+    except READ_ERRORS as err:
+        return Run(path, {}, {}, problem=_unreadable(CONFIG, err))
+    run = Run(path, effective_cycles(flatten(tree)), {})
+    if not has_summary(path):
+        done = epochs_done(run)
+        what = "no epoch finished" if run.metrics == [] else done
+        run.problem = f"incomplete: {what}, no {SUMMARY} (killed, failed or still running)"
+        return run
+    try:
+        summary, run.summary_mtime = read_summary(path)
+    except READ_ERRORS as err:
+        run.problem = f"{_unreadable(Path(SUMMARY), err)}; {epochs_done(run)}"
+        return run
+    if not isinstance(summary, dict):
+        run.problem = f"{SUMMARY} is a {type(summary).__name__}, not a mapping; {epochs_done(run)}"
+        return run
+    run.summary = summary
+    run.problem = summary_problem(run)
+    return run
 
 
-def load_runs(paths: Sequence[Path]) -> tuple[list[Run], list[Path], list[str]]:
-    """(runs, sweep dirs, messages about folders that are not readable runs)."""
-    run_dirs, sweeps, orphans = find_dirs(paths)
-    runs = [load_run(path) for path in run_dirs]
-    link_teachers(runs)
-    notes = [
-        f"{path}: has run files but no {CONFIG}: not a run directory sdrun wrote; skipped"
-        for path in orphans
-    ]
-    return runs, sweeps, notes
+def _unreadable(name: Path, err: BaseException) -> str:
+    """A file's reason: `not read: ...` for one sdrun never writes (a link, a FIFO, too
+    large), else what is wrong with its content."""
+    if isinstance(err, UnsafeFile):
+        return not_read(err)
+    if isinstance(err, NotSdrunShape):
+        return str(err)
+    return f"unreadable {name} ({' '.join(str(err).split())[:300]})"
+
+
+def summary_problem(run: Run) -> Optional[str]:
+    """Why a run with a readable summary is not averaged (None: it is); its metrics.jsonl is
+    read only when it is not (to say how many epochs were done)."""
+    summary, bad = run.summary, bad_number(run.summary)
+    if run.diverged:
+        where = f"epoch {summary.get('diverged_epoch', '?')}"
+        where += f", step {summary.get('diverged_step', '?')}"
+        return f"diverged: the loss became NaN or infinite in {where}; counted in its row"
+    if summary.get("complete") is not True:
+        return f"incomplete: {SUMMARY} says complete={summary.get('complete')}; {epochs_done(run)}"
+    if bad is not None:
+        return f"{bad}; not averaged"
+    if summary.get("student/top1") is None:
+        return f"{SUMMARY} has no student/top1"
+    # A complete run's numbers all come from its summary: metrics.jsonl is read only for its
+    # curves (--run-plots), not to judge it (most of a large report's time was that parse).
+    return None
+
+
+def run_metrics(run: Run) -> list[dict[str, Any]]:
+    """The run's metrics.jsonl records, read once (none when it cannot be read)."""
+    if run.metrics is None:
+        _read_metrics(run)
+    return run.metrics or []
+
+
+def _read_metrics(run: Run) -> Optional[str]:
+    """Read the run's metrics.jsonl into `run.metrics`; why it could not be, or None."""
+    try:
+        run.metrics, _ = read_metrics(run.path / METRICS)
+    except READ_ERRORS as err:
+        run.metrics = []
+        return f"{METRICS}: {not_read(err)}" if isinstance(err, UnsafeFile) else str(err)
+    return None
+
+
+def epochs_done(run: Run) -> str:
+    """`k of N epochs done`, from metrics.jsonl (what is done is not known without it)."""
+    why = _read_metrics(run) if run.metrics is None else None
+    if why is not None:
+        run.metrics = None  # not an empty file: "no epoch finished" would not be true
+        return f"epochs done not known ({why})"
+    return f"{len(run.metrics or [])} of {run.config.get('schedule.epochs', '?')} epochs done"

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
-from sdrun.report.markdown import num, table
-from sdrun.report.run_files import safe_yaml
+from sdrun.report.escape import code, md
+from sdrun.report.md_format import num, table
+from sdrun.report.run_files import HYDRA, READ_ERRORS, inside, read_mapping_yaml
 from sdrun.report.runs import Run
-from sdrun.sweeps.sweep import CHOSEN_ON_VALIDATION, read_record
+from sdrun.report.sweep_record import SweepRecords
+from sdrun.sweeps import CHOSEN_ON_VALIDATION
+from sdrun.trust import files
 
 RESULTS = "optimization_results.yaml"
 FAILED = "trial failed: "  # what sdrun.cli logs into a trial's sdrun.log when it fails
@@ -53,7 +54,8 @@ class Search:
 
     def value(self, run: Run) -> Optional[float]:
         value = run.summary.get(self.objective) if run.complete else None
-        return None if value is None else float(value)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok else None  # a summary from elsewhere can hold any value
 
     def best(self) -> Optional[Run]:
         scored = [r for r in self.trials if self.value(r) is not None]
@@ -63,43 +65,33 @@ class Search:
         return pick(scored, key=lambda r: self.value(r))
 
 
-def find_searches(runs: Sequence[Run]) -> list[Search]:
-    """The searches the runs belong to (the nearest folder above a run with a search record)."""
+def find_searches(runs: Sequence[Run], records: SweepRecords) -> list[Search]:
+    """The searches the runs belong to (the nearest folder above a run with a search record,
+    up to the folder the report was given)."""
     searches: dict[Path, Search] = {}
     for run in runs:
-        found = _search_dir(run.path)
+        found = records.search_above(run.path)
         if found is None:
             continue
         if found not in searches:
-            searches[found] = Search(found, read_record(found) or {})
-            searches[found].results = _read_yaml(found / RESULTS)
+            searches[found] = Search(found, records.of(found))
+            searches[found].results = _read_yaml(found, Path(RESULTS))
         searches[found].trials.append(run)
     for search in searches.values():
         search.trials.sort(key=_trial_order)
     return sorted(searches.values(), key=lambda s: str(s.path))
 
 
-def _search_dir(path: Path) -> Optional[Path]:
-    """The folder of the multirun a run is a job of, when that multirun is a search: the
-    nearest folder above it with a sweep record (a sweep inside a search's folder is its own)."""
-    for parent in path.parents:
-        record = read_record(parent)
-        if record is not None:
-            return parent if record.get("objective") else None
-    return None
-
-
-def _read_yaml(path: Path) -> Optional[dict[str, Any]]:
+def _read_yaml(folder: Path, name: Path) -> Optional[dict[str, Any]]:
     try:
-        data = safe_yaml(path.read_text())
-    except (OSError, yaml.YAMLError):
+        return read_mapping_yaml(inside(folder, name))
+    except READ_ERRORS:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def trial_number(run: Run) -> Optional[int]:
     """Hydra's job number of a trial (from its .hydra/hydra.yaml)."""
-    hydra = _read_yaml(run.path / ".hydra" / "hydra.yaml") or {}
+    hydra = _read_yaml(run.path, HYDRA) or {}
     num = ((hydra.get("hydra") or {}).get("job") or {}).get("num")
     return num if isinstance(num, int) else None
 
@@ -110,12 +102,11 @@ def _trial_order(run: Run) -> tuple:
 
 
 def status(run: Run) -> str:
-    """complete, pruned or failed (with the reason the trial logged), or why the run is
-    incomplete."""
+    """complete, failed (with the reason a failed trial logged), or why the run is incomplete."""
     if run.complete:
         return "complete"
     try:
-        log = (run.path / "sdrun.log").read_text(errors="replace")
+        log = files.read_text(run.path / "sdrun.log", files.METRICS_CAP, errors="replace")
     except OSError:
         log = ""
     for mark, word in ((FAILED, "failed"), (PRUNED, "pruned")):
@@ -157,7 +148,7 @@ def trial_record(search: Search, run: Run) -> dict[str, Any]:
 def search_markdown(searches: Sequence[Search], link: Callable[[Path], str]) -> list[str]:
     md: list[str] = []
     for search in searches:
-        md += ["", f"## Search `{search.path}`", "", *_summary_lines(search), ""]
+        md += ["", f"## Search {code(search.path)}", "", *_summary_lines(search), ""]
         header = ["trial", *(k.rsplit(".", 1)[-1] for k in search.params),
                   f"{search.objective} (objective)", "val-selected epoch",
                   "test top-1 (not used to select)", "status", "run"]  # fmt: skip
@@ -170,7 +161,7 @@ def search_markdown(searches: Sequence[Search], link: Callable[[Path], str]) -> 
                 f"{rec['trial'] if rec['trial'] is not None else '?'}{mark}",
                 *(_fmt(run.config.get(k)) for k in search.params),
                 num(rec["val_top1"]), str(rec["val_best_epoch"] or "-"),
-                num(rec["test_top1"]), rec["status"], f"`{link(run.path)}`",
+                num(rec["test_top1"]), rec["status"], code(link(run.path)),
             ])  # fmt: skip
         md += table(header, lines)
     return md
@@ -178,22 +169,23 @@ def search_markdown(searches: Sequence[Search], link: Callable[[Path], str]) -> 
 
 def _summary_lines(search: Search) -> list[str]:
     rec = search.record
-    space = ", ".join(f"`{k}`: {v}" for k, v in (rec.get("space") or {}).items())
+    space = ", ".join(f"{code(k)}: {md(v)}" for k, v in (rec.get("space") or {}).items())
     counts = ", ".join(f"{n} {what}" for what, n in outcome_counts(search).items() if n)
     lines = [
-        f"{rec.get('direction', 'maximize')} `{search.objective}` (the validation split, never "
+        f"{rec.get('direction', 'maximize')} {code(search.objective)} (the validation split, never "
         f"the test set) over {len(search.trials)} trials ({counts or 'none ran'}; "
         f"{rec.get('n_trials', '?')} planned). Space: {space or '?'}.",
     ]
     best = search.best()
-    if search.results and "best_params" in search.results:
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in search.results["best_params"].items())
+    best_params = (search.results or {}).get("best_params")
+    if isinstance(best_params, dict):
+        params = md(", ".join(f"{k}={_fmt(v)}" for k, v in best_params.items()))
         lines += ["", f"**Best parameters** (Optuna, search finished): {params}; "
-                  f"{search.objective} {num(search.results.get('best_value'))}."]  # fmt: skip
+                  f"{md(search.objective)} {num(search.results.get('best_value'))}."]  # fmt: skip
     elif best is not None:
-        params = ", ".join(f"{k}={_fmt(best.config.get(k))}" for k in search.params)
+        params = md(", ".join(f"{k}={_fmt(best.config.get(k))}" for k in search.params))
         lines += ["", f"**Best so far** (search not finished): {params}; "
-                  f"{search.objective} {num(search.value(best))}."]  # fmt: skip
+                  f"{md(search.objective)} {num(search.value(best))}."]  # fmt: skip
     return lines
 
 
@@ -205,5 +197,5 @@ def chosen_on_validation(runs: Sequence[Run]) -> bool:
     """Whether the runs retrain a search's best setting (`python -m sdrun.sweeps.retrain`,
     which tags them): their row's setting was chosen on the validation split."""
     return bool(runs) and all(
-        CHOSEN_ON_VALIDATION in (r.config.get("logger.tags") or []) for r in runs
+        CHOSEN_ON_VALIDATION in (r.config.get("logger.tags") or ()) for r in runs
     )

@@ -16,15 +16,15 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Optional
 
 LEVEL = 0.95
-MIN_PAIRS = 2  # a paired comparison needs at least this many shared seeds
-# ... and the shared seeds must be at least this share of each side's runs: pairing on a few
-# shared seeds throws the other runs away (SD seeds 0-9 vs a baseline's 8-17 would pair 2 of
-# 20 runs), and the seed noise pairing removes does not make up for that.
-PAIR_SHARE = Fraction(2, 3)  # exact: 2 of 3 seeds pair
+MIN_PAIRS = 2  # a paired comparison needs at least this many seeds
+# Values closer than this (relative to their size) are equal: `100 - 71.29` five times has a
+# standard deviation of 1.8e-15 from float rounding alone, and an interval of that width would
+# claim a certainty that equal values do not give.
+EQUAL_TOLERANCE = 1e-9
+EVERY_VALUE_EQUAL = "no interval: every value equal"
 
 
 def mean(values: Sequence[float]) -> Optional[float]:
@@ -38,6 +38,14 @@ def sample_std(values: Sequence[float]) -> Optional[float]:
         return None
     m = math.fsum(values) / n
     return math.sqrt(math.fsum((v - m) ** 2 for v in values) / (n - 1))
+
+
+def all_equal(values: Sequence[float]) -> bool:
+    """Whether the values are one value up to float rounding (EQUAL_TOLERANCE)."""
+    if not values:
+        return False
+    scale = max(1.0, *(abs(v) for v in values))
+    return max(values) - min(values) <= EQUAL_TOLERANCE * scale
 
 
 def standard_error(values: Sequence[float]) -> Optional[float]:
@@ -108,6 +116,11 @@ def t_quantile(p: float, df: float) -> float:
     return 0.5 * (low + high)
 
 
+def bonferroni_level(k: int, level: float = LEVEL) -> float:
+    """Each interval's level so that k intervals hold together at `level`: 1 - (1 - level)/k."""
+    return 1.0 - (1.0 - level) / max(1, k)
+
+
 def t_interval(
     center: float, se: Optional[float], df: Optional[float], level: float = LEVEL
 ) -> Optional[tuple[float, float]]:
@@ -120,9 +133,12 @@ def t_interval(
 
 
 def mean_interval(values: Sequence[float]) -> Optional[tuple[float, float]]:
-    """t-based 95 % interval of the mean (n - 1 degrees of freedom); None below 2 values."""
+    """t-based 95 % interval of the mean (n - 1 degrees of freedom); None below 2 values and
+    when every value is equal (all_equal)."""
     m = mean(values)
-    return None if m is None else t_interval(m, standard_error(values), len(values) - 1)
+    if m is None or all_equal(values):
+        return None
+    return t_interval(m, standard_error(values), len(values) - 1)
 
 
 def welch_df(var_a: float, n_a: int, var_b: float, n_b: int) -> Optional[float]:
@@ -164,8 +180,8 @@ def why_no_interval(*sides: Sequence[float]) -> Optional[str]:
     or no spread at all (every value equal: SE 0)."""
     if any(len(side) < 2 for side in sides):
         return "no interval: fewer than 2 runs on a side"
-    if all(sample_std(side) == 0.0 for side in sides):
-        return "no interval: zero variance (every value equal)"
+    if all(all_equal(side) for side in sides):
+        return EVERY_VALUE_EQUAL
     return None
 
 
@@ -178,7 +194,8 @@ def paired_difference(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) 
     gain, se = math.fsum(diffs) / len(diffs), standard_error(diffs)
     df = len(keys) - 1
     mean_a, mean_b = mean([a[k] for k in keys]), mean([b[k] for k in keys])
-    return Difference(gain, se, df, t_interval(gain, se, df), True, len(keys), len(keys),
+    ci = None if all_equal(diffs) else t_interval(gain, se, df)
+    return Difference(gain, se, df, ci, True, len(keys), len(keys),
                       mean_a, mean_b, keys, keys, why_no_interval(diffs))  # fmt: skip
 
 
@@ -196,20 +213,21 @@ def unpaired_difference(a: Mapping[Hashable, float], b: Mapping[Hashable, float]
         se = math.sqrt(sa * sa / len(va) + sb * sb / len(vb))
         df = welch_df(sa * sa, len(va), sb * sb, len(vb))
     keys_a, keys_b = (tuple(sorted(x, key=str)) for x in (a, b))
-    return Difference(gain, se, df, t_interval(gain, se, df), False, len(va), len(vb),
+    ci = None if all_equal(va) and all_equal(vb) else t_interval(gain, se, df)
+    return Difference(gain, se, df, ci, False, len(va), len(vb),
                       mean_a, mean_b, keys_a, keys_b, why_no_interval(va, vb))  # fmt: skip
 
 
 def pairs(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> bool:
-    """Whether to pair: at least MIN_PAIRS shared keys (seeds), and the shared keys at least
-    PAIR_SHARE of each side's samples. The same seed gives both methods the same initial
-    weights and data order, so per-seed differences are less noisy; but pairing on a few
-    shared seeds would drop most runs, and Welch over all of them is then the better use."""
-    shared = len(set(a) & set(b))
-    return shared >= MIN_PAIRS and all(shared >= PAIR_SHARE * len(side) for side in (a, b))
+    """Whether to pair: only when both sides have exactly the same keys (seeds), at least
+    MIN_PAIRS. The same seed gives both methods the same initial weights and data order, so
+    per-seed differences are less noisy; but pairing on part of the seeds drops the other
+    runs (3 runs against 3 sharing 2 seeds would be a paired n=2 with 1 degree of freedom)
+    and selects which runs count. Welch over every run uses all of them and needs no choice."""
+    return len(a) >= MIN_PAIRS and set(a) == set(b)
 
 
 def difference(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> Difference:
-    """Paired on the shared keys (seeds) when `pairs` says so, else unpaired over every sample
-    with Welch's standard error."""
+    """Paired on the seeds when both sides have the same ones (`pairs`), else unpaired over
+    every sample with Welch's standard error and degrees of freedom."""
     return paired_difference(a, b) if pairs(a, b) else unpaired_difference(a, b)

@@ -12,8 +12,8 @@ from typing import Optional
 
 from sdrun.report import stats
 from sdrun.report.runs import Run
+from sdrun.report.sweep_record import SweepRecords
 from sdrun.report.table import Row, rows_with
-from sdrun.sweeps.sweep import read_record
 
 # Where a sweep's winner should be chosen: the validation split (not the test set).
 VAL_KEY = "val/top1"
@@ -62,11 +62,11 @@ class Sweep:
 CYCLES, CYCLE_LENGTH, EPOCHS = "schedule.cycles", "schedule.cycle_length", "schedule.epochs"
 
 
-def build_sweep(path: Path, rows: list[Row]) -> Sweep:
+def build_sweep(path: Path, rows: list[Row], records: SweepRecords) -> Sweep:
     inside = rows_with(rows, path)
     keys = sorted({k for row, _, _ in inside for k in row.signature})
     axes = [k for k in keys if len({str(row.signature.get(k)) for row, _, _ in inside}) > 1]
-    in_cycles = CYCLE_LENGTH in axes and CYCLES in ((read_record(path) or {}).get("swept") or [])
+    in_cycles = CYCLE_LENGTH in axes and CYCLES in records.of(path).get("swept", [])
     cells = [
         Cell(
             tuple(

@@ -11,9 +11,14 @@ from typing import Any, Optional
 
 from sdrun.report import costs, stats
 from sdrun.report.references import Reference, references_for
-from sdrun.report.runs import SUMMARY, Run
+from sdrun.report.runs import Run
+from sdrun.report.search import chosen_on_validation
 
-METHOD_ORDER = ("sd", "cyclic", "cosine", "step")
+# The documented order of the tables (docs/REPRODUCE.md): SD, its controls, the baselines, the
+# self-distillation family as docs/SELFKD.md lists it, then kd and born-again generations.
+METHOD_ORDER = ("sd", "cyclic", "cosine", "step", "ls", "tfkd", "cskd", "pskd", "dlb", "byot",
+                "kd")  # fmt: skip
+BORN_AGAIN = "born-again-g"
 RUNTIME_COLUMNS = {
     "device": "runtime.device",
     "processes": "runtime.processes",
@@ -62,8 +67,6 @@ class Row:
 
     @property
     def label(self) -> str:
-        from sdrun.report.search import chosen_on_validation  # search.py needs markdown.py
-
         label = f"{self.method} ({self.variant})" if self.variant else self.method
         if chosen_on_validation(self.runs):  # a search's best setting, retrained
             return f"{label}, chosen on the validation split"
@@ -92,9 +95,19 @@ def build_rows(runs: Iterable[Run]) -> list[Row]:
     return rows
 
 
+def method_rank(method: str) -> tuple[int, int, str]:
+    """Where a method's rows go: METHOD_ORDER, then born-again generations in order, then any
+    other method by name."""
+    if method in METHOD_ORDER:
+        return (METHOD_ORDER.index(method), 0, "")
+    generation = method.removeprefix(BORN_AGAIN)
+    if method.startswith(BORN_AGAIN) and generation.isdigit():
+        return (len(METHOD_ORDER), int(generation), "")
+    return (len(METHOD_ORDER) + 1, 0, method)
+
+
 def _row_order(row: Row) -> tuple:
-    rank = METHOD_ORDER.index(row.method) if row.method in METHOD_ORDER else len(METHOD_ORDER)
-    return (row.dataset, _model_order(row.model), rank, row.method, str(row.signature))
+    return (row.dataset, _model_order(row.model), method_rank(row.method), str(row.signature))
 
 
 def _model_order(name: str) -> tuple[str, int]:
@@ -105,7 +118,7 @@ def _model_order(name: str) -> tuple[str, int]:
 
 def _drop_duplicate_seeds(row: Row) -> None:
     newest: dict[Any, Run] = {}
-    for run in sorted(row.runs + row.diverged, key=lambda r: (r.path / SUMMARY).stat().st_mtime):
+    for run in sorted(row.runs + row.diverged, key=lambda r: r.summary_mtime):
         if run.seed in newest:
             row.notes.append(
                 f"seed {run.seed} ran twice; kept {run.path}, not {newest[run.seed].path}"

@@ -15,7 +15,8 @@ draws of its recipe; with one backbone (timm, scratch, or a single pre-training 
 fine-tuning runs, and the spread is then the fine-tuning's alone. Mean ± SE with a t-based
 95 % interval, as in the main table; n says what it counts.
 
-SD's gain over another backbone (same task, network and fine-tuning settings) uses
+SD's gain over another backbone (transfer_gains.py: same task, network and fine-tuning
+settings, and the same backbone recipe apart from the method) uses
 `sdrun.report.stats.difference` on those samples: paired on the pre-training seed (or the
 fine-tuning seed, for rows of one backbone) under the main table's rule, else Welch.
 """
@@ -28,7 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from sdrun.report.backbones import Backbone, Backbones
+from sdrun.report.run_files import shorten
 from sdrun.report.runs import SUMMARY, Run
+from sdrun.report.scope import Scope
 from sdrun.report.stats import Difference, difference
 
 METRICS = {"detection": "test/map50", "segmentation": "test/miou"}
@@ -63,7 +66,7 @@ def problem(run: Run) -> Optional[str]:
     if value is None:
         return f"{SUMMARY} has no {metric or 'metric for task ' + task}"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return f"{SUMMARY}: {metric} is {value!r}, not a finite number"
+        return f"{SUMMARY}: {metric} is {shorten(repr(value))}, not a finite number"
     return None
 
 
@@ -146,7 +149,7 @@ def newest_per_seed(runs: Sequence[Run], backbones: dict[Any, Backbone]) -> tupl
     written last; every run left out is named in a note."""
     newest: dict[tuple, Run] = {}
     notes = []
-    for run in sorted(runs, key=lambda r: (r.path / SUMMARY).stat().st_mtime):
+    for run in sorted(runs, key=lambda r: r.summary_mtime):
         key = (backbones[run.path].source, str(run.seed))
         if key in newest:
             notes.append(
@@ -157,9 +160,10 @@ def newest_per_seed(runs: Sequence[Run], backbones: dict[Any, Backbone]) -> tupl
     return sorted(newest.values(), key=lambda r: (str(backbones[r.path].seed), str(r.seed))), notes
 
 
-def build_rows(runs: Sequence[Run]) -> tuple[list[TransferRow], list[str]]:
-    """(rows, notes on runs left out of them)."""
-    identify = Backbones()
+def build_rows(runs: Sequence[Run], scope: Scope) -> tuple[list[TransferRow], list[str]]:
+    """(rows, notes on runs left out of them); backbones are identified from the run folders
+    in `scope`."""
+    identify = Backbones(scope)
     backbones = {run.path: identify.of(run) for run in runs}
     rows: dict[tuple, TransferRow] = {}
     for run in runs:
@@ -196,14 +200,3 @@ def _name_variants(rows: list[TransferRow]) -> None:
 
 def gain(sd: TransferRow, other: TransferRow) -> Difference:
     return difference(sd.samples(), other.samples())
-
-
-def sd_gains(rows: Sequence[TransferRow]) -> list[tuple[TransferRow, TransferRow, Difference]]:
-    """SD's gain over every other backbone fine-tuned the same way on the same network."""
-    out = []
-    for sd in (r for r in rows if r.method == SD):
-        for other in rows:
-            same = (other.task, other.model, other.recipe) == (sd.task, sd.model, sd.recipe)
-            if same and other.method != SD:
-                out.append((sd, other, gain(sd, other)))
-    return out

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from sdrun.config import LoggerConfig, TrainerConfig
 from sdrun.runfolder import checkpoint as ckpt
-from sdrun.runfolder import distributed, run_lock, run_state, wandb_record
+from sdrun.runfolder import distributed, requeue, run_lock, run_state, wandb_record
 from sdrun.runfolder.identity import RunIdentity
 from sdrun.runfolder.loggers import (
     METRICS,
@@ -68,6 +68,8 @@ def opened(
         # folder and a run started in-process are locked here. Rank 0 for all processes.
         locked = dist.is_main and run_lock.acquire(run_dir)
         try:
+            # a requeued cluster job runs its first command again: it continues its own run
+            resume = resume or requeue.continued(run_dir)
             payload = run_state.load_for_resume(resume, config, defining, defaults)
             ckpt.guard_run_dir(run_dir, resuming=payload is not None)
             seed_everything(seed)

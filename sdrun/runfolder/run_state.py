@@ -30,6 +30,7 @@ from torch import nn
 from sdrun.config import effective_cycles, flatten
 from sdrun.errors import CheckpointError
 from sdrun.runfolder import checkpoint as ckpt
+from sdrun.runfolder import cluster_job
 from sdrun.runfolder.resume_checks import check_payload
 from sdrun.runfolder.runtime import rng_state, set_rng_state
 from sdrun.training.engine import EpochTally, StepState
@@ -225,14 +226,18 @@ HEARTBEAT_S = 60.0  # a kill loses at most this much of the count of lost work
 @dataclass
 class Session:
     """This session of a run, written to its heartbeat file: when it started, on how many
-    processes, when it was last alive, and lost work of earlier sessions that no checkpoint
-    holds yet. A kill leaves the file behind; the next session reads from it what was lost."""
+    processes, in which cluster job, when it was last alive, and lost work of earlier sessions
+    that no checkpoint holds yet. A kill leaves the file behind; the next session reads from it
+    what was lost."""
 
     path: Path
     processes: int
     started: float  # time.time()
     carried_wall: float = 0.0
     carried_process: float = 0.0
+    # the cluster job of this session (cluster_job.current_job): a restart of it continues
+    # the run (requeue.continues)
+    job: Optional[str] = field(default_factory=cluster_job.current_job)
     period: float = HEARTBEAT_S
     last_save: Optional[float] = None  # time.time() of this session's last checkpoint
     _next_beat: float = 0.0  # time.monotonic() of the next periodic write
@@ -248,6 +253,7 @@ class Session:
             "processes": self.processes,
             "carried_wall": self.carried_wall,
             "carried_process": self.carried_process,
+            "job": self.job,
         }
         try:  # bookkeeping only: a failed write must never stop training
             files.ensure_dir(self.path.parent)

@@ -28,9 +28,10 @@ from sdrun.commandline.overrides import CONFIG_DIR, quote
 from sdrun.commandline.run_dir_guard import exit_with
 from sdrun.commandline.saved_overrides import setting_problem
 from sdrun.errors import ConfigError, SdrunError
+from sdrun.sweeps import CHOSEN_ON_VALIDATION
 from sdrun.sweeps.results import RESULTS
 from sdrun.sweeps.space import parse_space, render, value_problem
-from sdrun.sweeps.sweep import CHOSEN_ON_VALIDATION, read_record
+from sdrun.sweeps.sweep import read_record
 from sdrun.trust import files
 
 # The search's own overrides that the retrain replaces: the search itself, its split, its seed.

@@ -32,9 +32,6 @@ log = logging.getLogger(__name__)
 
 RECORD = "sweep.yaml"
 OBJECTIVE = "val/top1"
-# The logger tag of the runs that retrain a search's best setting (sdrun/sweeps/retrain.py):
-# sdrun-report labels their row "chosen on the validation split".
-CHOSEN_ON_VALIDATION = "chosen-on-val"
 EXIT_USER_ERROR = 2
 
 
@@ -120,14 +117,18 @@ def search_space(overrides: list[str], params: Optional[dict[str, Any]]) -> dict
 def swept_first(hydra_cfg: Any, dirname: str) -> str:
     """A job's override_dirname with the keys its multirun varies first, each part sorted as
     Hydra sorts the whole (`dirname` itself when the job's overrides are not known): a folder
-    name cut to a file system's limit keeps what tells the jobs apart."""
+    name cut to a file system's limit keeps what tells the jobs apart. Swept keys are named
+    even when `exclude_keys` lists them."""
     lines = OmegaConf.select(hydra_cfg, "overrides.task", default=None)
     options = OmegaConf.select(hydra_cfg, "job.config.override_dirname", default=None)
     if lines is None or options is None or hydra_cfg.mode != RunMode.MULTIRUN:
         return dirname
     swept = set(multirun_swept(hydra_cfg))
+    # a swept key names the jobs even when its kind is kept out of names (a preset:
+    # `+experiment=a,b` gives `0_+experiment-a`, `1_+experiment-b`)
     kept = [o for o in OverridesParser.create().parse_overrides(list(lines))
-            if o.key_or_group not in options.exclude_keys]  # fmt: skip
+            if o.key_or_group not in options.exclude_keys
+            or o.key_or_group.lstrip("+~") in swept]  # fmt: skip
     first = sorted(str(o.input_line) for o in kept if o.key_or_group.lstrip("+~") in swept)
     rest = sorted(str(o.input_line) for o in kept if o.key_or_group.lstrip("+~") not in swept)
     return str(options.item_sep).join(first + rest).replace("=", str(options.kv_sep))

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from fnmatch import fnmatch
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional
@@ -28,7 +29,13 @@ from sdrun.runfolder.run_folder import Outputs, opened, outputs, write_result
 from sdrun.runfolder.run_plots import final_plots
 from sdrun.runfolder.run_state import Progress, schema_defaults
 from sdrun.sweeps.pruning import SearchTrial, search_trial
-from sdrun.training.engine import EpochTally, LoopOptions, NonFiniteLoss, train_one_epoch
+from sdrun.training.engine import (
+    EpochTally,
+    LoopOptions,
+    NonFiniteLoss,
+    StepState,
+    train_one_epoch,
+)
 from sdrun.training.evaluation import ensemble, epoch_record
 from sdrun.training.parts import Parts, build_parts, config_dict
 from sdrun.training.schedule import CyclePlan
@@ -108,7 +115,7 @@ def _train(
             log_every=cfg.trainer.log_every,
             check_every=cfg.trainer.log_every,
             desc=f"epoch {epoch}/{plan.epochs} cycle {cycle}/{plan.num_cycles}",
-            should_stop=outs.watched(stop),
+            should_stop=outs.watched(_fault_hold(stop, parts.state, run_dir)),
             sync_stop=parts.dist.enabled,
             nan_at_step=_fault_nan_step(parts.dist.rank),
             reduce=distributed.sum_,
@@ -179,6 +186,25 @@ def _fault_nan_step(rank: int) -> Optional[int]:
     if not value or (only and int(only) != rank):
         return None
     return int(value)
+
+
+def _fault_hold(stop: StopRequest, state: StepState, run_dir: Path) -> Callable[[], bool]:
+    """Fault injection for tests: SDRUN_FAULT_HOLD=<run dir pattern>@<k> holds a run whose
+    folder matches the (fnmatch) pattern after global step k until a stop signal comes, so
+    that a signal sent from outside the process (a fake SLURM's) lands at a known step."""
+    pattern, _, step = os.environ.get("SDRUN_FAULT_HOLD", "").rpartition("@")
+    if not step or not fnmatch(str(run_dir.resolve()), pattern):
+        return stop
+
+    def check() -> bool:
+        if state.step == int(step) and not stop():
+            log.warning("fault injection: holding after step %s until a stop signal", step)
+            until = time.monotonic() + 600  # a test that never sends it fails, not hangs
+            while not stop() and time.monotonic() < until:
+                time.sleep(0.05)
+        return stop()
+
+    return check
 
 
 def _save(

@@ -60,7 +60,8 @@ class Pretraining:
 def method_name(checkpoint: Path, config: dict[str, Any], taught: bool = True) -> str:
     """The report's name for how the run trained; with `taught=False`, the name of the same
     recipe without a teacher (what weights no teacher has taught yet are)."""
-    from sdrun.report.runs import Run, link_teachers
+    from sdrun.report.runs import Run
+    from sdrun.report.teachers import link_teachers
 
     if not taught:
         config = {**config, "distill.name": "none"}

@@ -250,11 +250,16 @@ def save_figure(fig: Any, path: Path) -> None:
         fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png")
 
 
+def open_append(path: Path) -> IO[bytes]:
+    """The regular file `path` (created if absent) open for appending (a log a child process
+    writes to)."""
+    return os.fdopen(_open_checked(Path(path), _APPEND), "ab")
+
+
 def append_text(path: Path, text: str) -> None:
     """`text` appended to the regular file `path` (created if absent), flushed."""
-    fd = _open_checked(Path(path), _APPEND)
-    with os.fdopen(fd, "a") as f:
-        f.write(text)
+    with open_append(path) as f:
+        f.write(text.encode())
         f.flush()
 
 

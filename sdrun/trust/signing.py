@@ -60,6 +60,18 @@ def _mac(content: bytes) -> str:
     return hmac.new(_key(), _DOMAIN + content, hashlib.sha256).hexdigest()
 
 
+def seal(content: bytes, purpose: str) -> str:
+    """This user's HMAC of `content` for `purpose` (a domain of its own: a seal made for one
+    purpose never verifies for another), e.g. sdrun-report's record of the files it wrote."""
+    domain = f"sdrun {purpose}\0".encode()
+    return hmac.new(_key(), domain + content, hashlib.sha256).hexdigest()
+
+
+def verifies(content: bytes, purpose: str, saved: object) -> bool:
+    """Whether `saved` is `seal(content, purpose)` (compared in constant time)."""
+    return isinstance(saved, str) and hmac.compare_digest(saved, seal(content, purpose))
+
+
 def sign(run_dir: Path) -> None:
     """Mark `run_dir`'s current settings as this user's (after Hydra wrote them)."""
     run_dir = Path(run_dir)
