@@ -20,7 +20,6 @@ from sdrun.report.md_format import num, table
 from sdrun.report.run_files import HYDRA, READ_ERRORS, inside, read_mapping_yaml
 from sdrun.report.runs import Run
 from sdrun.report.sweep_record import SweepRecords
-from sdrun.sweeps import CHOSEN_ON_VALIDATION
 from sdrun.trust import files
 
 RESULTS = "optimization_results.yaml"
@@ -191,11 +190,3 @@ def _summary_lines(search: Search) -> list[str]:
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def chosen_on_validation(runs: Sequence[Run]) -> bool:
-    """Whether the runs retrain a search's best setting (`python -m sdrun.sweeps.retrain`,
-    which tags them): their row's setting was chosen on the validation split."""
-    return bool(runs) and all(
-        CHOSEN_ON_VALIDATION in (r.config.get("logger.tags") or ()) for r in runs
-    )
