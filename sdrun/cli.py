@@ -18,6 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.sdrun_optuna.resumable_optuna_sweeper import register as register_search_sweeper
 from sdrun.commandline import hydra_errors
 from sdrun.commandline.job_names import job_dirname
 from sdrun.commandline.overrides import (
@@ -33,7 +34,8 @@ from sdrun.commandline.saved_overrides import Command
 from sdrun.config import Config, register_configs, validate
 from sdrun.errors import ConfigError, TrainingDiverged
 from sdrun.runfolder import distributed, run_lock
-from sdrun.sweeps import sweep
+from sdrun.runfolder.interrupt import StopAsked
+from sdrun.sweeps import pruning, sweep
 
 log = logging.getLogger("sdrun")
 
@@ -56,6 +58,9 @@ def _task(dict_cfg: DictConfig) -> float:
             # A failed trial, not a failed search: Optuna records it and goes on.
             log.error("trial failed: %s", err)  # in the trial's own sdrun.log
             raise sweep.TrialFailed(str(err)) from None
+        except StopAsked as err:  # only a search's pruner asks a run to stop
+            log.warning("%s%s", pruning.PRUNED, err)  # in the trial's own sdrun.log
+            raise pruning.pruned_error(str(err)) from None
         return sweep.objective(summary)
 
     return run_task(work)
@@ -81,6 +86,7 @@ def launch(
 
 def main() -> None:
     register_configs()
+    register_search_sweeper()  # hydra_plugins/sdrun_optuna: why not found by Hydra itself
     OmegaConf.register_new_resolver("sdrun_job", job_dirname, replace=True)
     argv = distributed_overrides(resume_overrides(quote_paths(sys.argv[1:]), SDRUN))
     problem = sweep.missing_search_plugin(argv)

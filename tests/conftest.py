@@ -61,7 +61,7 @@ def search(cifar100_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     args = [*SEARCH, f"dataset.root={cifar100_root}", f"hydra.sweep.dir={work / 'search'}"]
     proc = sdrun_here("-m", *args, cwd=work, env=wandb_env(work))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "Failed experiment" in proc.stdout + proc.stderr  # the diverged trial, not silent
+    assert "trial 0 failed" in proc.stdout + proc.stderr  # the diverged trial, not silent
     return work / "search"
 
 

@@ -16,8 +16,10 @@ from helpers import complete, sdrun_here, search_trials, wandb_env
 STUDY = "sd_optuna"  # conf/hparams_search/sd_optuna.yaml
 
 
-def storage(sweep_dir: Path) -> str:
-    return f"sqlite:///{sweep_dir}/optuna.db"
+def storage(sweep_dir: Path) -> optuna.storages.JournalStorage:
+    """The search's study: the journal file in its sweep folder."""
+    backend = optuna.storages.journal.JournalFileBackend(str(sweep_dir / "optuna.journal"))
+    return optuna.storages.JournalStorage(backend)
 
 
 def job_num(trial: Path) -> int:

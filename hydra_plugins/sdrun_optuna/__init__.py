@@ -1,3 +1,3 @@
-"""sdrun's Optuna sweeper for Hydra (conf/hparams_search/sd_optuna.yaml): Hydra's own, made to
-continue a stopped search (sdrun/sweeps/search.py). Hydra only loads sweepers from the hydra_plugins
-namespace, hence this package; everything else lives in sdrun."""
+"""sdrun's Optuna sweeper for Hydra (conf/hydra/sweeper/sdrun_optuna.yaml, used by the
+hparams_search presets): Hydra instantiates sweepers of this namespace only, hence this package;
+the search itself lives in sdrun/sweeps/."""

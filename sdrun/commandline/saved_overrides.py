@@ -124,6 +124,18 @@ def entry_problem(entry: Any, command: Command, groups: dict[str, set[str]]) -> 
     return model_problem(key, value)
 
 
+def setting_problem(entry: str, command: Command, config_dir: str) -> Optional[str]:
+    """Why one `key=value` that a stored record (an Optuna trial's parameter, a search's best
+    setting) would add to `command`'s command line may not join it, or None: the rules of the
+    saved overrides, for one entry."""
+    return entry_problem(entry, command, _shipped(command, config_dir))
+
+
+@functools.cache
+def _shipped(command: Command, config_dir: str) -> dict[str, set[str]]:
+    return shipped_options(_conf_root(config_dir), command)
+
+
 @functools.cache
 def _parser() -> OverridesParser:
     from hydra.core.override_parser.overrides_parser import OverridesParser

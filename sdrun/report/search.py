@@ -2,9 +2,10 @@
 selects (a table column), and hyperparameter searches (every trial and the best parameters).
 
 A search is a sweep directory whose `sweep.yaml` (written by `sdrun.sweeps.sweep.SweepCallback`)
-names an objective; its trials are the runs below it, complete or not. The Optuna sweeper
-writes `optimization_results.yaml` when the search ends; until then the best trial is the
-best complete one so far.
+names an objective; its trials are the runs below it, complete or not: finished, pruned (the
+search's pruner stopped it), failed (it diverged) or neither yet (running, or killed). The search
+writes `optimization_results.yaml` when it ends; until then the best trial is the best complete
+one so far.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sdrun.trust import files
 
 RESULTS = "optimization_results.yaml"
 FAILED = "trial failed: "  # what sdrun.cli logs into a trial's sdrun.log when it fails
+PRUNED = "trial pruned: "  # ... and when the search's pruner stops it (sdrun/sweeps/pruning.py)
 SEARCH_COLUMNS = ["search", "trial", "params", "val_top1", "val_best_epoch", "test_top1",
                   "status"]  # fmt: skip
 
@@ -106,10 +108,27 @@ def status(run: Run) -> str:
         log = files.read_text(run.path / "sdrun.log", files.METRICS_CAP, errors="replace")
     except OSError:
         log = ""
-    failed = [line.split(FAILED, 1)[1] for line in log.splitlines() if FAILED in line]
-    if failed:
-        return f"failed: {failed[-1].split(';')[0]}"
+    for mark, word in ((FAILED, "failed"), (PRUNED, "pruned")):
+        found = [line.split(mark, 1)[1] for line in log.splitlines() if mark in line]
+        if found:
+            return f"{word}: {found[-1].split(';')[0]}"
     return "diverged" if run.summary.get("diverged") else str(run.problem)
+
+
+def outcome_counts(search: Search) -> dict[str, int]:
+    """How many trials finished, were pruned, failed, or neither (running, or killed)."""
+    counts = {"finished": 0, "pruned": 0, "failed": 0, "not finished": 0}
+    for run in search.trials:
+        said = status(run)
+        if said == "complete":
+            counts["finished"] += 1
+        elif said.startswith("pruned"):
+            counts["pruned"] += 1
+        elif said.startswith(("failed", "diverged")):
+            counts["failed"] += 1
+        else:
+            counts["not finished"] += 1
+    return counts
 
 
 def trial_record(search: Search, run: Run) -> dict[str, Any]:
@@ -150,10 +169,10 @@ def search_markdown(searches: Sequence[Search], link: Callable[[Path], str]) -> 
 def _summary_lines(search: Search) -> list[str]:
     rec = search.record
     space = ", ".join(f"{code(k)}: {md(v)}" for k, v in (rec.get("space") or {}).items())
-    done = sum(1 for r in search.trials if search.value(r) is not None)
+    counts = ", ".join(f"{n} {what}" for what, n in outcome_counts(search).items() if n)
     lines = [
         f"{rec.get('direction', 'maximize')} {code(search.objective)} (the validation split, never "
-        f"the test set) over {len(search.trials)} trials ({done} complete, "
+        f"the test set) over {len(search.trials)} trials ({counts or 'none ran'}; "
         f"{rec.get('n_trials', '?')} planned). Space: {space or '?'}.",
     ]
     best = search.best()

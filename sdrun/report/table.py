@@ -12,6 +12,7 @@ from typing import Any, Optional
 from sdrun.report import costs, stats
 from sdrun.report.references import Reference, references_for
 from sdrun.report.runs import Run
+from sdrun.sweeps import CHOSEN_ON_VALIDATION
 
 # The documented order of the tables (docs/REPRODUCE.md): SD, its controls, the baselines, the
 # self-distillation family as docs/SELFKD.md lists it, then kd and born-again generations.
@@ -66,7 +67,17 @@ class Row:
 
     @property
     def label(self) -> str:
-        return f"{self.method} ({self.variant})" if self.variant else self.method
+        label = f"{self.method} ({self.variant})" if self.variant else self.method
+        if self.chosen_on_validation:
+            return f"{label}, chosen on the validation split"
+        return label
+
+    @property
+    def chosen_on_validation(self) -> bool:
+        """The runs retrain a search's best setting (`python -m sdrun.sweeps.retrain` tags
+        them): the row's setting was chosen on the validation split."""
+        tagged = [CHOSEN_ON_VALIDATION in (r.config.get("logger.tags") or ()) for r in self.runs]
+        return bool(tagged) and all(tagged)
 
     @property
     def n(self) -> int:

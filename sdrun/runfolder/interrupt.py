@@ -42,18 +42,32 @@ class RunStopped(SdrunError):
         self.resume_hint = resume_hint
 
 
+class StopAsked(RunStopped):
+    """The run stopped itself as on a signal, after writing a checkpoint, for a reason of its
+    own (`StopRequest.ask`: a search pruning its trial, sdrun/sweeps/pruning.py)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 0)
+        self.exit_code = 0
+
+
 class StopRequest:
     """Context manager that turns the first SIGTERM/SIGINT (or a submitit job's notice) into a
     flag the loop polls."""
 
     def __init__(self) -> None:
         self.signum: Optional[int] = None
+        self.asked: Optional[str] = None  # why the run asked itself to stop (`ask`)
         self.notice: Optional[int] = None
         self._notice_signal = notice_signal()
         self._previous: dict[int, object] = {}
 
     def __call__(self) -> bool:
-        return self.signum is not None
+        return self.signum is not None or self.asked is not None
+
+    def ask(self, reason: str) -> None:
+        """Stop as on a signal (at the loop's next check, with a checkpoint), for `reason`."""
+        self.asked = reason
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
         if signum == self._notice_signal:
@@ -81,6 +95,8 @@ class StopRequest:
 
 def stopped(stop: StopRequest, run_dir: Path, where: str, command: str = "sdrun") -> RunStopped:
     """The error a run stopped by a signal ends with: what stopped it, where, how to resume."""
+    if stop.signum is None and stop.asked is not None:
+        return StopAsked(f"{stop.asked}; stopped {where}, checkpoint written")
     # Under DDP a process the signal did not reach stops because another one got it.
     signum = stop.signum or signal.SIGTERM
     name = signal.Signals(signum).name

@@ -1,14 +1,16 @@
-"""A hyperparameter search that survives being stopped (the sd_optuna preset's sweeper).
+"""sdrun's hyperparameter search: a Hydra sweeper over Optuna's ask-and-tell API (the sd_optuna
+preset's, through hydra_plugins/sdrun_optuna).
 
-The study lives in the sweep directory (`hydra.sweeper.storage`, by default
-`sqlite:///<sweep dir>/optuna.db`). The same search command run again with
-`hydra.sweep.dir=<that directory>` continues it: `hydra.sweeper.n_trials` counts every trial
-of the study, so finished trials are not run again and a larger n_trials adds trials; a trial
-that a kill left running is trained on from its last checkpoint (`resume=` of its own folder;
-from the start when it has none) as the same trial, in the same folder; new trials take the
-next job numbers. A search whose trials all failed ends with one line.
-
-Trial i of the study is job i of the sweep (its folder's `.hydra/hydra.yaml` says so).
+It asks the study for `hydra.sweeper.n_jobs` trials at a time and hands them to the configured
+Hydra launcher as one batch (the basic launcher runs them one after another, submitit's local
+and SLURM launchers side by side); trial n is job n, in its own folder. `hydra.sweeper.n_trials`
+counts every trial of the study, so more than one `sdrun -m` process can work on one study (on
+several nodes, sharing the sweep folder) and the same command run again continues a stopped
+search: finished trials are not run again, a trial a kill left RUNNING is trained on from its
+last checkpoint in its own folder, new trials take the next numbers (sdrun/sweeps/claims.py says
+how processes share trials). Each job reports `val/top1` to its trial after every epoch, and the
+pruner may stop it there (sdrun/sweeps/pruning.py). At the end, the best trial goes to
+`optimization_results.yaml`; a search with no finished trial ends with one line.
 """
 
 from __future__ import annotations
@@ -16,116 +18,219 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import optuna
-import yaml
-from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
-from omegaconf import OmegaConf
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
+from sdrun.commandline.overrides import CONFIG_DIR, quote
+from sdrun.errors import ConfigError, SdrunError
 from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, LAST
+from sdrun.sweeps import results
+from sdrun.sweeps.claims import Claims
+from sdrun.sweeps.space import Space, parse_space, suggest
+from sdrun.sweeps.study import journal_path, open_study, sampler_for
+from sdrun.sweeps.sweep import search_space, sweeper_params
+from sdrun.sweeps.trials import fixed_attrs, job_folder, trial_overrides
 
 log = logging.getLogger(__name__)
 
 EXIT_USER_ERROR = 2
+Job = tuple[int, list[str]]  # (trial number = job number, the job's overrides)
 
 
-class ResumableSearch(OptunaSweeperImpl):
-    def sweep(self, arguments: list[str]) -> None:
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=self.storage,
-            sampler=self.sampler,
-            directions=self._get_directions(),
-            load_if_exists=True,
+class ResumableSearch:
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.sweeper = config.hydra.sweeper
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
         )
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            self._finish_stopped_trial(study, trial, sweep_dir)
-        done = len(study.trials)
-        if done:
-            log.info("continuing the search in %s: %d trial(s) done", sweep_dir, done)
-            self.sampler = _reseeded(self.sampler, self.config, done)
-        self.job_idx = done  # trial i is job i
-        self.n_trials = max(0, self.n_trials - done)  # n_trials counts the whole study
+
+    def sweep(self, arguments: list[str]) -> None:
         try:
-            super().sweep(arguments)
-        except ValueError:
-            # Optuna's study.best_trial when no trial completed: one line, not a traceback
-            if any(t.state == TrialState.COMPLETE for t in study.trials):
-                raise
-            states = done_states(study)
-            print(
-                f"sdrun: error: no trial of the search in {sweep_dir} completed ({states}); "
-                "each trial's sdrun.log says why: fix that and run the search again with "
-                f"hydra.sweep.dir={sweep_dir} and a larger hydra.sweeper.n_trials",
-                file=sys.stderr,
-            )
+            self._sweep(arguments)
+        except SdrunError as err:  # before a job starts, or between batches: one line
+            print(f"sdrun: error: {err}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
 
-    def _finish_stopped_trial(
-        self, study: optuna.Study, trial: FrozenTrial, sweep_dir: Path
-    ) -> None:
-        """Run a trial a kill left RUNNING again, as job `trial.number` (its own folder), from
-        its last checkpoint when it has one, and tell the study how it ended."""
-        from sdrun.commandline.overrides import quote
+    def _sweep(self, arguments: list[str]) -> None:
+        from sdrun.cli import SDRUN  # the command whose settings a trial may set
 
-        params = {**trial.params, **trial.user_attrs}  # as the sweeper sets them up
-        overrides = [f"{name}={value}" for name, value in params.items()]
-        folder = job_folder(sweep_dir, trial.number)
-        if folder is not None and (folder / CHECKPOINT_DIR / LAST).is_file():
-            overrides.append(f"resume={quote(str(folder))}")
-            log.info("trial %d was stopped: resuming it in %s", trial.number, folder)
-        else:
-            log.info("trial %d was stopped before a checkpoint: running it again", trial.number)
-        (ret,) = self.launcher.launch([tuple(overrides)], initial_job_idx=trial.number)
+        space = parse_space(search_space(arguments, sweeper_params(self.config.hydra)))
+        base = base_overrides(arguments, space)
+        study = open_study(self.sweeper, self.sweep_dir, create=True)
+        self.where = where = str(self.sweeper.get("storage") or journal_path(self.sweep_dir))
+        log.info("study %s in %s: %s", study.study_name, where, _counts(study))
+        claims = Claims(self.sweep_dir)
         try:
-            study.tell(trial.number, float(ret.return_value))
-        except Exception as err:  # noqa: BLE001 - as the sweeper does: the trial failed
-            study.tell(trial.number, state=TrialState.FAIL)
-            log.warning("Failed experiment: %s", err)
+            stopped = self._claim_stopped(study, claims)
+            jobs = [(t.number, [*base, *trial_overrides(t, space, SDRUN, CONFIG_DIR, where),
+                                *self._resume(t.number)]) for t in stopped]  # fmt: skip
+            for run in consecutive(jobs, int(self.sweeper.get("n_jobs") or 1)):
+                self._launch(study, claims, run)
+            while True:
+                trials = self._ask(study, claims, space)
+                if not trials:
+                    break
+                jobs = [(t.number, [*base, *trial_overrides(t, space, SDRUN, CONFIG_DIR, where)])
+                        for t in trials]  # fmt: skip
+                for run in consecutive(jobs, len(jobs)):
+                    self._launch(study, claims, run)
+        finally:
+            claims.release_all()
+        self._finish(study)
+
+    def _claim_stopped(self, study: optuna.Study, claims: Claims) -> list[FrozenTrial]:
+        """The RUNNING trials no process is running (a kill left them), claimed for this one."""
+        stopped = []
+        with claims.asking():
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if not claims.claim(trial.number):
+                    continue  # another process runs it
+                now = _trial(study, trial.number)  # it may have ended since it was listed
+                if now.state == TrialState.RUNNING:
+                    stopped.append(now)
+                else:
+                    claims.release(trial.number)
+        return stopped
+
+    def _resume(self, number: int) -> list[str]:
+        """A stopped trial is trained on from its last checkpoint, as job `number` (its own
+        folder), or from the start when it has none."""
+        folder = job_folder(self.sweep_dir, number)
+        if folder is not None and (folder / CHECKPOINT_DIR / LAST).is_file():
+            log.info("trial %d was stopped: resuming it in %s", number, folder)
+            return [f"resume={quote(str(folder))}"]
+        log.info("trial %d was stopped before a checkpoint: running it again", number)
+        return []
+
+    def _ask(self, study: optuna.Study, claims: Claims, space: Space) -> list[optuna.Trial]:
+        """Up to n_jobs new trials, drawn and claimed, while the study has fewer than
+        n_trials. Under the ask lock, so the count holds and the numbers are consecutive."""
+        n_trials, n_jobs = int(self.sweeper.n_trials), int(self.sweeper.get("n_jobs") or 1)
+        trials = []
+        with claims.asking():
+            for _ in range(n_jobs):
+                number = len(study.get_trials(deepcopy=False))
+                if number >= n_trials:
+                    break
+                study.sampler = sampler_for(self.sweeper, number)
+                trial = study.ask()
+                _draw(trial, space, self.where)
+                for key, value in fixed_attrs(space).items():
+                    trial.set_user_attr(key, value)
+                if claims.claim(trial.number):
+                    trials.append(trial)
+        return trials
+
+    def _launch(self, study: optuna.Study, claims: Claims, jobs: list[Job]) -> None:
+        """One batch through the launcher (its job numbers are the trials'), each trial told
+        how it ended and let go; too many failures in the batch stop the search."""
+        first = jobs[0][0]
+        overrides = [(*job, f"hydra.sweeper.trial={number}") for number, job in jobs]
+        try:
+            returns = self.launcher.launch(overrides, initial_job_idx=first)
+            ends = [tell(study, number, ret) for (number, _), ret in zip(jobs, returns)]
+        finally:
+            for number, _ in jobs:
+                claims.release(number)
+        failed = ends.count(TrialState.FAIL)
+        rate = float(self.sweeper.get("max_failure_rate", 1.0))
+        if failed and failed / len(ends) > rate:
+            raise ConfigError(
+                f"{failed} of the {len(ends)} trial(s) from {first} failed, more than "
+                f"hydra.sweeper.max_failure_rate={rate} allows; each trial's sdrun.log says "
+                f"why: fix that and run the search again with hydra.sweep.dir={self.sweep_dir}"
+            )
+
+    def _finish(self, study: optuna.Study) -> None:
+        best = results.best_trial(study)
+        if best is None:
+            raise ConfigError(
+                f"no trial of the search in {self.sweep_dir} completed ({_counts(study)}); "
+                "each trial's sdrun.log says why: fix that and run the search again with "
+                f"hydra.sweep.dir={self.sweep_dir} and a larger hydra.sweeper.n_trials"
+            )
+        results.write_results(self.sweep_dir, study, best)
+        log.info("best trial %d: %s; val/top1 %s (%s)", best.number, best.params, best.value,
+                 _counts(study))  # fmt: skip
 
 
-def done_states(study: optuna.Study) -> str:
-    counts: dict[str, int] = {}
-    for trial in study.trials:
-        counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
-    return ", ".join(f"{n} {state}" for state, n in counts.items()) or "none ran"
+def base_overrides(arguments: list[str], space: Space) -> list[str]:
+    """What every trial's job gets: the command line's overrides but those of searched keys,
+    and the space's fixed values that the command line does not give."""
+    given = {_key(a) for a in arguments}
+    kept = [a for a in arguments if _key(a) not in space.searched]
+    return [*(f"{k}={v}" for k, v in space.fixed.items() if k not in given), *kept]
 
 
-def job_folder(sweep_dir: Path, num: int) -> Optional[Path]:
-    """The run folder of job `num` of a sweep (whatever `hydra.sweep.subdir` named it)."""
-    for hydra_file in sweep_dir.rglob(".hydra/hydra.yaml"):
-        if _job_num(hydra_file) == num:
-            return hydra_file.parent.parent
-    return None
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
 
 
-def _job_num(hydra_file: Path) -> Optional[int]:
+def consecutive(jobs: list[Job], size: int) -> list[list[Job]]:
+    """The jobs in launcher batches of consecutive trial numbers, at most `size` each (a
+    launcher numbers a batch's jobs from its first)."""
+    batches: list[list[Job]] = []
+    for job in sorted(jobs):
+        last = batches[-1] if batches else None
+        if last and last[-1][0] + 1 == job[0] and len(last) < max(size, 1):
+            last.append(job)
+        else:
+            batches.append([job])
+    return batches
+
+
+def tell(study: optuna.Study, number: int, ret: JobReturn) -> TrialState:
+    """Tell the study how trial `number`'s job ended: its objective, pruned, or failed."""
     try:
-        num = yaml.safe_load(hydra_file.read_text())["hydra"]["job"]["num"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return None
-    return num if isinstance(num, int) else None
+        value = float(ret.return_value)  # re-raises the job's exception
+    except optuna.TrialPruned as err:
+        study.tell(number, state=TrialState.PRUNED)
+        log.info("trial %d pruned: %s", number, err)
+        return TrialState.PRUNED
+    except Exception as err:  # noqa: BLE001 - the job's own error: the trial failed
+        study.tell(number, state=TrialState.FAIL)
+        log.warning("trial %d failed: %s", number, err)
+        return TrialState.FAIL
+    study.tell(number, value)
+    return TrialState.COMPLETE
 
 
-def _reseeded(sampler: Any, config: Any, done: int) -> Any:
-    """A seeded sampler started again would draw its first trials' values again: the
-    continued search's sampler is seeded with seed + trials done (still reproducible)."""
-    sampler_cfg = OmegaConf.select(config, "hydra.sweeper.sampler", default=None)
-    seed = OmegaConf.select(config, "hydra.sweeper.sampler.seed", default=None)
-    if sampler_cfg is None or seed is None:
-        return sampler
-    return instantiate(sampler_cfg, seed=int(seed) + done)
+def _draw(trial: optuna.Trial, space: Space, where: str) -> None:
+    """The trial's values of the searched keys. A trial the study queued (`enqueue_trial`, by
+    anyone who can write to it) comes with values of its own, which Optuna may refuse here."""
+    for key, dist in space.searched.items():
+        try:
+            suggest(trial, key, dist)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(
+                f"trial {trial.number} of the study in {where} was queued with a value of {key} "
+                f"that this search cannot draw ({err}); give a new hydra.sweep.dir"
+            ) from None
 
 
-def stored_trials(storage: Optional[str], study_name: Optional[str]) -> int:
-    """How many trials the study at `storage` holds (0 when it has none or is in memory)."""
-    if not storage or not study_name:
+def _trial(study: optuna.Study, number: int) -> FrozenTrial:
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
+def _counts(study: optuna.Study) -> str:
+    return results.describe(results.state_counts(study))
+
+
+def stored_trials(sweeper: Any, sweep_dir: Path) -> int:
+    """How many trials the search's study holds (0 when there is none yet)."""
+    if not sweeper.get("storage") and not journal_path(sweep_dir).exists():
         return 0
     try:
-        return len(optuna.load_study(study_name=study_name, storage=storage).trials)
-    except KeyError:  # no such study (yet)
+        return len(open_study(sweeper, sweep_dir, create=False).trials)
+    except ConfigError:
         return 0

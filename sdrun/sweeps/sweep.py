@@ -1,7 +1,7 @@
 """Sweeps and searches (Hydra multiruns): what they vary, and what a search optimises.
 
 `SweepCallback` (listed in conf/config.yaml's hydra.callbacks) runs once before the first job
-of a multirun. It refuses a hyperparameter search (Hydra's Optuna sweeper) without a
+of a multirun. It refuses a hyperparameter search (sdrun's Optuna sweeper) without a
 validation split, which would select on the test set, and writes `sweep.yaml` into the sweep
 directory: the swept keys (for the jobs' wandb names) and, for a search, its objective and
 space (for `sdrun-report`). A search's objective is the final `val/top1` (`objective`).
@@ -37,7 +37,7 @@ EXIT_USER_ERROR = 2
 
 class TrialFailed(RuntimeError):
     """A search trial that did not finish (it diverged). Raised to Hydra, not printed as a
-    user error: the Optuna sweeper records the trial as failed and goes on (up to
+    user error: the search records the trial as failed and goes on (up to
     `hydra.sweeper.max_failure_rate`)."""
 
 
@@ -49,16 +49,16 @@ def is_search(hydra_cfg: Any) -> bool:
 
 def missing_search_plugin(argv: list[str]) -> Optional[str]:
     """The error line when the command line asks for a search (`hparams_search=...`) and
-    Hydra's Optuna sweeper plugin is not installed (Hydra's own error does not say so)."""
+    Optuna, which the search runs on, is not installed (the `optuna` extra)."""
     asked = any(
         a.split("=", 1)[0].lstrip("+~") == "hparams_search" and a.split("=", 1)[-1] != "null"
         for a in argv
     )
-    if not asked or _installed("hydra_plugins.hydra_optuna_sweeper"):
+    if not asked or _installed("optuna"):
         return None
     return (
-        "hparams_search needs Hydra's Optuna sweeper, which is not installed; "
-        "pip install -e '.[optuna]' (or pip install 'hydra-optuna-sweeper>=1.3,<1.4')"
+        "hparams_search runs on Optuna, which is not installed; "
+        "pip install -e '.[optuna]' (or pip install 'optuna>=4')"
     )
 
 
@@ -176,12 +176,12 @@ def restart_problem(sweep_dir: Path, record: dict[str, Any], sweeper: Any) -> Op
         )
     from sdrun.sweeps.search import stored_trials
 
-    storage, name = sweeper.get("storage"), sweeper.get("study_name")
-    if not stored_trials(None if storage is None else str(storage), name):
+    if not stored_trials(sweeper, sweep_dir):
+        storage = sweeper.get("storage") or f"null (its {sweep_dir}/optuna.journal)"
         return (
             f"hydra.sweep.dir={sweep_dir} holds {len(trials)} trial(s) of a search whose study "
-            f"is not in hydra.sweeper.storage={storage} (study {name}), so it cannot be "
-            "continued; give a new hydra.sweep.dir"
+            f"is not in hydra.sweeper.storage={storage} (study {sweeper.get('study_name')}), "
+            "so it cannot be continued; give a new hydra.sweep.dir"
         )
     return None
 
@@ -230,7 +230,7 @@ class SweepCallback(Callback):
                 direction=str(config.hydra.sweeper.get("direction", "")),
                 space=space,
                 n_trials=int(config.hydra.sweeper.get("n_trials", 0)),
-                storage=None if storage is None else str(storage),
+                storage=str(storage) if storage else "journal",  # the folder's optuna.journal
             )
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if search:

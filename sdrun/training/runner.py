@@ -28,6 +28,7 @@ from sdrun.runfolder.loggers import Logger
 from sdrun.runfolder.run_folder import Outputs, opened, outputs, write_result
 from sdrun.runfolder.run_plots import final_plots
 from sdrun.runfolder.run_state import Progress, schema_defaults
+from sdrun.sweeps.pruning import SearchTrial, search_trial
 from sdrun.training.engine import (
     EpochTally,
     LoopOptions,
@@ -71,11 +72,12 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
         else:
             teacher, tally = _restore(parts, progress, start.resume, start.resume_path)
         identity = run_identity(cfg, current_sweep()) if start.dist.is_main else None
+        trial = search_trial() if start.dist.is_main else None  # a search's job: its trial
         with outputs(cfg.logger, run_dir, config, start.dist, progress,
                      resuming=start.resume is not None, identity=identity) as outs:  # fmt: skip
             _log_start(parts, progress)
             with StopRequest() as stop:
-                teacher = _train(parts, progress, teacher, tally, run_dir, outs, stop)
+                teacher = _train(parts, progress, teacher, tally, run_dir, outs, stop, trial)
             distributed.check_identical(parts.model.state_dict(), "the final student weights")
             method_state = {k: v for k, v in parts.method.state_dict().items()
                             if isinstance(v, Tensor)}  # fmt: skip
@@ -103,6 +105,7 @@ def _train(
     run_dir: Path,
     outs: Outputs,
     stop: StopRequest,
+    trial: Optional[SearchTrial] = None,
 ) -> Optional[TeacherState]:
     cfg, plan = parts.cfg, parts.plan
     mark = time.perf_counter()
@@ -161,6 +164,9 @@ def _train(
         if parts.dist.is_main:
             outs.epoch_done(record, partial(_save, parts, progress, teacher, run_dir, outs))
         _log_epoch(record, plan)
+        pruned = trial.reported(record) if trial is not None else None
+        if pruned:  # the search's pruner: stop as on a signal (the checkpoint is written)
+            stop.ask(pruned)
         if distributed.any_rank(stop(), parts.runtime.device) and epoch < plan.epochs:
             raise stopped(stop, run_dir, f"after epoch {epoch}")
     return teacher
