@@ -21,6 +21,7 @@ import io
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Optional
@@ -213,11 +214,13 @@ def atomic_file(
     keep_previous: Optional[Path] = None,
 ) -> Iterator[IO]:
     """A file object whose content becomes `path` when the block ends without error (written to
-    `.<name>.tmp` beside it, flushed to disk, then `os.replace`d over `path`); on an error
+    `.<name>.<writer>.tmp` beside it, flushed to disk, then `os.replace`d over `path`); on an error
     `path` is left as it was. With `keep_previous`, what `path` held becomes that file, once
     the new content is complete on disk."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    # one name per writer (two search workers may write the same file at once); a stale one of
+    # a killed writer with the same id is replaced
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_native_id()}.tmp")
     fd = _fresh(tmp)
     try:
         with os.fdopen(fd, mode, newline=newline) as f:
