@@ -123,7 +123,7 @@ def test_both_batch_sizes_are_global(world_size: int):
     for data in shards:
         assert data.train.batch_size == 12 // world_size
         assert data.test.batch_size == 10 // world_size
-    labels = [y for data in shards for _, y in data.test.epoch(0)]
+    labels = [batch.labels for data in shards for batch in data.test.epoch(0)]
     assert sum(len(y) for y in labels) == 50  # every test image, once
 
 

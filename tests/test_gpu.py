@@ -133,7 +133,7 @@ def test_prepared_bf16_and_fp16_teachers_are_close_to_the_fp32_snapshot(device):
 def test_device_loader_gives_the_same_batches_on_every_device(device):
     here = list(itertools.islice(fake_batches(torch.device(device)).epoch(3), 2))
     cpu = list(itertools.islice(fake_batches(torch.device("cpu")).epoch(3), 2))
-    for (x, y), (xc, yc) in zip(here, cpu):
+    for (x, y, *_), (xc, yc, *_) in zip(here, cpu):
         assert x.device.type == device and x.is_contiguous(memory_format=torch.channels_last)
         assert torch.equal(y.cpu(), yc)
         assert torch.allclose(x.cpu(), xc, atol=1e-6)
@@ -149,7 +149,7 @@ def test_precomputed_logits_match_the_teacher_beside_each_step(device):
     replay = PrecomputedTeacher(teacher, loader.epoch(0), chunk=4 * BATCH)
     # bf16 kernels picked for a batch of 128 and of 32 may round differently.
     tol = 5e-2 if device == "cuda" else 1e-4
-    for x, _ in loader.epoch(0):
+    for x, *_ in loader.epoch(0):
         assert torch.allclose(replay(x), teacher(x), atol=tol, rtol=tol)
 
 
@@ -186,7 +186,7 @@ def test_compiled_cuda_teacher_precomputes_an_epoch_without_aliasing_its_outputs
     loader = fake_batches(torch.device("cuda"))
     for _ in range(2):  # the second epoch replays recorded graphs
         replay = PrecomputedTeacher(compiled, loader.epoch(0), chunk=2 * BATCH)
-        for x, _ in loader.epoch(0):
+        for x, *_ in loader.epoch(0):
             assert torch.allclose(replay(x), eager(x), atol=5e-2, rtol=5e-2)
 
 

@@ -29,7 +29,7 @@ class Counting(Method):
         self.steps = 0
 
     def forward_train(self, student, batch, teacher) -> MethodOutput:
-        x, y = batch[0], batch[1]
+        x, y = batch.images, batch.labels
         logits = student(x)
         ce = F.cross_entropy(logits.float(), y)
         self.steps += 1

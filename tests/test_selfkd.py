@@ -19,6 +19,7 @@ from report_builder import write_run
 from torch import nn
 
 from sdrun.config import DatasetConfig, DistillConfig, ModelConfig, ScheduleConfig, validate
+from sdrun.data.composition import Batch
 from sdrun.errors import ConfigError
 from sdrun.methods import build_method, method_label
 from sdrun.report import build_report, gain_record
@@ -63,7 +64,7 @@ def small() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def test_ls_plugin_is_ce_against_smoothed_labels(small):
     x, logits, y = small
     method = build_method(conf_distill("ls"))
-    out = method.forward_train(fixed_student(logits), (x, y), None)
+    out = method.forward_train(fixed_student(logits), Batch(x, y), None)
     eps = 0.1
     expected = 0.0
     for row, label in zip(logits.tolist(), y.tolist()):
@@ -78,7 +79,7 @@ def test_tfkd_plugin_is_the_official_virtual_teacher_loss(small):
     x, logits, y = small
     cfg = conf_distill("tfkd")
     assert (cfg.alpha, cfg.temperature, cfg.multiplier, cfg.correct_prob) == (0.1, 20, 100, 0.99)
-    out = build_method(cfg).forward_train(fixed_student(logits), (x, y), None)
+    out = build_method(cfg).forward_train(fixed_student(logits), Batch(x, y), None)
     ce = kl = 0.0
     for row, label in zip(logits.tolist(), y.tolist()):
         p = softmax_row(row)

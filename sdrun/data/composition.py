@@ -19,8 +19,8 @@ epoch, batches of the shuffled order its sampler draws from (seed, epoch):
 Partners are for image classification (the device-resident and image-folder loaders); VOC's
 task loader refuses them.
 
-The composition never changes which samples a batch holds first nor their augmentation: the
-first three fields are bitwise those of `SHUFFLED` (partners are drawn from generators of their
+The composition never changes which samples a batch holds first nor their augmentation: images,
+labels and indices are bitwise those of `SHUFFLED` (partners are drawn from generators of their
 own), resumed at a batch boundary by the sampler (`epoch(epoch, start=k)` skips the first k
 batches without reading them) and sharded over torchrun processes as before (each sample once
 per epoch over the ranks as a batch's own sample; partners come on top). Partners depend only on
@@ -33,7 +33,9 @@ passes it to `build_loaders`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
+
+from torch import Tensor
 
 SAME_CLASS_PARTNERS = "same_class"
 PREVIOUS_BATCH_PARTNERS = "previous_batch"
@@ -42,7 +44,7 @@ PARTNER_RULES = (SAME_CLASS_PARTNERS, PREVIOUS_BATCH_PARTNERS)
 
 @dataclass(frozen=True)
 class Composition:
-    indices: bool = False  # yield each sample's dataset index as the batch's third element
+    indices: bool = False  # yield each sample's dataset index (`Batch.indices`)
     partners: Optional[str] = None  # one of PARTNER_RULES: yield a partner for every sample
 
     def __post_init__(self) -> None:
@@ -54,3 +56,22 @@ SHUFFLED = Composition()
 INDICES = Composition(indices=True)
 SAME_CLASS = Composition(indices=True, partners=SAME_CLASS_PARTNERS)
 PREVIOUS_BATCH = Composition(indices=True, partners=PREVIOUS_BATCH_PARTNERS)
+
+
+# NamedTuples: built once per batch at the cost of a tuple, read by name in the methods' steps.
+class Partners(NamedTuple):
+    """A partner for every sample of a batch, row by row (`SAME_CLASS`, `PREVIOUS_BATCH`)."""
+
+    images: Tensor
+    labels: Tensor  # int64
+    indices: Tensor  # int64 dataset indices
+
+
+class Batch(NamedTuple):
+    """One batch of a classification loader, on the device; what the composition did not ask
+    for is None."""
+
+    images: Tensor  # normalized, in the loader's dtype and memory format
+    labels: Tensor  # int64
+    indices: Optional[Tensor] = None  # int64 dataset indices (`INDICES` and the partners')
+    partners: Optional[Partners] = None

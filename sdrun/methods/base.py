@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
-from sdrun.data.composition import SHUFFLED, Composition
+from sdrun.data.composition import SHUFFLED, Batch, Composition
 from sdrun.training.batch_step import StepOutput
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class Method(abc.ABC):
 
     @abc.abstractmethod
     def forward_train(
-        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+        self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]
     ) -> MethodOutput:
         """One training batch: the student's forward pass and the loss (under autocast).
         `student` is what `training_module` returned, DDP-wrapped or compiled when asked."""
@@ -130,7 +130,7 @@ class MethodStep:
         self.teacher = teacher
         self.terms = method.terms
 
-    def __call__(self, batch: Any) -> StepOutput:
+    def __call__(self, batch: Batch) -> StepOutput:
         out = self.method.forward_train(self.student, batch, self.teacher)
         correct = out.logits.detach().argmax(dim=1).eq(out.targets).sum()
         return StepOutput(out.loss, out.targets.shape[0], out.terms, {"correct": correct})

@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from torch import Tensor, nn
 
+from sdrun.data.composition import Batch
 from sdrun.errors import CheckpointError
 from sdrun.methods.base import MethodOutput, RunShape, Teacher
 from sdrun.methods.byot_heads import AuxiliaryHeads, SelfTaught, stages_of
@@ -46,9 +47,9 @@ class BeYourOwnTeacher(SelfDistillation):
         return SelfTaught(model, self.heads, stages)
 
     def forward_train(
-        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+        self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]
     ) -> MethodOutput:
-        x, y = batch[0], batch[1]
+        x, y = batch.images, batch.labels
         out = student(x)  # the SelfTaught module: every classifier's logits and feature
         c = self.cfg
         loss = byot_loss(out.logits, out.features, y, c.alpha, c.temperature, c.feature_weight)

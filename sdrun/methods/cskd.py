@@ -15,12 +15,12 @@ step; the partners get no CE.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 
-from sdrun.data.composition import SAME_CLASS
+from sdrun.data.composition import SAME_CLASS, Batch
 from sdrun.methods.base import MethodOutput, Teacher
 from sdrun.methods.losses import cskd_loss
 from sdrun.methods.registry import register_method
@@ -34,11 +34,11 @@ class ClassWiseSelfKD(SelfDistillation):
     reads = ("distill.temperature", "distill.kd_weight")
 
     def forward_train(
-        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+        self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]
     ) -> MethodOutput:
-        x, y, _, partner_x, _, _ = batch
+        x, y = batch.images, batch.labels
         logits = student(x)
         with torch.no_grad():  # the partners teach; no gradient flows through them
-            partner_logits = student(partner_x)
+            partner_logits = student(batch.partners.images)
         loss = cskd_loss(logits, partner_logits, y, self.cfg.temperature, self.cfg.kd_weight)
         return MethodOutput(loss.total, logits, y, loss.terms)

@@ -24,7 +24,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from sdrun.data.composition import PREVIOUS_BATCH
+from sdrun.data.composition import PREVIOUS_BATCH, Batch
 from sdrun.errors import CheckpointError
 from sdrun.methods.base import MethodOutput, RunShape, Teacher
 from sdrun.methods.losses import dlb_loss
@@ -53,9 +53,10 @@ class LastBatchSelfKD(SelfDistillation):
         self.device = run.device
 
     def forward_train(
-        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+        self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]
     ) -> MethodOutput:
-        x, y, index, rep_x, rep_y, rep_index = batch
+        x, y, index = batch.images, batch.labels, batch.indices
+        rep_x, rep_y, rep_index = batch.partners  # the previous batch's images, seen anew
         n = rep_x.shape[0]
         logits = student(torch.cat([rep_x, x]) if n else x)
         prev = self.teacher_logits(rep_index) if n else None

@@ -4,10 +4,11 @@ plain cross-entropy beside the smoothed loss."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 from torch import nn
 
+from sdrun.data.composition import Batch
 from sdrun.methods.base import MethodOutput, Teacher
 from sdrun.methods.losses import label_smoothing_loss
 from sdrun.methods.registry import register_method
@@ -20,9 +21,9 @@ class LabelSmoothing(SelfDistillation):
     reads = ("distill.eps",)
 
     def forward_train(
-        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+        self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]
     ) -> MethodOutput:
-        x, y = batch[0], batch[1]
+        x, y = batch.images, batch.labels
         logits = student(x)
         loss = label_smoothing_loss(logits, y, self.cfg.eps)
         return MethodOutput(loss.total, logits, y, loss.terms)

@@ -3,10 +3,11 @@ effect of SD's restarts; with cosine or step, the plain baselines."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 from torch import nn
 
+from sdrun.data.composition import Batch
 from sdrun.methods.base import Method, MethodOutput, Teacher
 from sdrun.methods.distill_loss import cross_entropy
 from sdrun.methods.registry import register_method
@@ -24,9 +25,9 @@ class CrossEntropy(Method):
         return "cyclic" if schedule == "sd" else schedule
 
     def forward_train(
-        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+        self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]
     ) -> MethodOutput:
-        x, y = batch[0], batch[1]
+        x, y = batch.images, batch.labels
         logits = student(x)
         ce = cross_entropy(logits, y)
         return MethodOutput(ce, logits, y, {"ce": ce.detach()})

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdrun.data.composition import INDICES
+from sdrun.data.composition import INDICES, Batch
 from sdrun.errors import CheckpointError
 from sdrun.methods.base import MethodOutput, RunShape, Teacher
 from sdrun.methods.losses import pskd_alpha, pskd_loss, pskd_store_probs
@@ -67,9 +67,9 @@ class ProgressiveSelfKD(SelfDistillation):
         return (1.0 - self.alpha * known) * onehot + self.alpha * prev
 
     def forward_train(
-        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+        self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]
     ) -> MethodOutput:
-        x, y, index = batch
+        x, y, index = batch.images, batch.labels, batch.indices
         logits = student(x)
         loss = pskd_loss(logits, self.targets(y, index, logits.shape[1]))
         probs = pskd_store_probs(logits)

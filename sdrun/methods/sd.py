@@ -7,11 +7,12 @@ and the first cycle trains with cross-entropy alone (no teacher yet: train/kd is
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 from torch import nn
 
 from sdrun.config import Config, DistillConfig, cycle_length_of
+from sdrun.data.composition import Batch
 from sdrun.errors import ConfigError
 from sdrun.methods.base import SNAPSHOT, Method, MethodOutput, Teacher
 from sdrun.methods.distill_loss import LossWeights, distill_loss
@@ -32,9 +33,9 @@ class Distillation(Method):
         self.weights = LossWeights(cfg.temperature, cfg.ce_weight, cfg.kd_weight, cfg.smooth)
 
     def forward_train(
-        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+        self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]
     ) -> MethodOutput:
-        x, y = batch[0], batch[1]
+        x, y = batch.images, batch.labels
         teacher_logits = None if teacher is None else teacher(x)  # frozen: no graph
         logits = student(x)
         loss, ce, kd = distill_loss(logits, y, teacher_logits, self.weights)

@@ -6,10 +6,11 @@ student, as the official code computes it (sdrun/methods/losses.py::tfkd_reg_los
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 from torch import nn
 
+from sdrun.data.composition import Batch
 from sdrun.methods.base import MethodOutput, Teacher
 from sdrun.methods.losses import tfkd_reg_loss
 from sdrun.methods.registry import register_method
@@ -22,9 +23,9 @@ class TeacherFreeKD(SelfDistillation):
     reads = ("distill.alpha", "distill.temperature", "distill.multiplier", "distill.correct_prob")
 
     def forward_train(
-        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+        self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]
     ) -> MethodOutput:
-        x, y = batch[0], batch[1]
+        x, y = batch.images, batch.labels
         logits = student(x)
         c = self.cfg
         loss = tfkd_reg_loss(logits, y, c.alpha, c.temperature, c.multiplier, c.correct_prob)

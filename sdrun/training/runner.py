@@ -17,6 +17,7 @@ from typing import Any, Optional
 from torch import Tensor
 
 from sdrun.config import Config, validate
+from sdrun.data.composition import Batch
 from sdrun.errors import TrainingDiverged
 from sdrun.methods import SNAPSHOT, MethodStep
 from sdrun.runfolder import checkpoint as ckpt
@@ -81,7 +82,7 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return result
 
 
-def _epoch_batches(parts: Parts, epoch: int, tally: EpochTally) -> Iterator[tuple[Tensor, ...]]:
+def _epoch_batches(parts: Parts, epoch: int, tally: EpochTally) -> Iterator[Batch]:
     """The epoch's training batches; a resumed mid-epoch checkpoint skips those already done
     (in the sampler: skipped images are never read)."""
     return parts.train_loader.epoch(epoch, start=tally.batches)

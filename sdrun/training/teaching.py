@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from torch import Tensor, nn
 
+from sdrun.data.composition import Batch
 from sdrun.methods import FILE
 from sdrun.runfolder import distributed
 from sdrun.training.evaluation import predict_test_set, val_accuracy
@@ -63,7 +64,7 @@ def restored_teacher(parts: Parts, payload: dict[str, Any]) -> Optional[TeacherS
 
 
 def teacher_for_epoch(
-    parts: Parts, teacher: Optional[TeacherState], batches: Iterator[tuple[Tensor, Tensor]]
+    parts: Parts, teacher: Optional[TeacherState], batches: Iterator[Batch]
 ) -> Optional[Callable[[Tensor], Tensor]]:
     """What the loop calls for teacher logits: the teacher itself, or its logits of the epoch's
     `batches` (the same ones the loop gets) predicted ahead in large batches
