@@ -44,9 +44,9 @@ from sdrun.models import build_model
 from sdrun.models.cifar_base import CIFAR100_MEAN, CIFAR100_STD
 from sdrun.runfolder.runtime import Runtime, configure_numerics, resolve_amp
 from sdrun.training.engine import LoopOptions, StepState, train_one_epoch
+from sdrun.training.frozen_teacher import FrozenTeacher, PrecomputedTeacher, teacher_dtype
 from sdrun.training.optim import build_optimizer
 from sdrun.training.schedule import CyclePlan
-from sdrun.training.teacher import FrozenTeacher, PrecomputedTeacher, teacher_dtype
 
 
 @dataclass

@@ -19,9 +19,9 @@ from sdrun.methods import MethodStep, build_method
 from sdrun.models import build_model
 from sdrun.runfolder.runtime import Runtime
 from sdrun.training.engine import EpochResult, LoopOptions, StepState, train_one_epoch
+from sdrun.training.frozen_teacher import FrozenTeacher, PrecomputedTeacher, snapshot, teacher_dtype
 from sdrun.training.optim import build_optimizer
 from sdrun.training.schedule import CyclePlan
-from sdrun.training.teacher import FrozenTeacher, PrecomputedTeacher, snapshot, teacher_dtype
 
 CUDA = torch.cuda.is_available()
 DEVICES = ["cpu"] + (["cuda"] if CUDA else [])

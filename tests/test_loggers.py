@@ -10,8 +10,8 @@ from helpers import load_script
 from wandb_records import by_type, history_rows
 
 from sdrun.config import Config, LoggerConfig
-from sdrun.runfolder.identity import SweepInfo, method_of, run_identity
 from sdrun.runfolder.loggers import MetricsFile, NullLogger, WandbLogger, build_logger, read_metrics
+from sdrun.runfolder.run_names import SweepInfo, method_of, run_identity
 
 
 def test_truncate_after_keeps_each_epoch_once_and_drops_a_cut_line(tmp_path: Path):

@@ -1,7 +1,7 @@
 """The self-distillation losses against each paper's formula, written out with explicit loops.
 
 The references below use only exp/log and Python sums over images and classes (no
-F.cross_entropy / F.kl_div), so they do not share code with sdrun/methods/losses.py.
+F.cross_entropy / F.kl_div), so they do not share code with sdrun/methods/selfkd_losses.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from sdrun.methods import losses as m
+from sdrun.methods import selfkd_losses as m
 
 K = 7  # classes
 

@@ -11,7 +11,7 @@ import sdrun.models  # noqa: F401 - registers the CIFAR ResNets
 from sdrun.data.composition import Batch
 from sdrun.errors import CheckpointError
 from sdrun.training.folding import BATCHNORMS, fold_batchnorm
-from sdrun.training.teacher import (
+from sdrun.training.frozen_teacher import (
     FrozenTeacher,
     PrecomputedTeacher,
     load_teacher_weights,
@@ -305,7 +305,7 @@ def test_a_teacher_whose_fp16_logits_overflow_runs_in_fp32(caplog):
         model[0].weight.zero_()
         model[0].bias.fill_(1.0)
         model[2].weight.fill_(3e4)
-    with caplog.at_level("WARNING", logger="sdrun.training.teacher"):
+    with caplog.at_level("WARNING", logger="sdrun.training.frozen_teacher"):
         teacher = FrozenTeacher(model, torch.float16, input_shape=(8,))
     assert teacher.dtype is torch.float32
     assert [r for r in caplog.records if "overflow" in r.message]

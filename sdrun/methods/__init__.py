@@ -19,11 +19,10 @@ from sdrun.methods.registry import (
     register_method,
 )
 
-# No method in these (byot_heads: the modules byot trains beside the student).
-_MACHINERY = {"base", "registry", "losses", "distill_loss", "selfkd", "byot_heads"}
+# Every module of the package, found on disk: importing one registers the methods it defines.
+# The others (the losses, byot's heads) are imported by the methods anyway.
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in _MACHINERY:
-        importlib.import_module(f"{__name__}.{_module.name}")
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "FILE",

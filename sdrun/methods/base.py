@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 SNAPSHOT = "snapshot"  # the student's weights at each cycle end teach the next cycle
 FILE = "file"  # a saved model (distill.teacher_checkpoint) teaches from the first epoch
 
-Teacher = Callable[[Tensor], Tensor]  # images -> fp32 logits, no graph (teacher.py)
+Teacher = Callable[[Tensor], Tensor]  # images -> fp32 logits, no graph (training/frozen_teacher.py)
 
 
 @dataclass(frozen=True)

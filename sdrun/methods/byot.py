@@ -5,7 +5,7 @@ the student after the stem (sdrun/methods/byot_heads.py), each taught by the dee
     CE(z_C, y) + sum_i [(1 - alpha) CE(z_i, y) + alpha T^2 KL(q_C^T || q_i^T)
                         + feature_weight * mean_b ||F_i - F_C||^2],
 
-with z_C and F_C detached (sdrun/methods/losses.py::byot_loss; docs/SELFKD.md).
+with z_C and F_C detached (sdrun/methods/selfkd_losses.py::byot_loss; docs/SELFKD.md).
 
 The heads train with the student (`training_module`: the optimizer, DDP and torch.compile take
 the student with its heads) but are not part of it: the checkpoint's model, the evaluation, the
@@ -23,9 +23,9 @@ from sdrun.data.composition import Batch
 from sdrun.errors import CheckpointError
 from sdrun.methods.base import MethodOutput, RunShape, Teacher
 from sdrun.methods.byot_heads import AuxiliaryHeads, SelfTaught, stages_of
-from sdrun.methods.losses import byot_loss
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation
+from sdrun.methods.selfkd_losses import byot_loss
 
 PREFIX = "heads."  # the heads' tensors in the method's state: heads.<name in AuxiliaryHeads>
 

@@ -4,7 +4,7 @@ the same class teaches its prediction for each image,
 
     CE(z, y) + kd_weight * T^2 * KL(softmax(z' / T) || softmax(z / T)),
 
-both averaged over the batch's images (sdrun/methods/losses.py::cskd_loss). The loaders give
+both averaged over the batch's images (sdrun/methods/selfkd_losses.py::cskd_loss). The loaders give
 every image of the batch a same-class partner (`SAME_CLASS`, sdrun/data/partners.py): a step
 sees `dataset.batch_size` images and as many partners, and an epoch is one pass over the
 images, as in the official code (alinlab/cs-kd, PairBatchSampler). As there, the partners'
@@ -22,9 +22,9 @@ from torch import nn
 
 from sdrun.data.composition import SAME_CLASS, Batch
 from sdrun.methods.base import MethodOutput, Teacher
-from sdrun.methods.losses import cskd_loss
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation
+from sdrun.methods.selfkd_losses import cskd_loss
 
 
 @register_method("cskd")

@@ -5,7 +5,7 @@ images, whose logits of that step (before its update) teach them:
 
     CE over all rows + kd_weight * T^2 * KL(softmax(z_prev / T) || softmax(z_rep / T)),
 
-the KL averaged over the repeated rows (sdrun/methods/losses.py::dlb_loss). The loaders give
+the KL averaged over the repeated rows (sdrun/methods/selfkd_losses.py::dlb_loss). The loaders give
 each batch its predecessor (`PREVIOUS_BATCH`, sdrun/data/partners.py; an epoch's first batch
 repeats the previous epoch's last, the run's first repeats nothing); this method keeps the
 logits. Unlike the official code (Meta-knowledge-Lab/DLB, two forwards), repeated and new
@@ -27,9 +27,9 @@ from torch import Tensor, nn
 from sdrun.data.composition import PREVIOUS_BATCH, Batch
 from sdrun.errors import CheckpointError
 from sdrun.methods.base import MethodOutput, RunShape, Teacher
-from sdrun.methods.losses import dlb_loss
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation
+from sdrun.methods.selfkd_losses import dlb_loss
 from sdrun.runfolder.distributed import gather_equal_rows, rank
 
 RESUME_FIX = "resume the run from its own folder, with the data and processes it started with"

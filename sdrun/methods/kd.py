@@ -1,6 +1,6 @@
 """Classic knowledge distillation (Hinton et al., 2015): a finished model of the same
 architecture (`distill.teacher_checkpoint`, a run folder or .pt) teaches every epoch, with the
-loss of sdrun/methods/distill_loss.py (conf/distill/kd.yaml: T=4, both sides softened)."""
+loss of sdrun/methods/teacher_student_loss.py (conf/distill/kd.yaml: T=4, both sides softened)."""
 
 from __future__ import annotations
 

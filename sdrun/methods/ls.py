@@ -10,9 +10,9 @@ from torch import nn
 
 from sdrun.data.composition import Batch
 from sdrun.methods.base import MethodOutput, Teacher
-from sdrun.methods.losses import label_smoothing_loss
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation
+from sdrun.methods.selfkd_losses import label_smoothing_loss
 
 
 @register_method("ls")

@@ -9,8 +9,8 @@ from torch import nn
 
 from sdrun.data.composition import Batch
 from sdrun.methods.base import Method, MethodOutput, Teacher
-from sdrun.methods.distill_loss import cross_entropy
 from sdrun.methods.registry import register_method
+from sdrun.methods.teacher_student_loss import cross_entropy
 
 
 @register_method("none")

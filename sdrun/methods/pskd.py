@@ -4,7 +4,7 @@ model's own prediction for that image in the previous epoch,
 
     q = (1 - alpha_t) * onehot(y) + alpha_t * p_{t-1}(x),   alpha_t = alpha_T * t / T,
 
-trained with the soft cross-entropy (sdrun/methods/losses.py). As the official code
+trained with the soft cross-entropy (sdrun/methods/selfkd_losses.py). As the official code
 (lgcnsai/PS-KD-Pytorch), the stored prediction is softmax of the very forward that is trained
 on (that step's crop), found by the image's dataset index; the first epoch is plain CE.
 
@@ -27,9 +27,9 @@ from torch import Tensor, nn
 from sdrun.data.composition import INDICES, Batch
 from sdrun.errors import CheckpointError
 from sdrun.methods.base import MethodOutput, RunShape, Teacher
-from sdrun.methods.losses import pskd_alpha, pskd_loss, pskd_store_probs
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation
+from sdrun.methods.selfkd_losses import pskd_alpha, pskd_loss, pskd_store_probs
 from sdrun.runfolder.distributed import gather_equal_rows
 
 

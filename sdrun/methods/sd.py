@@ -1,7 +1,7 @@
 """Snapshot Distillation (Yang et al., CVPR 2019): the student at the end of each cycle of the
 cyclic schedule teaches the next cycle, on the same augmented batch,
 
-    L = ce_weight * CE(y, z_s) + kd_weight * KD(z_t, z_s)     (sdrun/methods/distill_loss.py)
+    L = ce_weight * CE(y, z_s) + kd_weight * KD(z_t, z_s)   (methods/teacher_student_loss.py)
 
 and the first cycle trains with cross-entropy alone (no teacher yet: train/kd is null)."""
 
@@ -15,8 +15,8 @@ from sdrun.config import Config, DistillConfig, cycle_length_of
 from sdrun.data.composition import Batch
 from sdrun.errors import ConfigError
 from sdrun.methods.base import SNAPSHOT, Method, MethodOutput, Teacher
-from sdrun.methods.distill_loss import LossWeights, distill_loss
 from sdrun.methods.registry import register_method
+from sdrun.methods.teacher_student_loss import LossWeights, distill_loss
 
 # What the loss reads (distill.teacher_checkpoint only names a file: kd's teacher).
 LOSS_KEYS = ("distill.temperature", "distill.ce_weight", "distill.kd_weight", "distill.smooth")

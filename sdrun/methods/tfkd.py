@@ -1,6 +1,6 @@
 """Tf-KD_reg (Yuan et al., "Revisiting Knowledge Distillation via Label Smoothing
 Regularization", CVPR 2020): a virtual teacher, sure of the label, softened and compared with the
-student, as the official code computes it (sdrun/methods/losses.py::tfkd_reg_loss):
+student, as the official code computes it (sdrun/methods/selfkd_losses.py::tfkd_reg_loss):
 
     (1 - alpha) * CE + alpha * multiplier * KL(softmax(p^d / T) || softmax(z)) / (B * K)."""
 
@@ -12,9 +12,9 @@ from torch import nn
 
 from sdrun.data.composition import Batch
 from sdrun.methods.base import MethodOutput, Teacher
-from sdrun.methods.losses import tfkd_reg_loss
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation
+from sdrun.methods.selfkd_losses import tfkd_reg_loss
 
 
 @register_method("tfkd")

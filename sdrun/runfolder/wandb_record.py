@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdrun.config import LoggerConfig
-from sdrun.runfolder.identity import RunIdentity
+from sdrun.runfolder.run_names import RunIdentity
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from sdrun.errors import TrainingDiverged
 from sdrun.methods import SNAPSHOT, MethodStep
 from sdrun.runfolder import checkpoint as ckpt
 from sdrun.runfolder import distributed, run_state
-from sdrun.runfolder.identity import current_sweep, run_identity
 from sdrun.runfolder.interrupt import StopRequest, stopped
 from sdrun.runfolder.loggers import Logger
 from sdrun.runfolder.run_folder import Outputs, opened, outputs, write_result
+from sdrun.runfolder.run_names import current_sweep, run_identity
 from sdrun.runfolder.run_plots import final_plots
 from sdrun.runfolder.run_state import Progress, schema_defaults
 from sdrun.training.engine import EpochTally, LoopOptions, NonFiniteLoss, train_one_epoch

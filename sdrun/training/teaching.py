@@ -2,7 +2,7 @@
 finished model from the first epoch (`FILE`, classic KD), or none in the first cycle and at every
 cycle end the student's snapshot swapped in (`SNAPSHOT`, `take_snapshot`: the heart of Snapshot
 Distillation). The teacher module itself, prepared for cheap inference, is
-sdrun/training/teacher.py's FrozenTeacher."""
+sdrun/training/frozen_teacher.py's FrozenTeacher."""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from sdrun.data.composition import Batch
 from sdrun.methods import FILE
 from sdrun.runfolder import distributed
 from sdrun.training.evaluation import predict_test_set, val_accuracy
-from sdrun.training.metrics import accuracy
-from sdrun.training.parts import Parts, input_shape
-from sdrun.training.teacher import (
+from sdrun.training.frozen_teacher import (
     FrozenTeacher,
     PrecomputedTeacher,
     TeacherState,
@@ -26,6 +24,8 @@ from sdrun.training.teacher import (
     snapshot,
     teacher_dtype,
 )
+from sdrun.training.metrics import accuracy
+from sdrun.training.parts import Parts, input_shape
 
 log = logging.getLogger(__name__)
 
