@@ -17,9 +17,8 @@ import torch
 from bench_methods import method_config
 from torch import Tensor, nn
 
-from sdrun.config import DistillConfig
 from sdrun.data.composition import PREVIOUS_BATCH_PARTNERS, Batch, Partners
-from sdrun.methods import RunShape, build_method
+from sdrun.methods import RunShape, build_method, default_settings
 
 BATCH, CLASSES, SAMPLES = 64, 100, 64 * 35  # bench.py's CPU command: batch 64, 35 steps
 
@@ -36,7 +35,7 @@ class FixedLogits(nn.Module):
 
 
 def ms_per_step(name: str, steps: int = 2000) -> float:
-    cfg = DistillConfig(name="sd") if name == "ce" else method_config(name)
+    cfg = default_settings("sd") if name == "ce" else method_config(name)
     method = build_method(cfg)
     method.prepare(RunShape(SAMPLES, CLASSES, 2, torch.device("cpu")))
     method.start_epoch(1)

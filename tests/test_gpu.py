@@ -13,9 +13,9 @@ from typing import Optional
 import pytest
 import torch
 
-from sdrun.config import DatasetConfig, DistillConfig, OptimConfig
+from sdrun.config import DatasetConfig, OptimConfig
 from sdrun.data import build_loaders
-from sdrun.methods import MethodStep, build_method
+from sdrun.methods import MethodStep, build_method, default_settings
 from sdrun.models import build_model
 from sdrun.runfolder.runtime import Runtime
 from sdrun.training.engine import EpochResult, LoopOptions, StepState, train_one_epoch
@@ -48,7 +48,7 @@ def train(
     plan = CyclePlan("sd", 1, 1, STEPS, peak=0.05)
     options = LoopOptions(log_every=2, check_every=2, nan_at_step=nan_at_step)
     loader = fake_batches(runtime.device)
-    step = MethodStep(build_method(DistillConfig(name="sd")), model, teacher)
+    step = MethodStep(build_method(default_settings("sd")), model, teacher)
     result = train_one_epoch(model, step, loader.epoch(0), len(loader), state, plan, runtime,
                              None, options)  # fmt: skip
     return result, model
@@ -216,7 +216,7 @@ def test_training_loop_does_not_sync_with_the_host_per_step(amp):
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                step = MethodStep(build_method(DistillConfig(name="sd")), model, teacher)
+                step = MethodStep(build_method(default_settings("sd")), model, teacher)
                 train_one_epoch(model, step, batches, steps, state, plan, runtime, None,
                                 quiet)  # fmt: skip
             finally:

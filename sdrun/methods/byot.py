@@ -15,12 +15,16 @@ method's state, in `checkpoints/last.pt` under "method", so a resume continues b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from torch import Tensor, nn
 
+from sdrun.checks import positive, unit
+from sdrun.config import Config
 from sdrun.data.composition import Batch
 from sdrun.errors import CheckpointError
+from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, RunShape, Teacher
 from sdrun.methods.byot_heads import AuxiliaryHeads, SelfTaught, stages_of
 from sdrun.methods.registry import register_method
@@ -30,10 +34,28 @@ from sdrun.methods.selfkd_losses import byot_loss
 PREFIX = "heads."  # the heads' tensors in the method's state: heads.<name in AuxiliaryHeads>
 
 
-@register_method("byot")
+@dataclass
+class ByotSettings(MethodSettings):
+    """luanyunteng/pytorch-be-your-own-teacher train.py (docs/SELFKD.md)."""
+
+    name: str = "byot"
+    alpha: float = 0.1  # weight of each head's KL to the deepest classifier ((1 - alpha): CE)
+    temperature: float = 3.0  # T of both sides of those KLs
+    # Weight of the squared L2 distance of each head's feature to the deepest's, summed per
+    # image and averaged over the batch: the source's 1e-6, summed over a batch of 128.
+    feature_weight: float = 1.28e-4
+
+    def check(self, cfg: Config) -> None:
+        super().check(cfg)
+        unit("distill.alpha", self.alpha)
+        positive("distill.temperature", self.temperature)
+        positive("distill.feature_weight", self.feature_weight, allow_zero=True)
+
+
+@register_method
 class BeYourOwnTeacher(SelfDistillation):
+    settings = ByotSettings
     terms = ("ce", "ce_aux", "kd", "feat")
-    reads = ("distill.alpha", "distill.temperature", "distill.feature_weight")
 
     num_classes: int = 0
     heads: Optional[AuxiliaryHeads] = None

@@ -15,23 +15,41 @@ step; the partners get no CE.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import nn
 
+from sdrun.checks import positive
+from sdrun.config import Config
 from sdrun.data.composition import SAME_CLASS, Batch
+from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, Teacher
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation
 from sdrun.methods.selfkd_losses import cskd_loss
 
 
-@register_method("cskd")
+@dataclass
+class CskdSettings(MethodSettings):
+    """alinlab/cs-kd train.py (--temp 4) and its README's CIFAR-100 command (--lamda 1)."""
+
+    name: str = "cskd"
+    temperature: float = 4.0  # T of both sides of the KL (--temp)
+    kd_weight: float = 1.0  # weight of the KL, the paper's lambda_cls (--lamda)
+
+    def check(self, cfg: Config) -> None:
+        super().check(cfg)
+        positive("distill.temperature", self.temperature)
+        positive("distill.kd_weight", self.kd_weight, allow_zero=True)
+
+
+@register_method
 class ClassWiseSelfKD(SelfDistillation):
+    settings = CskdSettings
     terms = ("ce", "kd")
     batches = SAME_CLASS
-    reads = ("distill.temperature", "distill.kd_weight")
 
     def forward_train(
         self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]

@@ -19,13 +19,17 @@ only: each image counts once per epoch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
+from sdrun.checks import positive
+from sdrun.config import Config
 from sdrun.data.composition import PREVIOUS_BATCH, Batch
 from sdrun.errors import CheckpointError
+from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, RunShape, Teacher
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation
@@ -35,11 +39,25 @@ from sdrun.runfolder.distributed import gather_equal_rows, rank
 RESUME_FIX = "resume the run from its own folder, with the data and processes it started with"
 
 
-@register_method("dlb")
+@dataclass
+class DlbSettings(MethodSettings):
+    """T 3, alpha 1: the paper's CIFAR setting (docs/SELFKD.md: which source says what)."""
+
+    name: str = "dlb"
+    temperature: float = 3.0  # T of both sides of the KL (--T)
+    kd_weight: float = 1.0  # weight of the KL, the paper's alpha (--alpha)
+
+    def check(self, cfg: Config) -> None:
+        super().check(cfg)
+        positive("distill.temperature", self.temperature)
+        positive("distill.kd_weight", self.kd_weight, allow_zero=True)
+
+
+@register_method
 class LastBatchSelfKD(SelfDistillation):
+    settings = DlbSettings
     terms = ("ce", "kd")
     batches = PREVIOUS_BATCH
-    reads = ("distill.temperature", "distill.kd_weight")
 
     num_classes: int = 0
     train_size: int = 0

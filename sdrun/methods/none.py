@@ -1,23 +1,32 @@
-"""No teacher: cross-entropy only. With schedule=sd it is the cyclic control that isolates the
-effect of SD's restarts; with cosine or step, the plain baselines."""
+"""No teacher: cross-entropy only. With schedule=sd (the default) it is the cyclic control that
+isolates the effect of SD's restarts; with cosine or step, the plain baselines."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 from torch import nn
 
 from sdrun.data.composition import Batch
+from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import Method, MethodOutput, Teacher
 from sdrun.methods.registry import register_method
 from sdrun.methods.teacher_student_loss import cross_entropy
 
 
-@register_method("none")
+@dataclass
+class NoneSettings(MethodSettings):
+    """Plain cross-entropy: no setting of its own."""
+
+    name: str = "none"
+
+
+@register_method
 class CrossEntropy(Method):
+    settings = NoneSettings
     # kd is never computed (null in metrics.jsonl): the same columns as sd's and kd's rows.
     terms = ("ce", "kd")
-    reads = ()  # no distill.* value reaches the loss
 
     @classmethod
     def label(cls, schedule: str) -> str:

@@ -19,13 +19,17 @@ checkpoint (`last.pt`, also mid-epoch) holds both: a resume continues bitwise.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
+from sdrun.checks import unit
+from sdrun.config import Config
 from sdrun.data.composition import INDICES, Batch
 from sdrun.errors import CheckpointError
+from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, RunShape, Teacher
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation
@@ -33,11 +37,23 @@ from sdrun.methods.selfkd_losses import pskd_alpha, pskd_loss, pskd_store_probs,
 from sdrun.runfolder.distributed import gather_equal_rows
 
 
-@register_method("pskd")
+@dataclass
+class PskdSettings(MethodSettings):
+    """lgcnsai/PS-KD-Pytorch main.py's default and its README's CIFAR-100 commands."""
+
+    name: str = "pskd"
+    alpha_T: float = 0.8  # weight of the previous epoch's prediction in the last epoch
+
+    def check(self, cfg: Config) -> None:
+        super().check(cfg)
+        unit("distill.alpha_T", self.alpha_T)
+
+
+@register_method
 class ProgressiveSelfKD(SelfDistillation):
+    settings = PskdSettings
     terms = ("ce",)
     batches = INDICES
-    reads = ("distill.alpha_T",)
 
     epochs: int = 1
     epoch: int = 0  # the epoch `previous` was copied for (0: none started)

@@ -6,21 +6,44 @@ student, as the official code computes it (sdrun/methods/selfkd_losses.py::tfkd_
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 from torch import nn
 
+from sdrun.checks import positive, unit
+from sdrun.config import Config
 from sdrun.data.composition import Batch
+from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, Teacher
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation
 from sdrun.methods.selfkd_losses import tfkd_reg_loss
 
 
-@register_method("tfkd")
+@dataclass
+class TfkdSettings(MethodSettings):
+    """Tf-KD_reg's CIFAR-100 values: yuanli2333/Teacher-free-Knowledge-Distillation,
+    experiments/base_experiments/base_resnet18/params.json (docs/SELFKD.md)."""
+
+    name: str = "tfkd"
+    alpha: float = 0.1  # weight of the virtual teacher's term (reg_alpha)
+    temperature: float = 20.0  # T softening the virtual teacher (reg_temperature)
+    multiplier: float = 100.0  # scale of its KL, averaged over images x classes (multiplier)
+    correct_prob: float = 0.99  # its probability on the label (hard-coded in the official code)
+
+    def check(self, cfg: Config) -> None:
+        super().check(cfg)
+        unit("distill.alpha", self.alpha)
+        positive("distill.temperature", self.temperature)
+        positive("distill.multiplier", self.multiplier, allow_zero=True)
+        unit("distill.correct_prob", self.correct_prob)
+
+
+@register_method
 class TeacherFreeKD(SelfDistillation):
+    settings = TfkdSettings
     terms = ("ce", "kd")
-    reads = ("distill.alpha", "distill.temperature", "distill.multiplier", "distill.correct_prob")
 
     def forward_train(
         self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]

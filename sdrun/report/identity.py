@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from sdrun.methods import find_method
+from sdrun.methods import settings_keys
 
 DEFINING = ("dataset.", "model.", "schedule.", "distill.", "optim.")
 # Paths and loader settings do not change the result; a kd run's teacher is identified by the
@@ -70,10 +70,12 @@ def settings_read(config: Mapping[str, Any], summary: Mapping[str, Any]) -> dict
 
 
 def _reads(config: Mapping[str, Any], key: str) -> bool:
-    """Whether the run's method reads the distill.* `key`: exactly its declared `reads`
-    (sdrun/methods/; none reads no distill.* value); a method this sdrun lacks reads all."""
-    method = find_method(config.get("distill.name"))
-    return method is None or key in method.reads
+    """Whether the run's method reads the distill.* `key`: exactly the keys of its settings
+    (sdrun/methods/: its schema is its identity; none has none). An older sdrun's flat block
+    holds every method's keys: those its method lacks were never read. A method this sdrun
+    lacks reads all."""
+    keys = settings_keys(config.get("distill.name"))
+    return keys is None or key in keys
 
 
 def _cycle_length(config: Mapping[str, Any], summary: Mapping[str, Any]) -> Any:
