@@ -27,7 +27,7 @@ from sdrun.runfolder.loggers import Logger
 from sdrun.runfolder.run_folder import Outputs, opened, outputs, write_result
 from sdrun.runfolder.run_names import current_sweep, run_identity
 from sdrun.runfolder.run_plots import final_plots
-from sdrun.runfolder.run_state import Progress, schema_defaults
+from sdrun.runfolder.run_state import Progress, method_defaults, schema_defaults
 from sdrun.training.engine import EpochTally, LoopOptions, NonFiniteLoss, train_one_epoch
 from sdrun.training.evaluation import ensemble, epoch_record
 from sdrun.training.parts import Parts, build_parts, config_dict
@@ -54,7 +54,8 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` in `run_dir`; returns the summary (also written to summary.json)."""
     validate(cfg)
     config = config_dict(cfg)
-    defaults = schema_defaults(Config)  # what keys newer than a resumed checkpoint meant
+    # what keys newer than a resumed checkpoint meant: the schema's, the method's settings'
+    defaults = {**schema_defaults(Config), **method_defaults(cfg.distill)}
     with opened(cfg.trainer, cfg.seed, cfg.resume, run_dir, config, defaults=defaults) as start:
         parts = build_parts(cfg, start.runtime, start.dist)
         progress = Progress()
