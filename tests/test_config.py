@@ -133,6 +133,7 @@ BAD = [
     (["dataset.limit_train=0"], "dataset.limit_train"),
     (["dataset.val_split=-1"], "dataset.val_split"),
     (["schedule.cycles=7"], "schedule.cycles"),
+    (["distill.name=tfkd"], "choose the method with distill=tfkd"),  # sd's settings, not tfkd's
 ]
 
 
