@@ -17,7 +17,7 @@ import torch
 from bench_methods import method_config
 from torch import Tensor, nn
 
-from sdrun.data.composition import PREVIOUS_BATCH_PARTNERS, Batch, Partners
+from sdrun.batches import PREVIOUS_BATCH_PARTNERS, Batch, Partners
 from sdrun.methods import RunShape, build_method, default_settings
 
 BATCH, CLASSES, SAMPLES = 64, 100, 64 * 35  # bench.py's CPU command: batch 64, 35 steps

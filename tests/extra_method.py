@@ -13,9 +13,9 @@ from typing import Any, ClassVar, Optional
 import torch.nn.functional as F
 from torch import nn
 
+from sdrun.batches import Batch
 from sdrun.checks import positive
 from sdrun.config import Config
-from sdrun.data.composition import Batch
 from sdrun.methods import MethodOutput, MethodSettings, register_method
 from sdrun.methods.base import Teacher
 from sdrun.methods.selfkd import SelfDistillation

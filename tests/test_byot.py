@@ -20,8 +20,8 @@ from resume_helpers import Killed, assert_same_run, interrupt_at, kill, last, me
 from test_selfkd import conf_distill, cosine, softmax_row
 from torch import nn
 
+from sdrun.batches import Batch
 from sdrun.config import DatasetConfig, OptimConfig
-from sdrun.data.composition import Batch
 from sdrun.errors import CheckpointError, ConfigError
 from sdrun.methods import RunShape, build_method
 from sdrun.methods.byot import BeYourOwnTeacher

@@ -1,4 +1,4 @@
-"""The loaders' batch-composition hook (sdrun/data/composition.py), on each training loader:
+"""The loaders' batch-composition hook (sdrun/batches.py), on each training loader:
 the device-resident one (CIFAR, fake data), image folders and VOC's task loader. INDICES adds
 each sample's dataset index to exactly the batches SHUFFLED yields, and keeps the resume at a
 batch boundary and the sharding over processes; the partner compositions add a `Partners` row
@@ -14,9 +14,9 @@ from folder_helpers import image_numbers, write_image_folder
 from torch.utils.data import Dataset
 from torch.utils.data import default_collate as collate
 
+from sdrun.batches import PREVIOUS_BATCH, SAME_CLASS, Batch
 from sdrun.config import DatasetConfig
 from sdrun.data import INDICES, SHUFFLED, Composition, DeviceLoader, FolderLoader, build_loaders
-from sdrun.data.composition import PREVIOUS_BATCH, SAME_CLASS, Batch
 from sdrun.data.partners import ClassMembers
 from sdrun.transfer.loader import TaskLoader
 

@@ -17,7 +17,7 @@ from helpers import train
 from resume_helpers import Killed, assert_same_run, interrupt_at, kill, last, method_run
 from test_selfkd import conf_distill, fixed_student, softmax_row
 
-from sdrun.data.composition import Batch, Partners
+from sdrun.batches import Batch, Partners
 from sdrun.errors import CheckpointError
 from sdrun.methods import RunShape, build_method
 from sdrun.runfolder.interrupt import RunStopped

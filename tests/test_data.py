@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from helpers import write_tiny_cifar
 
+from sdrun.batches import Batch
 from sdrun.config import DatasetConfig
 from sdrun.data import (
     DeviceLoader,
@@ -26,7 +27,6 @@ from sdrun.data import (
     random_crop,
     write_cifar,
 )
-from sdrun.data.composition import Batch
 from sdrun.errors import ConfigError, DataError
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from sdrun.data.composition import Batch
+from sdrun.batches import Batch
 from sdrun.runfolder.runtime import Runtime
 from sdrun.training.engine import predict
 from sdrun.training.ensemble import cycle_snapshots, snapshot_ensemble

@@ -14,9 +14,9 @@ import torch
 from folder_helpers import image_numbers, write_image_folder
 from helpers import sdrun_here
 
+from sdrun.batches import Batch
 from sdrun.config import DatasetConfig
 from sdrun.data import DataBundle, FolderLoader, build_loaders
-from sdrun.data.composition import Batch
 from sdrun.data.folder import (
     IMAGENET_MEAN,
     IMAGENET_STD,

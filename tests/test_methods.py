@@ -7,6 +7,7 @@ own, and gets report rows keyed on its settings (sdrun/methods/registry.py)."""
 from __future__ import annotations
 
 import importlib
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,23 +43,20 @@ def small(root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def beta_runs(beta, cifar100_root: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Two runs of `distill=beta_test`, its default beta and beta 0.1, by the command line."""
+def beta_run(beta, cifar100_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of `distill=beta_test distill.beta=0.1` by the command line."""
     work = tmp_path_factory.mktemp("beta")
-    runs = []
-    for extra in ([], ["distill.beta=0.1"]):
-        run_dir = work / f"run{len(runs)}"
-        args = [*small(cifar100_root), "distill=beta_test", *extra, f"hydra.run.dir={run_dir}"]
-        proc = sdrun_here(*args, cwd=work)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        runs.append(run_dir)
-    return runs
+    run_dir = work / "run"
+    args = [*small(cifar100_root), "distill=beta_test", "distill.beta=0.1"]
+    proc = sdrun_here(*args, f"hydra.run.dir={run_dir}", cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
 
 
 def test_the_new_method_runs_on_its_own_schedule_logs_its_terms_and_resumes_its_state(
-    beta, beta_runs: list[Path], tmp_path: Path
+    beta, beta_run: Path, tmp_path: Path
 ):
-    run_dir = beta_runs[1]
+    run_dir = beta_run
     config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     assert config["distill"] == {"name": "beta_test", "beta": 0.1}  # its keys, nothing else
     assert config["schedule"]["name"] == "cosine"  # the family's schedule it declares
@@ -94,8 +92,15 @@ def test_a_key_the_new_method_lacks_is_refused_in_one_line_naming_its_keys(
     assert not (tmp_path / "outputs").exists()  # refused before any run folder
 
 
-def test_the_new_method_gets_report_rows_keyed_on_its_settings(beta, beta_runs: list[Path]):
-    report = build_report(beta_runs, beta_runs[0].parent / "report")
+def test_the_new_method_gets_report_rows_keyed_on_its_settings(
+    beta, beta_run: Path, tmp_path: Path
+):
+    other = tmp_path / "beta_default"  # the run's folder as a run of the default beta wrote it
+    shutil.copytree(beta_run, other)
+    config = yaml.safe_load((other / ".hydra" / "config.yaml").read_text())
+    config["distill"]["beta"] = 0.5
+    (other / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    report = build_report([beta_run, other], tmp_path / "report")
     labels = sorted(row.label for row in report.rows)
     assert labels == ["beta_test (beta=0.1)", "beta_test (beta=0.5)"]
 

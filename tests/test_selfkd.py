@@ -17,8 +17,8 @@ from helpers import read_jsonl, tiny_config, train, write_tiny_cifar
 from report_builder import write_run
 from torch import nn
 
+from sdrun.batches import Batch
 from sdrun.config import DatasetConfig, ModelConfig, ScheduleConfig, validate
-from sdrun.data.composition import Batch
 from sdrun.errors import ConfigError
 from sdrun.methods import MethodSettings, build_method, default_settings, method_label
 from sdrun.report import build_report, gain_record

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import sdrun.models  # noqa: F401 - registers the CIFAR ResNets
-from sdrun.data.composition import Batch
+from sdrun.batches import Batch
 from sdrun.errors import CheckpointError
 from sdrun.training.folding import BATCHNORMS, fold_batchnorm
 from sdrun.training.frozen_teacher import (

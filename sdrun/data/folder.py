@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from sdrun.data.composition import SAME_CLASS_PARTNERS, SHUFFLED, Batch, Composition, Partners
+from sdrun.batches import SAME_CLASS_PARTNERS, SHUFFLED, Batch, Composition, Partners
 from sdrun.data.loader import normalize
 from sdrun.data.partners import ClassMembers, previous_position, same_class_partners
 from sdrun.data.sampling import (
@@ -159,7 +159,7 @@ class FolderLoader:
     train=False: in order; every sample exactly once over the ranks (strided shards, which
     differ in length by at most one sample when `world_size` does not divide the split).
     `composition` (training only): what a batch holds besides images and labels
-    (sdrun/data/composition.py).
+    (sdrun/batches.py).
     """
 
     def __init__(

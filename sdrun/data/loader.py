@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sdrun.data.composition import SAME_CLASS_PARTNERS, SHUFFLED, Batch, Composition, Partners
+from sdrun.batches import SAME_CLASS_PARTNERS, SHUFFLED, Batch, Composition, Partners
 from sdrun.data.partners import (
     ClassMembers,
     partner_seed,
@@ -75,7 +75,7 @@ class DeviceLoader:
     for training all ranks share one permutation and get shards of equal length (the
     remainder of N / world_size is left out that epoch); for eval the shards are disjoint
     and together cover every sample once. `composition` (training only): what a batch holds
-    besides images and labels (sdrun/data/composition.py).
+    besides images and labels (sdrun/batches.py).
     """
 
     def __init__(

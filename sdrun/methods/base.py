@@ -15,7 +15,7 @@ runner and the report never ask which method runs:
   the same for every method, docs/SELFKD.md);
 - `teacher`: what teaches it: `SNAPSHOT` (the student at each cycle end teaches the next
   cycle), `FILE` (a finished model, `distill.teacher_checkpoint`, teaches every epoch) or None;
-- `batches`: what it asks the loaders for (`sdrun.data.composition`): a shuffled batch by
+- `batches`: what it asks the loaders for (`sdrun.batches`): a shuffled batch by
   default, or with each sample's dataset index (per-sample state), or partners;
 - `label`: what the report and wandb call its rows;
 
@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
-from sdrun.data.composition import SHUFFLED, Batch, Composition
+from sdrun.batches import SHUFFLED, Batch, Composition
 from sdrun.method_settings import MethodSettings
 from sdrun.training.batch_step import StepOutput
 

@@ -20,9 +20,9 @@ from typing import Any, Optional
 
 from torch import Tensor, nn
 
+from sdrun.batches import Batch
 from sdrun.checks import positive, unit
 from sdrun.config import Config
-from sdrun.data.composition import Batch
 from sdrun.errors import CheckpointError
 from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, RunShape, Teacher

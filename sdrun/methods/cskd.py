@@ -21,9 +21,9 @@ from typing import Optional
 import torch
 from torch import nn
 
+from sdrun.batches import SAME_CLASS, Batch
 from sdrun.checks import positive
 from sdrun.config import Config
-from sdrun.data.composition import SAME_CLASS, Batch
 from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, Teacher
 from sdrun.methods.registry import register_method

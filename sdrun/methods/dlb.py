@@ -25,9 +25,9 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from sdrun.batches import PREVIOUS_BATCH, Batch
 from sdrun.checks import positive
 from sdrun.config import Config
-from sdrun.data.composition import PREVIOUS_BATCH, Batch
 from sdrun.errors import CheckpointError
 from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, RunShape, Teacher

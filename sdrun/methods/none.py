@@ -8,7 +8,7 @@ from typing import Optional
 
 from torch import nn
 
-from sdrun.data.composition import Batch
+from sdrun.batches import Batch
 from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import Method, MethodOutput, Teacher
 from sdrun.methods.registry import register_method

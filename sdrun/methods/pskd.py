@@ -25,9 +25,9 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from sdrun.batches import INDICES, Batch
 from sdrun.checks import unit
 from sdrun.config import Config
-from sdrun.data.composition import INDICES, Batch
 from sdrun.errors import CheckpointError
 from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, RunShape, Teacher

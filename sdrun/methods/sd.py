@@ -12,9 +12,9 @@ from typing import Optional
 
 from torch import nn
 
+from sdrun.batches import Batch
 from sdrun.checks import choice, positive
 from sdrun.config import Config, cycle_length_of
-from sdrun.data.composition import Batch
 from sdrun.errors import ConfigError
 from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import SNAPSHOT, Method, MethodOutput, Teacher

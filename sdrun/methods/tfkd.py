@@ -11,9 +11,9 @@ from typing import Optional
 
 from torch import nn
 
+from sdrun.batches import Batch
 from sdrun.checks import positive, unit
 from sdrun.config import Config
-from sdrun.data.composition import Batch
 from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, Teacher
 from sdrun.methods.registry import register_method

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sdrun.data.composition import Batch
+from sdrun.batches import Batch
 from sdrun.runfolder.runtime import Runtime
 from sdrun.training.batch_step import BatchStep, LossStep, StepOutput
 

@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from sdrun.data.composition import Batch
+from sdrun.batches import Batch
 from sdrun.errors import CheckpointError
 from sdrun.runfolder.checkpoint import checkpoint_path, load_weights
 from sdrun.training.folding import fold_checked, probe_batch

@@ -16,8 +16,8 @@ from typing import Any, Optional
 
 from torch import Tensor
 
+from sdrun.batches import Batch
 from sdrun.config import Config, validate
-from sdrun.data.composition import Batch
 from sdrun.errors import TrainingDiverged
 from sdrun.methods import SNAPSHOT, MethodStep
 from sdrun.runfolder import checkpoint as ckpt

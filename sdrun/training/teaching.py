@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from torch import Tensor, nn
 
-from sdrun.data.composition import Batch
+from sdrun.batches import Batch
 from sdrun.methods import FILE
 from sdrun.runfolder import distributed
 from sdrun.training.evaluation import predict_test_set, val_accuracy

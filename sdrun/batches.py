@@ -1,20 +1,24 @@
-"""What a training batch is made of: the one hook through which a training method asks the
-loaders for more than a shuffled batch.
+"""What a training batch is made of, between the loaders (sdrun/data/) and the training methods
+(sdrun/methods/): the one hook through which a method asks the loaders for more than a shuffled
+batch, and the `Batch` they yield, read by name. (Kept out of sdrun.data, whose package imports
+torchvision: the methods, and so composing a config, need only this.)
 
 Every training loader (the device-resident CIFAR and fake-data loader, sdrun/data/loader.py;
 image folders, folder.py; VOC, sdrun/transfer/loader.py) takes a `Composition` and yields, per
-epoch, batches of the shuffled order its sampler draws from (seed, epoch):
+epoch, batches of the shuffled order its sampler draws from (seed, epoch). The classification
+loaders yield a `Batch` (evaluation batches hold images and labels only):
 
-- `SHUFFLED` (the default): `(images, labels)` as always;
-- `INDICES`: `(images, labels, indices)`, `indices` the int64 dataset index of each sample
-  (its position in the training split the loader was built on, on the batch's device), so a
-  method can keep per-sample state whatever the shuffling, the process or a resume;
-- `SAME_CLASS`: `(images, labels, indices,
-  partner_images, partner_labels, partner_indices)`: for every sample of the batch, another
-  training image of its class (`sdrun.data.partners`), with its own augmentation;
-- `PREVIOUS_BATCH`: the same six fields, the partners being this process's previous batch's
-  samples under a second augmentation (the batch before the epoch's first is the previous
-  epoch's last; the run's very first batch, epoch 1's, has none: zero partner rows).
+- `SHUFFLED` (the default): `images` and `labels`;
+- `INDICES`: also `indices`, the int64 dataset index of each sample (its position in the
+  training split the loader was built on, on the batch's device), so a method can keep
+  per-sample state whatever the shuffling, the process or a resume;
+- `SAME_CLASS`: also `partners` (`Partners`: images, labels, indices): for every sample of the
+  batch, another training image of its class (`sdrun.data.partners`), with its own
+  augmentation;
+- `PREVIOUS_BATCH`: `partners` being this process's previous batch's samples under a second
+  augmentation (the batch before the epoch's first is the previous epoch's last; the run's very
+  first batch, epoch 1's, has none: zero partner rows). VOC's task loader adds the indices to
+  its own batches: `(*batch, indices)`.
 
 Partners are for image classification (the device-resident and image-folder loaders); VOC's
 task loader refuses them.
