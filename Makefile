@@ -72,8 +72,9 @@ bench-transfer: install
 	$(BIN)/python scripts/bench_transfer.py $(ARGS)
 
 # Training throughput: conventional loop vs sdrun vs sdrun + SD teacher, and each self-distillation
-# method's step beside the CE baseline (docs/PERFORMANCE.md). BENCH_METHODS= times none of them.
-BENCH_METHODS ?= ls,tfkd,cskd,pskd,dlb,byot
+# method's step beside the CE baseline (docs/PERFORMANCE.md): `family` is every registered
+# self-distillation method; BENCH_METHODS=pskd times one, BENCH_METHODS= none of them.
+BENCH_METHODS ?= family
 bench: install
 	$(BIN)/python scripts/bench.py $(if $(BENCH_METHODS),--methods $(BENCH_METHODS)) $(ARGS)
 

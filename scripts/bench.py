@@ -6,8 +6,9 @@ Measured side by side in one process, warm-up excluded:
              loss.item() every step (as popular KD code does)
   baseline   sdrun's training step, no teacher (device-resident data, AMP, channels_last, ...)
   sd         sdrun's training step with the prepared snapshot teacher
-  --methods  each registered method named (e.g. ls,tfkd,pskd): its training step, as a run
-             builds it (its distill group, its batch composition, its per-sample state)
+  --methods  each registered method named (e.g. ls,tfkd,pskd; `family`: every registered
+             self-distillation method): its training step, as a run builds it (its distill
+             group, its batch composition, its per-sample state)
 Ratios: baseline / reference throughput (target >= 3 on a GPU) and sd / baseline step time
 (target <= 1.15 on a GPU, <= 1.35 on CPU); each method's step time and peak memory over the
 baseline's. See docs/PERFORMANCE.md.
@@ -37,16 +38,16 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from sdrun.config import COMPILE_MODES, DatasetConfig, DistillConfig, OptimConfig
+from sdrun.config import COMPILE_MODES, DatasetConfig, OptimConfig
 from sdrun.data import build_loaders
-from sdrun.methods import SNAPSHOT, Method, MethodStep, RunShape, build_method
+from sdrun.methods import SNAPSHOT, Method, MethodStep, RunShape, build_method, default_settings
 from sdrun.models import build_model
 from sdrun.models.cifar_base import CIFAR100_MEAN, CIFAR100_STD
 from sdrun.runfolder.runtime import Runtime, configure_numerics, resolve_amp
 from sdrun.training.engine import LoopOptions, StepState, train_one_epoch
+from sdrun.training.frozen_teacher import FrozenTeacher, PrecomputedTeacher, teacher_dtype
 from sdrun.training.optim import build_optimizer
 from sdrun.training.schedule import CyclePlan
-from sdrun.training.teacher import FrozenTeacher, PrecomputedTeacher, teacher_dtype
 
 
 @dataclass
@@ -163,7 +164,7 @@ def bench_sdrun(
     args: argparse.Namespace, runtime: Runtime, with_teacher: bool, method: Optional[Method] = None
 ) -> Measurement:
     """sdrun's training step for `method` (default: sd, no teacher until `with_teacher`)."""
-    method = method or build_method(DistillConfig(name="sd"))  # no teacher: plain CE
+    method = method or build_method(default_settings("sd"))  # no teacher: plain CE
     steps = args.warmup + args.steps
     data_cfg = DatasetConfig(
         name="fake",
@@ -279,7 +280,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         type=parse_methods,
         default=[],
         metavar="A,B",
-        help="also time these registered methods' steps (e.g. ls,tfkd,pskd)",
+        help="also time these registered methods' steps (e.g. ls,tfkd,pskd; family: all the "
+        "self-distillation methods)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)

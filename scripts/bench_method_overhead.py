@@ -17,9 +17,8 @@ import torch
 from bench_methods import method_config
 from torch import Tensor, nn
 
-from sdrun.config import DistillConfig
-from sdrun.data.composition import PREVIOUS_BATCH_PARTNERS
-from sdrun.methods import RunShape, build_method
+from sdrun.batches import PREVIOUS_BATCH_PARTNERS, Batch, Partners
+from sdrun.methods import RunShape, build_method, default_settings
 
 BATCH, CLASSES, SAMPLES = 64, 100, 64 * 35  # bench.py's CPU command: batch 64, 35 steps
 
@@ -36,19 +35,20 @@ class FixedLogits(nn.Module):
 
 
 def ms_per_step(name: str, steps: int = 2000) -> float:
-    cfg = DistillConfig(name="sd") if name == "ce" else method_config(name)
+    cfg = default_settings("sd") if name == "ce" else method_config(name)
     method = build_method(cfg)
     method.prepare(RunShape(SAMPLES, CLASSES, 2, torch.device("cpu")))
     method.start_epoch(1)
     method.start_epoch(2)  # pskd: the second epoch mixes in the stored predictions
     student, labels = FixedLogits(), torch.randint(0, CLASSES, (BATCH,))
-    batch = (torch.zeros(BATCH, 1), labels)
+    batch = Batch(torch.zeros(BATCH, 1), labels)
     if method.batches.indices:
-        batch = (*batch, torch.randperm(SAMPLES)[:BATCH])
+        batch = batch._replace(indices=torch.randperm(SAMPLES)[:BATCH])
     if method.batches.partners == PREVIOUS_BATCH_PARTNERS:  # the run's first step repeats none
-        method.forward_train(student, (*batch, *(t[:0] for t in batch)), None)
-    if method.batches.partners:
-        batch = (*batch, *batch)  # partners: the batch's own rows stand in for them
+        none = Partners(*(t[:0] for t in batch[:3]))
+        method.forward_train(student, batch._replace(partners=none), None)
+    if method.batches.partners:  # partners: the batch's own rows stand in for them
+        batch = batch._replace(partners=Partners(*batch[:3]))
     for i in range(steps + 50):  # the first 50 warm up
         if i == 50:
             start = time.perf_counter()

@@ -1,5 +1,6 @@
 """The training methods `bench.py --methods` times beside the CE baseline: which ones it can
-time, each one's `distill` group as a run composes it, and their rows of the table and JSON."""
+time (`family`: every registered self-distillation method, what `make bench` times), each
+one's `distill` group as a run composes it, and their rows of the table and JSON."""
 
 from __future__ import annotations
 
@@ -10,17 +11,29 @@ from hydra import compose, initialize_config_dir, initialize_config_module
 from omegaconf import OmegaConf
 
 from sdrun.commandline.overrides import CONFIG_DIR
-from sdrun.config import DistillConfig, register_configs
-from sdrun.methods import FILE, method_class, method_names
+from sdrun.config_store import register_configs
+from sdrun.methods import FILE, MethodSettings, method_class, method_names
+from sdrun.methods.selfkd import SelfDistillation
+
+FAMILY = "family"  # --methods family: every registered self-distillation method
+
+
+def family() -> list[str]:
+    """The registered methods that teach the student with itself (ls, tfkd, ...: whatever
+    module registers one), in registration order."""
+    return [n for n in method_names() if issubclass(method_class(n), SelfDistillation)]
 
 
 def parse_methods(text: str) -> list[str]:
-    """`--methods ls,tfkd,pskd` as registered method names (argparse's type)."""
+    """`--methods ls,tfkd,pskd` (or `family`) as registered method names (argparse's type)."""
     names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == [FAMILY]:
+        return family()
     for name in names:
         if name not in method_names():
             raise argparse.ArgumentTypeError(
-                f"{name!r} is not a registered method; pick from {', '.join(method_names())}"
+                f"{name!r} is not a registered method; pick from {', '.join(method_names())} "
+                f"or {FAMILY}"
             )
         if method_class(name).teacher == FILE:
             # Its teacher is a trained model from a checkpoint; `sd` times the same teacher step.
@@ -30,17 +43,17 @@ def parse_methods(text: str) -> list[str]:
     return names
 
 
-def method_config(name: str) -> DistillConfig:
-    """The `distill` group as `distill=<name>` composes it (conf/distill/<name>.yaml over the
-    schema), so the bench times the method with the values a run uses."""
-    register_configs()  # the schema conf/config.yaml composes over, as the CLI registers it
+def method_config(name: str) -> MethodSettings:
+    """The `distill` group as `distill=<name>` composes it (the method's settings), so the
+    bench times the method with the values a run uses."""
+    register_configs()  # the schema and the methods' settings, as the CLI registers them
     if CONFIG_DIR.startswith("pkg://"):
         init = initialize_config_module(CONFIG_DIR.removeprefix("pkg://"), version_base="1.3")
     else:
         init = initialize_config_dir(CONFIG_DIR, version_base="1.3")
     with init:
         cfg = compose("config", overrides=[f"distill={name}"])
-    return DistillConfig(**OmegaConf.to_container(cfg.distill, resolve=True))
+    return OmegaConf.to_object(cfg.distill)
 
 
 def relative(entry: dict, baseline: dict) -> dict:

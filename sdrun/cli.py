@@ -31,10 +31,12 @@ from sdrun.commandline.overrides import (
 )
 from sdrun.commandline.run_dir_guard import exit_with, run_task
 from sdrun.commandline.saved_overrides import Command
-from sdrun.config import Config, register_configs, validate
+from sdrun.config import Config, validate
+from sdrun.config_store import register_configs
 from sdrun.errors import ConfigError, TrainingDiverged
 from sdrun.runfolder import distributed, run_lock
 from sdrun.runfolder.interrupt import StopAsked
+from sdrun.schema_keys import refuse_undeclared
 from sdrun.sweeps import pruning, sweep
 
 log = logging.getLogger("sdrun")
@@ -46,6 +48,7 @@ SDRUN = Command("sdrun", Config, "config", presets=("experiment",))
 
 def _task(dict_cfg: DictConfig) -> float:
     def work() -> float:
+        refuse_undeclared(dict_cfg)  # a `+key=value` the schema lacks: dropped by to_object
         cfg: Config = OmegaConf.to_object(dict_cfg)
         validate(cfg)  # before any data or model is built: a typo costs a second
         from sdrun.training.runner import run

@@ -2,13 +2,14 @@
 
 The dataclasses are registered in Hydra's ConfigStore as `sdrun_schema`; `conf/config.yaml`
 lists it first in its defaults, so every YAML file and command-line override is merged into
-a typed node and a misspelled key fails at composition. Value checks that types cannot
-express (ranges, combinations) live in `validate`, which raises `ConfigError` naming the key.
+a typed node and a misspelled key fails at composition. The `distill` group is the chosen
+training method's own settings (`MethodSettings`, one subclass per method in sdrun/methods/).
+Value checks that types cannot express (ranges, combinations) live in `validate`, which raises
+`ConfigError` naming the key; a method's settings check themselves (`MethodSettings.check`).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -16,12 +17,13 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from sdrun.checks import check_seed, choice, fraction, positive
 from sdrun.errors import ConfigError
+from sdrun.method_settings import MethodSettings
 from sdrun.training.schedule import cycle_length_of, resolve_cycle_length
 
 DATASETS = ("cifar100", "cifar10", "imagenet", "fake")
 SCHEDULES = ("sd", "cosine", "step")
-SMOOTH_MODES = ("teacher", "both")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -78,27 +80,6 @@ class ScheduleConfig:
 
 
 @dataclass
-class DistillConfig:
-    name: str = "sd"
-    temperature: float = 2.0
-    ce_weight: float = 1.0
-    kd_weight: float = 1.0
-    smooth: str = "teacher"
-    # Only for `kd`: a checkpoint whose `model` weights teach every epoch.
-    teacher_checkpoint: Optional[str] = None
-    # The self-distillation family (sdrun/methods/, docs/SELFKD.md); each method reads only its
-    # own (its `reads`), so these defaults change no other method's run or report row.
-    eps: float = 0.1  # ls: label smoothing
-    alpha: float = 0.1  # tfkd: weight of the virtual teacher's term
-    multiplier: float = 100.0  # tfkd: scale of its KL (averaged over images x classes)
-    correct_prob: float = 0.99  # tfkd: the virtual teacher's probability on the label
-    alpha_T: float = 0.8  # pskd: weight of the previous epoch's prediction in the last epoch
-    # byot: weight of the L2 distance between each auxiliary head's feature and the deepest's
-    # (summed per image, averaged over the batch). cskd and dlb weigh their KL with kd_weight.
-    feature_weight: float = 1.28e-4
-
-
-@dataclass
 class OptimConfig:
     name: str = "sgd"
     lr: float = 0.1
@@ -149,7 +130,8 @@ class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
+    # conf/config.yaml's defaults choose a method (distill: sd), whose settings replace this.
+    distill: MethodSettings = field(default_factory=MethodSettings)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -161,9 +143,9 @@ class Config:
     resume: Optional[str] = None
 
 
-def register_configs() -> None:
+def register_schema() -> None:
     """Register the schema so `conf/config.yaml` can list it first in its defaults, and the
-    resolvers the config files use."""
+    resolver its schedule files use (sdrun/config_store.py registers the methods too)."""
     ConfigStore.instance().store(name="sdrun_schema", node=Config)
     OmegaConf.register_new_resolver("sdrun_cycles", default_cycles, replace=True)
 
@@ -179,73 +161,41 @@ def default_cycles(cycles: int, cycle_length: Optional[int], epochs: Any = None)
     return epochs // cycle_length if whole and epochs % cycle_length == 0 else None
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}; pick one of those")
-
-
-def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
-    # `nan < 0` is False: a NaN would pass a plain comparison, and inf is no setting either.
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{key}={value} must be {bound} and finite; set {key} to such a value")
-
-
-def _fraction(key: str, value: float) -> None:
-    """A value in [0, 1): momentum, dropout rates."""
-    if not 0 <= value < 1:  # False for nan
-        raise ConfigError(f"{key}={value} must be in [0, 1); set {key} to such a value")
-
-
-SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
-
-
-def check_seed(key: str, value: Optional[int]) -> None:
-    if value is not None and not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
-        raise ConfigError(f"{key}={value} does not fit in 64 bits; pick a smaller {key}")
-
-
-def _unit(key: str, value: float) -> None:
-    """A value in [0, 1]: a probability or a mixing weight."""
-    if not 0 <= value <= 1:  # False for nan
-        raise ConfigError(f"{key}={value} must be in [0, 1]; set {key} to a value in [0, 1]")
-
-
 def validate(cfg: Config) -> None:
     """Check values and combinations the schema's types cannot; raise ConfigError on the first."""
-    d, s, k, o, t = cfg.dataset, cfg.schedule, cfg.distill, cfg.optim, cfg.trainer
-    _choice("dataset.name", d.name, DATASETS)
-    _positive("dataset.batch_size", d.batch_size)
-    _positive("dataset.eval_batch_size", d.eval_batch_size)
+    d, s, o, t = cfg.dataset, cfg.schedule, cfg.optim, cfg.trainer
+    choice("dataset.name", d.name, DATASETS)
+    positive("dataset.batch_size", d.batch_size)
+    positive("dataset.eval_batch_size", d.eval_batch_size)
     for key in ("limit_train", "limit_test"):
         value = getattr(d, key)
         if value is not None:
-            _positive(f"dataset.{key}", value)
-    _positive("dataset.val_split", d.val_split, allow_zero=True)
+            positive(f"dataset.{key}", value)
+    positive("dataset.val_split", d.val_split, allow_zero=True)
     if d.name == "fake":
-        _positive("dataset.num_classes", d.num_classes)
-        _positive("dataset.image_size", d.image_size)
-        _positive("dataset.num_train", d.num_train)
-        _positive("dataset.num_test", d.num_test)
+        positive("dataset.num_classes", d.num_classes)
+        positive("dataset.image_size", d.image_size)
+        positive("dataset.num_train", d.num_train)
+        positive("dataset.num_test", d.num_test)
     if d.name == "imagenet":
-        _positive("dataset.image_size", d.image_size)
-        _positive("dataset.eval_resize", d.eval_resize)
-        _positive("dataset.num_workers", d.num_workers, allow_zero=True)
+        positive("dataset.image_size", d.image_size)
+        positive("dataset.eval_resize", d.eval_resize)
+        positive("dataset.num_workers", d.num_workers, allow_zero=True)
         if d.eval_resize < d.image_size:
             raise ConfigError(
                 f"dataset.eval_resize={d.eval_resize} is smaller than dataset.image_size="
                 f"{d.image_size}; the centre crop would pad; set eval_resize >= image_size"
             )
 
-    _choice("schedule.name", s.name, SCHEDULES)
-    _positive("schedule.epochs", s.epochs)
-    _positive("schedule.lr_min", s.lr_min, allow_zero=True)
+    choice("schedule.name", s.name, SCHEDULES)
+    positive("schedule.epochs", s.epochs)
+    positive("schedule.lr_min", s.lr_min, allow_zero=True)
     if s.lr_min > cfg.optim.lr:
         raise ConfigError(
             f"schedule.lr_min={s.lr_min} is above optim.lr={cfg.optim.lr}: the schedule would "
             "raise the rate; set schedule.lr_min <= optim.lr"
         )
-    _positive("schedule.warmup_epochs", s.warmup_epochs, allow_zero=True)
+    positive("schedule.warmup_epochs", s.warmup_epochs, allow_zero=True)
     cycle = cycle_length_of(s)
     if s.name in ("cosine", "step") and cycle != s.epochs:
         key = "schedule.cycle_length" if s.cycle_length is not None else "schedule.cycles"
@@ -264,31 +214,16 @@ def validate(cfg: Config) -> None:
                 f"schedule.milestones={list(s.milestones)} must be fractions of the run in (0, 1), "
                 "e.g. [0.5,0.75]"
             )
-        _positive("schedule.gamma", s.gamma)
+        positive("schedule.gamma", s.gamma)
 
-    from sdrun.methods import method_class  # imports torch: not at the schema's import
-
-    method = method_class(k.name)  # a name no method module registers: refused in one line
-    _choice("distill.smooth", k.smooth, SMOOTH_MODES)
-    _positive("distill.temperature", k.temperature)
-    _positive("distill.ce_weight", k.ce_weight, allow_zero=True)
-    _positive("distill.kd_weight", k.kd_weight, allow_zero=True)
-    _unit("distill.eps", k.eps)
-    _unit("distill.alpha", k.alpha)
-    _unit("distill.correct_prob", k.correct_prob)
-    _unit("distill.alpha_T", k.alpha_T)
-    _positive("distill.multiplier", k.multiplier, allow_zero=True)
-    _positive("distill.feature_weight", k.feature_weight, allow_zero=True)
-    if k.ce_weight == 0 and k.kd_weight == 0:
-        raise ConfigError("distill.ce_weight and distill.kd_weight are both 0; set one above 0")
-    method.check(cfg)  # what this method refuses (sd: one cycle; kd: no teacher)
+    cfg.distill.check(cfg)  # the method's own settings and what it refuses (sd: one cycle)
 
     validate_shared(o, t, cfg.logger)
     check_seed("seed", cfg.seed)
     check_seed("root_seed", cfg.root_seed)
     _check_model_kwargs(cfg.model.kwargs)
-    _choice("trainer.compile_mode", t.compile_mode, COMPILE_MODES)
-    _positive("trainer.teacher_precompute", t.teacher_precompute, allow_zero=True)
+    choice("trainer.compile_mode", t.compile_mode, COMPILE_MODES)
+    positive("trainer.teacher_precompute", t.teacher_precompute, allow_zero=True)
     if t.teacher_precompute and d.name == "imagenet":
         raise ConfigError(
             "trainer.teacher_precompute needs the device-resident loader (cifar10, cifar100, "
@@ -298,19 +233,19 @@ def validate(cfg: Config) -> None:
 
 def validate_shared(optim: OptimConfig, trainer: TrainerConfig, logger: LoggerConfig) -> None:
     """The checks of the groups sdrun-transfer shares with sdrun (optim, trainer, logger)."""
-    _positive("optim.lr", optim.lr)
-    _fraction("optim.momentum", optim.momentum)
-    _positive("optim.weight_decay", optim.weight_decay, allow_zero=True)
+    positive("optim.lr", optim.lr)
+    fraction("optim.momentum", optim.momentum)
+    positive("optim.weight_decay", optim.weight_decay, allow_zero=True)
     if optim.nesterov and optim.momentum == 0:
         raise ConfigError(
             "optim.nesterov=true needs momentum, but optim.momentum=0; "
             "set optim.momentum > 0 or optim.nesterov=false"
         )
-    _choice("trainer.device", trainer.device, DEVICES)
-    _choice("trainer.amp", trainer.amp, AMP_MODES)
-    _positive("trainer.log_every", trainer.log_every)
-    _choice("logger.name", logger.name, ("wandb", "none"))
-    _choice("logger.mode", logger.mode, WANDB_MODES)
+    choice("trainer.device", trainer.device, DEVICES)
+    choice("trainer.amp", trainer.amp, AMP_MODES)
+    positive("trainer.log_every", trainer.log_every)
+    choice("logger.name", logger.name, ("wandb", "none"))
+    choice("logger.mode", logger.mode, WANDB_MODES)
 
 
 # timm's dropout-like rates: torch refuses them outside [0, 1] only once the model is built.
@@ -321,7 +256,7 @@ def _check_model_kwargs(kwargs: dict[str, Any]) -> None:
     for key in RATE_KWARGS:
         value = kwargs.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            _fraction(f"model.kwargs.{key}", value)
+            fraction(f"model.kwargs.{key}", value)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Record what tests/test_bitwise.py compares: tiny deterministic CPU runs of every training
-path (sdrun: sd, none on SD's cycles, a step schedule, kd from a saved teacher; sdrun-transfer:
-detection and segmentation), reduced to a sha256 of the final weights and every metrics.jsonl
-value except timings.
+path (sdrun: sd, none on SD's cycles, a step schedule, kd from a saved teacher, the
+self-distillation family on cosine; sdrun-transfer: detection and segmentation), reduced to a
+sha256 of the final weights and every metrics.jsonl value except timings.
 
     .venv/bin/python tests/bitwise_record.py     # rewrites tests/data/bitwise_reference.json
 
@@ -39,6 +39,12 @@ SDRUN_CASES: dict[str, tuple[str, ...]] = {
     "step": ("distill=none", "schedule=step"),
     # the teacher is the sd run's last.pt; its logits precomputed ahead (the other teacher path)
     "kd": ("distill=kd", "schedule=cosine", "trainer.teacher_precompute=32"),
+    # the self-distillation family on the cosine schedule: every batch composition (indices,
+    # same-class partners, the previous batch) and every method's per-sample state
+    **{
+        name: (f"distill={name}", "schedule=cosine")
+        for name in ("ls", "tfkd", "cskd", "pskd", "dlb", "byot")
+    },
 }
 TRANSFER_CASES: dict[str, tuple[str, ...]] = {
     "detection": ("task=detection",),

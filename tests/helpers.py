@@ -19,7 +19,6 @@ import torch
 from sdrun.config import (
     Config,
     DatasetConfig,
-    DistillConfig,
     LoggerConfig,
     ModelConfig,
     OptimConfig,
@@ -27,6 +26,7 @@ from sdrun.config import (
     TrainerConfig,
 )
 from sdrun.data import write_cifar
+from sdrun.methods import default_settings
 
 NUM_CLASSES = {"cifar100": 100, "cifar10": 10}
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -147,7 +147,7 @@ def tiny_config(root: Path, **changes) -> Config:
                               eval_batch_size=32, limit_train=32, limit_test=32),
         model=ModelConfig(name="resnet20"),
         schedule=ScheduleConfig(name="cosine", epochs=2, cycle_length=None, lr_min=0.001),
-        distill=DistillConfig(name="none", kd_weight=0.0),
+        distill=default_settings("none"),
         optim=OptimConfig(lr=0.05),
         trainer=TrainerConfig(device="cpu"),
         logger=LoggerConfig(name="none"),

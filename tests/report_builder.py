@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,6 +14,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from sdrun.config import Config
+from sdrun.methods import default_settings, find_method
 
 BASE: dict[str, Any] = OmegaConf.to_container(OmegaConf.structured(Config))
 NO_TEACHER = {"distill.name": "none", "distill.kd_weight": 0.0}
@@ -41,6 +43,8 @@ def config_of(method: str, seed: int, overrides: dict[str, Any]) -> dict[str, An
         for part in parents:
             node = node[part]
         node[leaf] = value
+    if find_method(cfg["distill"]["name"]) is not None:  # its settings, as sdrun writes them
+        cfg["distill"] = {**asdict(default_settings(cfg["distill"]["name"])), **cfg["distill"]}
     return cfg
 
 

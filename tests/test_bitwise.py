@@ -1,6 +1,7 @@
 """Refactors change no number sdrun produces: tiny deterministic CPU runs of every training path
-(sd, none on SD's cycles, step, kd from a saved teacher; sdrun-transfer detection and
-segmentation) end with the recorded final weights (sha256) and metrics.jsonl values, bitwise.
+(sd, none on SD's cycles, step, kd from a saved teacher, ls, tfkd, cskd, pskd, dlb, byot;
+sdrun-transfer detection and segmentation) end with the recorded final weights (sha256) and
+metrics.jsonl values, bitwise.
 
 The reference is tests/data/bitwise_reference.json, written by tests/bitwise_record.py (which
 also defines the runs). A failure names the run and the first key that differs.

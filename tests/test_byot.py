@@ -20,6 +20,7 @@ from resume_helpers import Killed, assert_same_run, interrupt_at, kill, last, me
 from test_selfkd import conf_distill, cosine, softmax_row
 from torch import nn
 
+from sdrun.batches import Batch
 from sdrun.config import DatasetConfig, OptimConfig
 from sdrun.errors import CheckpointError, ConfigError
 from sdrun.methods import RunShape, build_method
@@ -64,7 +65,7 @@ def test_the_loss_is_the_papers_formula_over_the_heads_outputs():
     method = byot(K, alpha=0.3, temperature=2.0, feature_weight=0.01)
     trained = method.training_module(model)
     x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 3, 1, 4])
-    out = method.forward_train(trained, (x, y), None)
+    out = method.forward_train(trained, Batch(x, y), None)
 
     maps = {}  # each stage's output, read here with hooks of the test's own
     for name in ("layer1", "layer2", "layer3"):

@@ -11,6 +11,8 @@ import torch
 import yaml
 from helpers import CONF, read_jsonl, sdrun, sdrun_here, tiny
 
+from sdrun.methods import method_names
+
 REQUIRED_KEYS = {
     "epoch", "cycle", "lr", "train/loss", "train/ce", "train/kd", "student/top1", "student/top5",
     "teacher/top1", "teacher/top5", "time/epoch_s", "throughput/img_per_s",
@@ -132,6 +134,9 @@ BAD_INPUTS = [
     (["trainer.device=cuda"], "trainer.device"),
     (["dataset.batch_size=100000"], "dataset.batch_size"),
     (["distill=kd", "distill.teacher_checkpoint=/nonexistent/run"], "distill.teacher_checkpoint"),
+    # a key the method does not have, set or appended: the line names the keys it has
+    (["+experiment=cifar100/resnet20_pskd", "distill.temperature=4"], "distill.alpha_T"),
+    (["distill=pskd", "+distill.temperature=4"], "distill.alpha_T"),
 ]
 
 
@@ -204,6 +209,8 @@ def test_help_lists_each_commands_own_groups_and_their_options(primary: str):
         expected = {p.name: p for p in CONF.iterdir() if p.is_dir() and p.name not in skip}
         expected["hydra/launcher"] = CONF / "hydra" / "launcher"
         presets = groups.pop("experiment")
+        # the methods: the registered ones, filled in when --help prints (sdrun/config_store.py)
+        assert groups.pop("distill").startswith("${sdrun_methods:} ")
         subs = [p.name for p in (CONF / "experiment").iterdir() if p.is_dir()]
         assert subs and all(f"{sub}/" in presets for sub in subs)
     assert set(groups) == set(expected)
@@ -216,6 +223,7 @@ def test_sdrun_help_shows_the_hand_written_groups(tmp_path: Path):
     result = sdrun_here("--help", cwd=tmp_path)
     assert result.returncode == 0
     assert "hparams_search: sd_optuna" in result.stdout and "\ntask:" not in result.stdout
+    assert f"\ndistill: {', '.join(sorted(method_names()))} (" in result.stdout
 
 
 def _fail_at_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int, error: BaseException) -> None:

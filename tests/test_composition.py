@@ -1,7 +1,8 @@
-"""The loaders' batch-composition hook (sdrun/data/composition.py), on each training loader:
+"""The loaders' batch-composition hook (sdrun/batches.py), on each training loader:
 the device-resident one (CIFAR, fake data), image folders and VOC's task loader. INDICES adds
 each sample's dataset index to exactly the batches SHUFFLED yields, and keeps the resume at a
-batch boundary and the sharding over processes."""
+batch boundary and the sharding over processes; the partner compositions add a `Partners` row
+for each sample. The classification loaders' batches are `Batch`es, read by name."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from folder_helpers import image_numbers, write_image_folder
 from torch.utils.data import Dataset
 from torch.utils.data import default_collate as collate
 
+from sdrun.batches import PREVIOUS_BATCH, SAME_CLASS, Batch
 from sdrun.config import DatasetConfig
 from sdrun.data import INDICES, SHUFFLED, Composition, DeviceLoader, FolderLoader, build_loaders
-from sdrun.data.composition import PREVIOUS_BATCH, SAME_CLASS
 from sdrun.data.partners import ClassMembers
 from sdrun.transfer.loader import TaskLoader
 
@@ -49,20 +50,28 @@ def voc(composition: Composition, rank: int, world: int):
                       composition=composition)  # fmt: skip
 
 
+def fields(batch) -> tuple:
+    """(images, labels, indices or None) of a classification `Batch` or a task loader's tuple."""
+    if isinstance(batch, Batch):
+        return batch.images, batch.labels, batch.indices
+    return (*batch, None)[:3]
+
+
 @pytest.mark.parametrize("make", [device, folder, voc], ids=["device", "folder", "voc"])
 def test_indices_come_with_exactly_the_shuffled_batches(make: Callable):
-    plain = list(make(SHUFFLED, 0, 1).epoch(2))
-    indexed = list(make(INDICES, 0, 1).epoch(2))
-    assert all(len(batch) == 2 for batch in plain) and len(plain) == len(indexed) == N // BATCH
-    for (x, y), (xi, yi, index) in zip(plain, indexed):
+    plain = [fields(b) for b in make(SHUFFLED, 0, 1).epoch(2)]
+    indexed = [fields(b) for b in make(INDICES, 0, 1).epoch(2)]
+    assert all(b[2] is None for b in plain) and len(plain) == len(indexed) == N // BATCH
+    for (x, y, _), (xi, yi, index) in zip(plain, indexed):
         assert torch.equal(x, xi) and torch.equal(y, yi)  # the same images, augmented alike
         assert index.dtype == torch.int64 and torch.equal(index, y)  # each sample's own index
     seen = torch.cat([batch[2] for batch in indexed])
     assert sorted(seen.tolist()) == list(range(N))  # a shuffle: every sample once
     assert seen.tolist() != list(range(N))
-    resumed = list(make(INDICES, 0, 1).epoch(2, start=2))  # a resume after two batches
+    resumed = [fields(b) for b in make(INDICES, 0, 1).epoch(2, start=2)]  # after two batches
     assert [b[2].tolist() for b in resumed] == [b[2].tolist() for b in indexed[2:]]
-    shards = [torch.cat([b[2] for b in make(INDICES, r, 2).epoch(2)]).tolist() for r in (0, 1)]
+    shards = [torch.cat([fields(b)[2] for b in make(INDICES, r, 2).epoch(2)]).tolist()
+              for r in (0, 1)]  # fmt: skip
     assert len(shards[0]) == len(shards[1]) == N // 2 and not set(shards[0]) & set(shards[1])
 
 
@@ -71,8 +80,8 @@ def test_build_loaders_passes_the_composition_to_the_training_loader_only():
                         image_size=8)  # fmt: skip
     data = build_loaders(cfg, seed=0, device=torch.device("cpu"), channels_last=False,
                          composition=INDICES)  # fmt: skip
-    x, y, index = next(data.train.epoch(0))
-    assert index.shape == y.shape and len(next(data.test.epoch(0))) == 2
+    batch = next(data.train.epoch(0))
+    assert batch.indices.shape == batch.labels.shape and next(data.test.epoch(0)).indices is None
 
 
 # --- partners: SAME_CLASS (cskd) and PREVIOUS_BATCH (dlb) ---
@@ -114,19 +123,22 @@ def test_partners_come_on_top_of_exactly_the_shuffled_batches(make: Callable, co
     plain = list(make(SHUFFLED, 0, 1).epoch(2))
     partnered = list(make(composition, 0, 1).epoch(2))
     assert len(plain) == len(partnered) == N // BATCH
-    for (x, y), batch in zip(plain, partnered):
-        assert len(batch) == 6 and torch.equal(x, batch[0]) and torch.equal(y, batch[1])
-        assert torch.equal(CLASSES[batch[2]], y) and torch.equal(CLASSES[batch[5]], batch[4])
+    for shuffled, batch in zip(plain, partnered):
+        assert shuffled.indices is None and shuffled.partners is None
+        assert torch.equal(shuffled.images, batch.images)
+        assert torch.equal(shuffled.labels, batch.labels)
+        assert torch.equal(CLASSES[batch.indices], batch.labels)
+        assert torch.equal(CLASSES[batch.partners.indices], batch.partners.labels)
     resumed = list(make(composition, 0, 1).epoch(2, start=3))  # a resume after three batches
     for a, b in zip(resumed, partnered[3:], strict=True):
-        assert all(torch.equal(u, v) for u, v in zip(a, b))
+        assert all(torch.equal(u, v) for u, v in zip((*a[:3], *a.partners), (*b[:3], *b.partners)))
 
 
 @PARTNERED
 def test_each_image_gets_another_image_of_its_class_drawn_anew_each_epoch(make: Callable):
     draws: dict[int, set[int]] = {i: set() for i in range(N)}
     for epoch in range(1, 9):
-        for x, y, index, px, py, pindex in make(SAME_CLASS, 0, 1).epoch(epoch):
+        for x, y, index, (px, py, pindex) in make(SAME_CLASS, 0, 1).epoch(epoch):
             assert torch.equal(py, y) and not bool((pindex == index).any())
             assert px.shape == x.shape and not torch.equal(px, x)
             for i, j in zip(index.tolist(), pindex.tolist()):
@@ -146,15 +158,18 @@ def test_the_same_class_draw_splits_the_unit_interval_evenly_over_the_other_memb
 @PARTNERED
 def test_each_batch_repeats_the_previous_one_under_a_second_augmentation(make: Callable):
     epochs = [list(make(PREVIOUS_BATCH, 0, 1).epoch(e)) for e in (1, 2)]
-    first = epochs[0][0]
-    assert first[3].shape[0] == first[4].shape[0] == first[5].shape[0] == 0  # the run's first
+    first = epochs[0][0].partners
+    assert first.images.shape[0] == first.labels.shape[0] == first.indices.shape[0] == 0
     batches = epochs[0] + epochs[1]
     for before, batch in zip(batches, batches[1:]):
-        assert torch.equal(batch[5], before[2]) and torch.equal(batch[4], before[1])
-        assert not torch.equal(batch[3], before[0])  # the same images, augmented anew
+        repeated = batch.partners
+        assert torch.equal(repeated.indices, before.indices)
+        assert torch.equal(repeated.labels, before.labels)
+        assert not torch.equal(repeated.images, before.images)  # the same images, augmented anew
     # the resume of epoch 2 from its first batch repeats epoch 1's last, as uninterrupted
-    again = next(make(PREVIOUS_BATCH, 0, 1).epoch(2))
-    assert all(torch.equal(u, v) for u, v in zip(again, epochs[1][0]))
+    again, want = next(make(PREVIOUS_BATCH, 0, 1).epoch(2)), epochs[1][0]
+    assert all(torch.equal(u, v) for u, v in zip((*again[:3], *again.partners),
+                                                (*want[:3], *want.partners)))  # fmt: skip
 
 
 @PARTNERED
@@ -163,11 +178,11 @@ def test_two_processes_share_each_epoch_without_losing_or_repeating_an_image(
     make: Callable, composition
 ):
     shards = [list(make(composition, r, 2).epoch(2)) for r in (0, 1)]
-    own = [torch.cat([b[2] for b in shard]).tolist() for shard in shards]
+    own = [torch.cat([b.indices for b in shard]).tolist() for shard in shards]
     assert len(own[0]) == len(own[1]) == N // 2 and sorted(own[0] + own[1]) == list(range(N))
     if composition == PREVIOUS_BATCH:  # each process repeats its own previous batch
         for shard in shards:
-            assert all(torch.equal(b[5], a[2]) for a, b in zip(shard, shard[1:]))
+            assert all(torch.equal(b.partners.indices, a.indices) for a, b in zip(shard, shard[1:]))
 
 
 def test_partners_are_drawn_from_the_training_part_of_a_validation_split():
@@ -177,7 +192,8 @@ def test_partners_are_drawn_from_the_training_part_of_a_validation_split():
                          composition=SAME_CLASS)  # fmt: skip
     assert data.train.dataset_size == 36
     for batch in data.train.epoch(1):
-        assert torch.equal(batch[4], batch[1]) and int(batch[5].max()) < 36
+        assert torch.equal(batch.partners.labels, batch.labels)
+        assert int(batch.partners.indices.max()) < 36
 
 
 def test_the_task_loader_yields_no_partners():
@@ -195,10 +211,10 @@ def test_an_image_folders_partners_are_the_decoded_training_images_never_held_ou
     data = build_loaders(cfg, seed=1, device=torch.device("cpu"), channels_last=False,
                          composition=composition)  # fmt: skip
     number = data.train.loader.dataset.dataset.indices  # split position -> image number
-    held = {n for x, _ in data.val.epoch(0) for n in image_numbers(x)}
+    held = {n for batch in data.val.epoch(0) for n in image_numbers(batch.images)}
     partners = set()
     for epoch in (1, 2):
-        for x, y, index, px, py, pindex in data.train.epoch(epoch):
+        for x, y, index, (px, py, pindex) in data.train.epoch(epoch):
             assert image_numbers(x) == [number[i] for i in index.tolist()]
             assert image_numbers(px) == [number[i] for i in pindex.tolist()]
             assert [n // 8 for n in image_numbers(px)] == py.tolist()  # train: 8 per class

@@ -11,13 +11,18 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from sdrun.commandline.overrides import CONFIG_PACKAGE
-from sdrun.config import Config, register_configs, validate
+from sdrun.config import Config, validate
+from sdrun.config_store import register_configs
 from sdrun.errors import ConfigError
+from sdrun.methods import find_method, method_names
 
 GROUPS = ["dataset", "model", "schedule", "distill", "optim", "trainer", "logger"]
 
 
 def options(group: str) -> list[str]:
+    """A group's options: its files in conf/, or for `distill` the registered methods."""
+    if group == "distill":
+        return sorted(method_names())
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
@@ -46,7 +51,7 @@ def test_every_group_option_composes_and_validates(group, option):
     if group == "schedule" and option != "sd":
         extra = ["distill=none"]  # one cycle: SD would have no teacher (refused, tested below)
     cfg = compose_cfg(f"{group}={option}", *extra)
-    validate(cfg)
+    validate(cfg)  # each method's own schedule (the family's cosine, sd's cycles) validates
     if group in ("dataset", "model", "schedule", "distill", "logger"):
         assert getattr(cfg, group).name == option
 
@@ -72,6 +77,30 @@ def test_each_group_has_its_documented_options():
 def test_a_misspelled_key_fails_at_composition():
     with pytest.raises(ConfigCompositionException):
         compose_cfg("distill.temprature=3")
+
+
+@pytest.mark.parametrize("method", sorted(method_names()))
+def test_each_method_composes_exactly_its_own_settings(method: str):
+    cfg = compose_cfg(f"distill={method}")
+    assert type(cfg.distill) is find_method(method).settings
+    assert cfg.distill == find_method(method).settings()  # its declared defaults
+
+
+@pytest.mark.parametrize(("method", "key"), [("pskd", "temperature"), ("ls", "alpha_T"),
+                                             ("none", "kd_weight"), ("sd", "eps")])  # fmt: skip
+def test_a_key_the_method_lacks_is_refused_at_composition(method: str, key: str):
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg(f"distill={method}", f"distill.{key}=1")
+
+
+@pytest.mark.parametrize(("given", "schedule"), [
+    (["distill=ls"], "cosine"), (["distill=pskd"], "cosine"), (["distill=sd"], "sd"),
+    (["distill=none"], "sd"), (["distill=kd"], "sd"),  # the config's: none's cyclic control
+    (["distill=ls", "schedule=sd"], "sd"), (["schedule=step", "distill=byot"], "step"),
+    (["+experiment=method/cyclic"], "sd"), (["+experiment=cifar100/resnet20_ls"], "cosine"),
+])  # fmt: skip
+def test_a_method_brings_its_schedule_and_an_explicit_choice_wins(given: list, schedule: str):
+    assert compose_cfg(*given).schedule.name == schedule
 
 
 def test_a_wrong_type_fails_at_composition():
@@ -104,6 +133,7 @@ BAD = [
     (["dataset.limit_train=0"], "dataset.limit_train"),
     (["dataset.val_split=-1"], "dataset.val_split"),
     (["schedule.cycles=7"], "schedule.cycles"),
+    (["distill.name=tfkd"], "choose the method with distill=tfkd"),  # sd's settings, not tfkd's
 ]
 
 
@@ -146,3 +176,16 @@ def test_cfg_job_shows_the_number_of_cycles(given: tuple, cycles: int, tmp_path:
     assert proc.returncode == 0, proc.stderr
     schedule = yaml.safe_load(proc.stdout)["schedule"]
     assert schedule["cycles"] == cycles and schedule["epochs"] == 240
+
+
+def test_the_config_imports_no_method():
+    """config.py <-> methods/ was an import cycle (validate imported the registry inside a
+    function): now each method's settings check themselves (`MethodSettings.check`)."""
+    import ast
+
+    import sdrun.config
+
+    tree = ast.parse(Path(sdrun.config.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert imported and not any(m and m.startswith("sdrun.methods") for m in imported)

@@ -17,6 +17,7 @@ from helpers import train
 from resume_helpers import Killed, assert_same_run, interrupt_at, kill, last, method_run
 from test_selfkd import conf_distill, fixed_student, softmax_row
 
+from sdrun.batches import Batch, Partners
 from sdrun.errors import CheckpointError
 from sdrun.methods import RunShape, build_method
 from sdrun.runfolder.interrupt import RunStopped
@@ -48,7 +49,7 @@ def test_cskd_is_ce_plus_the_partners_softened_prediction_without_gradient():
             return self.inner(x)
 
     out = build_method(conf_distill("cskd")).forward_train(
-        Recording(), (torch.arange(3), y, None, torch.arange(3, 6), y, None), None
+        Recording(), Batch(torch.arange(3), y, None, Partners(torch.arange(3, 6), y, None)), None
     )
     t = 4.0
     want_ce = sum(ce(logits[i].tolist(), int(y[i])) for i in range(3)) / 3
@@ -68,7 +69,7 @@ def test_cskd_is_ce_plus_the_partners_softened_prediction_without_gradient():
 def dlb_step(method, logits, new, rep, y_all):
     """One dlb step with a fixed student: `new` and `rep` are rows of `logits` (image ids)."""
     new, rep = torch.tensor(new), torch.tensor(rep, dtype=torch.int64)
-    batch = (new, y_all[new], new, rep, y_all[rep], rep)
+    batch = Batch(new, y_all[new], new, Partners(rep, y_all[rep], rep))
     return method.forward_train(fixed_student(logits), batch, None)
 
 

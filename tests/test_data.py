@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from helpers import write_tiny_cifar
 
+from sdrun.batches import Batch
 from sdrun.config import DatasetConfig
 from sdrun.data import (
     DeviceLoader,
@@ -300,7 +301,7 @@ def train_loader(n: int, bs: int, **kw) -> DeviceLoader:
     return DeviceLoader(x, y, bs, (0, 0, 0), (1, 1, 1), train=True, pad=2, **kw)
 
 
-def run_epoch(loader: DeviceLoader, epoch: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def run_epoch(loader: DeviceLoader, epoch: int = 0) -> list[Batch]:
     return list(loader.epoch(epoch))
 
 
@@ -309,24 +310,24 @@ def test_train_loader_is_a_deterministic_pairing_preserving_permutation():
     assert len(loader) == 9 and loader.num_samples == 288  # drop_last
     batches = run_epoch(loader, 5)
     assert len(batches) == 9
-    for x, y in batches:
+    for x, y, *_ in batches:
         assert x.shape == (32, 3, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.int64
         assert torch.equal(decode(x), y)  # labels stay with their images
-    seen = torch.cat([y for _, y in batches])
+    seen = torch.cat([batch.labels for batch in batches])
     assert len(set(seen.tolist())) == 288  # no image twice
     again = run_epoch(train_loader(300, 32), 5)  # a fresh loader, as after a resume
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches, again))
-    other = torch.cat([y for _, y in run_epoch(loader, 6)])
+    other = torch.cat([batch.labels for batch in run_epoch(loader, 6)])
     assert not torch.equal(seen, other)
     assert not torch.equal(
-        seen, torch.cat([y for _, y in run_epoch(train_loader(300, 32, seed=1), 5)])
+        seen, torch.cat([batch.labels for batch in run_epoch(train_loader(300, 32, seed=1), 5)])
     )
 
 
 def test_train_loader_augments():
     x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
     loader = DeviceLoader(x, torch.arange(64), 64, (0, 0, 0), (1, 1, 1), train=True)
-    ((out, y),) = run_epoch(loader)
+    ((out, y, *_),) = run_epoch(loader)
     changed = [not torch.equal((out[i] * 255).round().to(torch.uint8), x[y[i]]) for i in range(64)]
     assert sum(changed) > 48  # nearly every image is shifted or flipped
 
@@ -345,7 +346,7 @@ def test_eval_loader_covers_everything_in_order_without_augmentation():
 
 def test_two_ranks_get_disjoint_equal_shards():
     shards = [run_epoch(train_loader(101, 10, rank=r, world_size=2), 2) for r in (0, 1)]
-    ids = [torch.cat([y for _, y in s]) for s in shards]
+    ids = [torch.cat([batch.labels for batch in s]) for s in shards]
     assert len(ids[0]) == len(ids[1]) == 50
     assert not set(ids[0].tolist()) & set(ids[1].tolist())
     x, y = coded(101)
@@ -353,13 +354,13 @@ def test_two_ranks_get_disjoint_equal_shards():
         DeviceLoader(x, y, 16, (0,) * 3, (1,) * 3, train=False, rank=r, world_size=2)
         for r in (0, 1)
     ]
-    got = [torch.cat([b for _, b in run_epoch(e)]) for e in evals]
+    got = [torch.cat([b.labels for b in run_epoch(e)]) for e in evals]
     assert sorted(torch.cat(got).tolist()) == list(range(101))
 
 
 def test_channels_last_and_dtype():
     loader = train_loader(64, 16, dtype=torch.bfloat16, channels_last=True)
-    x, _ = next(iter(loader.epoch(0)))
+    x = next(iter(loader.epoch(0))).images
     assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
 
 

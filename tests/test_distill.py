@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sdrun.methods.distill_loss import LossWeights, distill_loss, kd_loss
+from sdrun.methods.teacher_student_loss import LossWeights, distill_loss, kd_loss
 
 
 def softmax(row: list[float], t: float = 1.0) -> list[float]:

@@ -37,6 +37,7 @@ from sdrun.config import (
 )
 from sdrun.data import build_loaders, load_cifar
 from sdrun.errors import ConfigError, DataError
+from sdrun.methods import default_settings
 
 EXTRA = ["schedule.epochs=2", "schedule.cycle_length=1", "dataset.batch_size=32",
          "trainer.device=cpu"]  # fmt: skip
@@ -123,7 +124,7 @@ def test_both_batch_sizes_are_global(world_size: int):
     for data in shards:
         assert data.train.batch_size == 12 // world_size
         assert data.test.batch_size == 10 // world_size
-    labels = [y for data in shards for _, y in data.test.epoch(0)]
+    labels = [batch.labels for data in shards for batch in data.test.epoch(0)]
     assert sum(len(y) for y in labels) == 50  # every test image, once
 
 
@@ -209,6 +210,7 @@ def test_first_run_downloads_once_and_a_mid_epoch_stop_resumes_to_the_same_metri
                               batch_size=32, eval_batch_size=64),  # 8 steps per epoch
         model=ModelConfig(name="resnet20"),
         schedule=ScheduleConfig(epochs=2, cycle_length=1, lr_min=0.001),
+        distill=default_settings("sd"),
         optim=OptimConfig(lr=0.05),
         trainer=TrainerConfig(device="cpu", deterministic=True, log_every=2),
         logger=LoggerConfig(name="none"),

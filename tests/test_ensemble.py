@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from sdrun.batches import Batch
 from sdrun.runfolder.runtime import Runtime
 from sdrun.training.engine import predict
 from sdrun.training.ensemble import cycle_snapshots, snapshot_ensemble
@@ -51,7 +52,7 @@ def save_snapshot(run_dir: Path, cycle: int, model: nn.Module) -> Path:
 
 def predict_all(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = torch.eye(4), torch.tensor(LABELS)
-    batches = [(x[:3], y[:3]), (x[3:], y[3:])]  # two batches, as the runner's loader gives
+    batches = [Batch(x[:3], y[:3]), Batch(x[3:], y[3:])]  # two, as the runner's loader gives
     return predict(model, batches, CPU)
 
 

@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 
 import sdrun.models.densenet  # noqa: F401  (registers densenet_bc100 until models/ imports it)
 from sdrun.commandline.overrides import CONFIG_PACKAGE
-from sdrun.config import Config, flatten, register_configs, validate
+from sdrun.config import Config, flatten, validate
+from sdrun.config_store import register_configs
 from sdrun.models import build_model
 from sdrun.runfolder.run_state import RUN_DEFINING
 from sdrun.training.schedule import cycle_length_of
@@ -55,7 +56,8 @@ NUM_CLASSES = {"cifar100": 100, "imagenet": 1000}
 
 def compose_preset(name: str, *overrides: str, hydra: bool = False):
     register_configs()
-    extra = ["distill.teacher_checkpoint=some/run"] if name.endswith("kd") else []
+    method = name.rsplit("/", 1)[-1].rsplit("_", 1)[-1]  # cifar100/resnet20_kd, method/kd
+    extra = ["distill.teacher_checkpoint=some/run"] if method == "kd" else []
     with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
         return compose(
             config_name="config",

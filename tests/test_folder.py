@@ -14,6 +14,7 @@ import torch
 from folder_helpers import image_numbers, write_image_folder
 from helpers import sdrun_here
 
+from sdrun.batches import Batch
 from sdrun.config import DatasetConfig
 from sdrun.data import DataBundle, FolderLoader, build_loaders
 from sdrun.data.folder import (
@@ -49,10 +50,10 @@ def loaders(root: Path, *, seed: int = 0, channels_last: bool = False, **overrid
 
 
 def train_numbers(loader: FolderLoader, epoch: int) -> list[int]:
-    return [n for x, _ in loader.epoch(epoch) for n in image_numbers(x)]
+    return [n for x, *_ in loader.epoch(epoch) for n in image_numbers(x)]
 
 
-def all_batches(loader: FolderLoader, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def all_batches(loader: FolderLoader, epoch: int) -> list[Batch]:
     return list(loader.epoch(epoch))
 
 
@@ -76,7 +77,7 @@ def test_batches_are_normalized_crops_with_int64_labels(folder_root: Path):
     assert data.train.num_samples == CLASSES * N_TRAIN
     batches = all_batches(data.train, 1)
     assert len(batches) == len(data.train)
-    for x, y in batches:
+    for x, y, *_ in batches:
         assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32
         assert x.is_contiguous(memory_format=torch.channels_last)
         assert y.dtype == torch.int64 and set(y.tolist()) <= set(range(CLASSES))
@@ -95,7 +96,8 @@ def test_batches_are_normalized_crops_with_int64_labels(folder_root: Path):
 def test_eval_is_every_val_image_in_order_centre_cropped(folder_root: Path):
     data = loaders(folder_root, channels_last=False)
     assert len(data.test) == 2 and data.test.num_samples == CLASSES * N_VAL
-    xs, ys = zip(*all_batches(data.test, 0))
+    batches = all_batches(data.test, 0)
+    xs, ys = [b.images for b in batches], [b.labels for b in batches]
     x, y = torch.cat(xs), torch.cat(ys)
     assert x.shape == (CLASSES * N_VAL, 3, 32, 32) and x.is_contiguous()
     assert y.tolist() == [k for k in range(CLASSES) for _ in range(N_VAL)]
@@ -104,12 +106,12 @@ def test_eval_is_every_val_image_in_order_centre_cropped(folder_root: Path):
     mid = green.mean(dim=(0, 1))
     assert mid[0] < mid[-1] and abs(float(mid[0] + mid[-1]) / 2 - float(mid.mean())) < 0.03
     # eval is the same every time
-    assert torch.equal(x, torch.cat([b for b, _ in all_batches(data.test, 5)]))
+    assert torch.equal(x, torch.cat([b.images for b in all_batches(data.test, 5)]))
 
 
 def test_order_and_crops_depend_on_seed_and_epoch_only(folder_root: Path):
     a, b = loaders(folder_root).train, loaders(folder_root).train
-    for (xa, ya), (xb, yb) in zip(all_batches(a, 3), all_batches(b, 3), strict=True):
+    for (xa, ya, *_), (xb, yb, *_) in zip(all_batches(a, 3), all_batches(b, 3), strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert train_numbers(a, 1) != train_numbers(a, 2)
     assert train_numbers(a, 1) == train_numbers(b, 1)  # epoch 2 in between changed nothing
@@ -119,7 +121,9 @@ def test_order_and_crops_depend_on_seed_and_epoch_only(folder_root: Path):
 def test_batches_do_not_depend_on_the_number_of_workers(folder_root: Path):
     inline = loaders(folder_root, num_workers=0).train
     worker = loaders(folder_root, num_workers=1).train
-    for (xa, ya), (xb, yb) in zip(all_batches(inline, 4), all_batches(worker, 4), strict=True):
+    for (xa, ya, *_), (xb, yb, *_) in zip(
+        all_batches(inline, 4), all_batches(worker, 4), strict=True
+    ):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
@@ -169,7 +173,7 @@ def test_a_resumed_epoch_skips_trained_batches_without_reading_them(
         if num_workers == 0:  # a worker process counts in its own copy
             assert train.reads == 2 * loader.batch_size  # only the two batches left were read
         assert len(resumed) == 2
-        for (xa, ya), (xb, yb) in zip(full[done:], resumed):
+        for (xa, ya, *_), (xb, yb, *_) in zip(full[done:], resumed):
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
         assert len(all_batches(loader, 4)) == len(full)  # the next epoch is whole again
 
@@ -181,7 +185,7 @@ def test_a_resumed_epoch_of_the_device_loader_is_the_rest_of_the_epoch():
     full = all_batches(train, 2)
     resumed = list(_epoch_batches(SimpleNamespace(train_loader=train), 2, EpochTally(batches=5)))
     assert len(resumed) == len(full) - 5
-    for (xa, ya), (xb, yb) in zip(full[5:], resumed, strict=True):
+    for (xa, ya, *_), (xb, yb, *_) in zip(full[5:], resumed, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
@@ -194,7 +198,7 @@ def test_limit_keeps_a_fixed_subset_with_every_class(folder_root: Path):
     assert set(train_numbers(data.train, 2)) == kept
     other_seed = loaders(folder_root, seed=7, limit_train=6, batch_size=3)
     assert set(train_numbers(other_seed.train, 1)) == kept
-    labels = torch.cat([y for _, y in data.test.epoch(0)])
+    labels = torch.cat([batch.labels for batch in data.test.epoch(0)])
     assert sorted(labels.tolist()) == [0, 1, 2]
 
 

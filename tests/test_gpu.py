@@ -13,15 +13,15 @@ from typing import Optional
 import pytest
 import torch
 
-from sdrun.config import DatasetConfig, DistillConfig, OptimConfig
+from sdrun.config import DatasetConfig, OptimConfig
 from sdrun.data import build_loaders
-from sdrun.methods import MethodStep, build_method
+from sdrun.methods import MethodStep, build_method, default_settings
 from sdrun.models import build_model
 from sdrun.runfolder.runtime import Runtime
 from sdrun.training.engine import EpochResult, LoopOptions, StepState, train_one_epoch
+from sdrun.training.frozen_teacher import FrozenTeacher, PrecomputedTeacher, snapshot, teacher_dtype
 from sdrun.training.optim import build_optimizer
 from sdrun.training.schedule import CyclePlan
-from sdrun.training.teacher import FrozenTeacher, PrecomputedTeacher, snapshot, teacher_dtype
 
 CUDA = torch.cuda.is_available()
 DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
@@ -48,7 +48,7 @@ def train(
     plan = CyclePlan("sd", 1, 1, STEPS, peak=0.05)
     options = LoopOptions(log_every=2, check_every=2, nan_at_step=nan_at_step)
     loader = fake_batches(runtime.device)
-    step = MethodStep(build_method(DistillConfig(name="sd")), model, teacher)
+    step = MethodStep(build_method(default_settings("sd")), model, teacher)
     result = train_one_epoch(model, step, loader.epoch(0), len(loader), state, plan, runtime,
                              None, options)  # fmt: skip
     return result, model
@@ -133,7 +133,7 @@ def test_prepared_bf16_and_fp16_teachers_are_close_to_the_fp32_snapshot(device):
 def test_device_loader_gives_the_same_batches_on_every_device(device):
     here = list(itertools.islice(fake_batches(torch.device(device)).epoch(3), 2))
     cpu = list(itertools.islice(fake_batches(torch.device("cpu")).epoch(3), 2))
-    for (x, y), (xc, yc) in zip(here, cpu):
+    for (x, y, *_), (xc, yc, *_) in zip(here, cpu):
         assert x.device.type == device and x.is_contiguous(memory_format=torch.channels_last)
         assert torch.equal(y.cpu(), yc)
         assert torch.allclose(x.cpu(), xc, atol=1e-6)
@@ -149,7 +149,7 @@ def test_precomputed_logits_match_the_teacher_beside_each_step(device):
     replay = PrecomputedTeacher(teacher, loader.epoch(0), chunk=4 * BATCH)
     # bf16 kernels picked for a batch of 128 and of 32 may round differently.
     tol = 5e-2 if device == "cuda" else 1e-4
-    for x, _ in loader.epoch(0):
+    for x, *_ in loader.epoch(0):
         assert torch.allclose(replay(x), teacher(x), atol=tol, rtol=tol)
 
 
@@ -186,7 +186,7 @@ def test_compiled_cuda_teacher_precomputes_an_epoch_without_aliasing_its_outputs
     loader = fake_batches(torch.device("cuda"))
     for _ in range(2):  # the second epoch replays recorded graphs
         replay = PrecomputedTeacher(compiled, loader.epoch(0), chunk=2 * BATCH)
-        for x, _ in loader.epoch(0):
+        for x, *_ in loader.epoch(0):
             assert torch.allclose(replay(x), eager(x), atol=5e-2, rtol=5e-2)
 
 
@@ -216,7 +216,7 @@ def test_training_loop_does_not_sync_with_the_host_per_step(amp):
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                step = MethodStep(build_method(DistillConfig(name="sd")), model, teacher)
+                step = MethodStep(build_method(default_settings("sd")), model, teacher)
                 train_one_epoch(model, step, batches, steps, state, plan, runtime, None,
                                 quiet)  # fmt: skip
             finally:

@@ -10,8 +10,9 @@ from helpers import load_script
 from wandb_records import by_type, history_rows
 
 from sdrun.config import Config, LoggerConfig
-from sdrun.runfolder.identity import SweepInfo, method_of, run_identity
+from sdrun.methods import default_settings
 from sdrun.runfolder.loggers import MetricsFile, NullLogger, WandbLogger, build_logger, read_metrics
+from sdrun.runfolder.run_names import SweepInfo, method_of, run_identity
 
 
 def test_truncate_after_keeps_each_epoch_once_and_drops_a_cut_line(tmp_path: Path):
@@ -121,7 +122,7 @@ def test_wandb_run_is_named_grouped_typed_and_tagged_from_the_config(val_run: Pa
 
 
 def test_logger_keys_set_group_job_type_and_name_instead():
-    cfg = Config()
+    cfg = Config(distill=default_settings("sd"))
     assert run_identity(cfg).group is None  # a single run outside any sweep
     sweep_info = SweepInfo("outputs/multirun/x", ["distill.temperature", "seed", "dataset"])
     auto = run_identity(cfg, sweep_info)
@@ -131,7 +132,7 @@ def test_logger_keys_set_group_job_type_and_name_instead():
     chosen = run_identity(cfg, sweep_info)
     assert (chosen.name, chosen.group, chosen.job_type) == ("mine", "g", "ablation")
     assert chosen.tags == ["x", "cifar100", "resnet56", "sd"]
-    cfg.distill.name = "none"
+    cfg.distill = default_settings("none")
     assert run_identity(cfg).job_type == "ablation" and method_of("none", "sd") == "cyclic"
 
 

@@ -15,6 +15,7 @@ from helpers import train
 from resume_helpers import Killed, assert_same_run, interrupt_at, kill, last, method_run
 from test_selfkd import conf_distill, fixed_student, softmax_row
 
+from sdrun.batches import Batch
 from sdrun.errors import CheckpointError
 from sdrun.methods import RunShape, build_method
 from sdrun.runfolder.interrupt import RunStopped
@@ -48,7 +49,7 @@ def test_the_target_of_an_image_is_its_prediction_of_the_previous_epoch_by_index
         order = torch.randperm(N, generator=g)
         before = dict(seen)
         for half in (order[:3], order[3:]):  # two batches in a fresh shuffled order
-            out = method.forward_train(fixed_student(logits), (half, labels[half], half), None)
+            out = method.forward_train(fixed_student(logits), Batch(half, labels[half], half), None)
             prev = None if epoch == 1 else [before[i] for i in half.tolist()]
             want = expected_loss(logits[half], labels[half].tolist(), prev, alpha)
             assert out.loss.item() == pytest.approx(want, rel=1e-5), (epoch, half)
@@ -65,9 +66,9 @@ def test_an_image_left_out_of_an_epoch_keeps_its_older_prediction():
     logits = torch.randn(N, K)
     everyone, first = torch.arange(N), torch.arange(3)
     method.start_epoch(1)
-    method.forward_train(fixed_student(logits), (everyone, labels, everyone), None)
+    method.forward_train(fixed_student(logits), Batch(everyone, labels, everyone), None)
     method.start_epoch(2)  # images 3..5 are not trained on in epoch 2 (a dropped batch)
-    method.forward_train(fixed_student(logits * 0), (first, labels[:3], first), None)
+    method.forward_train(fixed_student(logits * 0), Batch(first, labels[:3], first), None)
     method.start_epoch(3)
     kept = torch.softmax(logits[3:], dim=1)
     assert torch.allclose(method.previous[3:], kept) and torch.allclose(

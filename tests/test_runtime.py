@@ -22,6 +22,7 @@ from sdrun.config import (
     TrainerConfig,
 )
 from sdrun.errors import ConfigError
+from sdrun.methods import default_settings
 from sdrun.runfolder import runtime
 from sdrun.runfolder.runtime import Runtime, resolve_amp
 from sdrun.training.runner import run
@@ -109,6 +110,7 @@ def test_a_deterministic_run_leaves_the_process_as_it_found_it(tmp_path: Path):
                               num_train=64, num_test=32),
         model=ModelConfig(name="resnet20"),
         schedule=ScheduleConfig(epochs=2, cycle_length=1),
+        distill=default_settings("sd"),
         optim=OptimConfig(lr=0.05),
         trainer=TrainerConfig(device="cpu", deterministic=True),
         logger=LoggerConfig(name="none"),

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from wandb_records import by_type
 
 from sdrun.commandline.overrides import CONFIG_PACKAGE
-from sdrun.config import register_configs
+from sdrun.config_store import register_configs
 from sdrun.errors import ConfigError
 from sdrun.report import write_report
 from sdrun.sweeps import sweep

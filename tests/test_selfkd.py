@@ -13,25 +13,23 @@ import pytest
 import torch
 from dist_workers import spawn, train_each
 from folder_helpers import write_image_folder
-from helpers import CONF, read_jsonl, tiny_config, train, write_tiny_cifar
-from omegaconf import OmegaConf
+from helpers import read_jsonl, tiny_config, train, write_tiny_cifar
 from report_builder import write_run
 from torch import nn
 
-from sdrun.config import DatasetConfig, DistillConfig, ModelConfig, ScheduleConfig, validate
+from sdrun.batches import Batch
+from sdrun.config import DatasetConfig, ModelConfig, ScheduleConfig, validate
 from sdrun.errors import ConfigError
-from sdrun.methods import build_method, method_label
+from sdrun.methods import MethodSettings, build_method, default_settings, method_label
 from sdrun.report import build_report, gain_record
 from sdrun.report.identity import settings_read
 
 K = 5  # classes of the formula tests
 
 
-def conf_distill(name: str) -> DistillConfig:
-    """conf/distill/<name>.yaml over the schema, as `distill=<name>` composes it."""
-    merged = OmegaConf.merge(OmegaConf.structured(DistillConfig),
-                             OmegaConf.load(CONF / "distill" / f"{name}.yaml"))  # fmt: skip
-    return OmegaConf.to_object(merged)
+def conf_distill(name: str) -> MethodSettings:
+    """The method's settings as `distill=<name>` composes them: its declared defaults."""
+    return default_settings(name)
 
 
 def fixed_student(logits: torch.Tensor) -> nn.Module:
@@ -63,7 +61,7 @@ def small() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def test_ls_plugin_is_ce_against_smoothed_labels(small):
     x, logits, y = small
     method = build_method(conf_distill("ls"))
-    out = method.forward_train(fixed_student(logits), (x, y), None)
+    out = method.forward_train(fixed_student(logits), Batch(x, y), None)
     eps = 0.1
     expected = 0.0
     for row, label in zip(logits.tolist(), y.tolist()):
@@ -78,7 +76,7 @@ def test_tfkd_plugin_is_the_official_virtual_teacher_loss(small):
     x, logits, y = small
     cfg = conf_distill("tfkd")
     assert (cfg.alpha, cfg.temperature, cfg.multiplier, cfg.correct_prob) == (0.1, 20, 100, 0.99)
-    out = build_method(cfg).forward_train(fixed_student(logits), (x, y), None)
+    out = build_method(cfg).forward_train(fixed_student(logits), Batch(x, y), None)
     ce = kl = 0.0
     for row, label in zip(logits.tolist(), y.tolist()):
         p = softmax_row(row)
@@ -92,9 +90,14 @@ def test_tfkd_plugin_is_the_official_virtual_teacher_loss(small):
     assert out.terms["kd"].item() == pytest.approx(100 * kl / (b * K), rel=1e-5)
 
 
-@pytest.mark.parametrize(("key", "value"), [("eps", 1.5), ("alpha", -0.1), ("alpha_T", 2.0)])
-def test_out_of_range_weights_are_refused_in_one_line(tmp_path: Path, key: str, value: float):
-    distill = conf_distill("ls")
+@pytest.mark.parametrize(
+    ("name", "key", "value"),
+    [("ls", "eps", 1.5), ("tfkd", "alpha", -0.1), ("pskd", "alpha_T", 2.0)],
+)
+def test_out_of_range_weights_are_refused_in_one_line(
+    tmp_path: Path, name: str, key: str, value: float
+):
+    distill = conf_distill(name)
     setattr(distill, key, value)
     with pytest.raises(ConfigError, match=f"distill.{key}={value} must be in"):
         validate(tiny_config(tmp_path, distill=distill))
@@ -110,7 +113,7 @@ def cosine(epochs: int = 3) -> ScheduleConfig:
     return ScheduleConfig(name="cosine", epochs=epochs, cycle_length=None, lr_min=0.001)
 
 
-def short_run(root: Path, run_dir: Path, distill: DistillConfig, **dataset) -> list[dict]:
+def short_run(root: Path, run_dir: Path, distill: MethodSettings, **dataset) -> list[dict]:
     """5 epochs of 5 steps of ResNet-20 on the learnable data, 32 images held out for
     validation (3 epochs leave plain CE itself near chance on this split)."""
     data = dict(name="cifar10", root=str(root), download=False, batch_size=32,

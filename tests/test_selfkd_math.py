@@ -1,7 +1,7 @@
 """The self-distillation losses against each paper's formula, written out with explicit loops.
 
 The references below use only exp/log and Python sums over images and classes (no
-F.cross_entropy / F.kl_div), so they do not share code with sdrun/methods/losses.py.
+F.cross_entropy / F.kl_div), so they do not share code with sdrun/methods/selfkd_losses.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from sdrun.methods import losses as m
+from sdrun.methods import selfkd_losses as m
 
 K = 7  # classes
 
@@ -138,8 +138,9 @@ def test_pskd_loss_is_soft_ce_against_the_mixed_targets(batch):
     for b in range(6):
         q = [(1 - a) * (1.0 if k == y[b] else 0.0) + a * float(prev[b, k]) for k in range(K)]
         expected += soft_ce_row(z[b], q)
-    got = m.pskd_loss(z, m.pskd_targets(y, prev, a, K))
+    got = m.pskd_loss(z, m.pskd_targets(y, prev, a), y)
     close(got.total, expected / 6)
+    assert_close(got.terms["ce"], F.cross_entropy(z, y))  # train/ce: CE against the labels
     assert_close(m.pskd_store_probs(z), torch.softmax(z, 1))
 
 
@@ -147,15 +148,26 @@ def test_pskd_alpha_zero_or_first_epoch_is_cross_entropy(batch):
     z, y = batch
     ce = F.cross_entropy(z, y)
     prev = torch.softmax(torch.randn(6, K), 1)
-    assert_close(m.pskd_loss(z, m.pskd_targets(y, prev, 0.0, K)).total, ce)
-    assert_close(m.pskd_loss(z, m.pskd_targets(y, None, 0.5, K)).total, ce)
+    assert_close(m.pskd_loss(z, m.pskd_targets(y, prev, 0.0), y).total, ce)
+    none_yet = torch.zeros(6, K)  # no stored prediction yet (the first epoch): the label alone
+    assert_close(m.pskd_loss(z, m.pskd_targets(y, none_yet, 0.5), y).total, ce)
+
+
+def test_pskd_targets_mix_only_the_rows_that_have_a_prediction(batch):
+    _, y = batch
+    prev = torch.softmax(torch.randn(6, K), 1)
+    prev[2] = 0  # image 2 was never trained on (left out of the last epoch's batches)
+    got = m.pskd_targets(y, prev, 0.5)
+    onehot = F.one_hot(y, K).float()
+    assert_close(got[2], onehot[2])
+    assert_close(got[[0, 1, 3, 4, 5]], (0.5 * onehot + 0.5 * prev)[[0, 1, 3, 4, 5]])
 
 
 def test_pskd_stored_predictions_carry_no_gradient(batch):
     z, y = batch
     z = z.clone().requires_grad_()
     raw = torch.randn(6, K, requires_grad=True)
-    m.pskd_loss(z, m.pskd_targets(y, torch.softmax(raw, 1), 0.5, K)).total.backward()
+    m.pskd_loss(z, m.pskd_targets(y, torch.softmax(raw, 1), 0.5), y).total.backward()
     assert z.grad is not None and raw.grad is None  # the stored prediction is a fixed target
     assert not m.pskd_store_probs(z).requires_grad
 

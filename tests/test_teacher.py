@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 import sdrun.models  # noqa: F401 - registers the CIFAR ResNets
+from sdrun.batches import Batch
 from sdrun.errors import CheckpointError
 from sdrun.training.folding import BATCHNORMS, fold_batchnorm
-from sdrun.training.teacher import (
+from sdrun.training.frozen_teacher import (
     FrozenTeacher,
     PrecomputedTeacher,
     load_teacher_weights,
@@ -137,9 +138,9 @@ def test_load_teacher_weights_from_a_checkpoint(tmp_path):
         load_teacher_weights(source, tmp_path / "bad.pt")
 
 
-def batches_of(sizes: list[int], seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batches_of(sizes: list[int], seed: int = 0) -> list[Batch]:
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(n, 3, 32, 32, generator=g), torch.zeros(n, dtype=torch.long))
+    return [Batch(torch.randn(n, 3, 32, 32, generator=g), torch.zeros(n, dtype=torch.long))
             for n in sizes]  # fmt: skip
 
 
@@ -149,7 +150,7 @@ def test_logits_predicted_in_chunks_match_one_batch_at_a_time(chunk):
     batches = batches_of([16, 16, 16, 16, 16, 7])
     got = predict_in_chunks(teacher, batches, chunk)
     assert [len(t) for t in got] == [16, 16, 16, 16, 16, 7]
-    for (x, _), logits in zip(batches, got):
+    for (x, *_), logits in zip(batches, got):
         assert (logits - teacher(x)).abs().max().item() < 1e-4
 
 
@@ -157,7 +158,7 @@ def test_precomputed_teacher_hands_back_each_batch_in_order_then_refuses_extra_b
     teacher = FrozenTeacher(trained_like())
     batches = batches_of([8, 8, 8])
     replay = PrecomputedTeacher(teacher, iter(batches), chunk=16)
-    for x, _ in batches:
+    for x, *_ in batches:
         assert (replay(x) - teacher(x)).abs().max().item() < 1e-4
     with pytest.raises(RuntimeError, match="trainer.teacher_precompute=0"):
         replay(batches[0][0])
@@ -304,7 +305,7 @@ def test_a_teacher_whose_fp16_logits_overflow_runs_in_fp32(caplog):
         model[0].weight.zero_()
         model[0].bias.fill_(1.0)
         model[2].weight.fill_(3e4)
-    with caplog.at_level("WARNING", logger="sdrun.training.teacher"):
+    with caplog.at_level("WARNING", logger="sdrun.training.frozen_teacher"):
         teacher = FrozenTeacher(model, torch.float16, input_shape=(8,))
     assert teacher.dtype is torch.float32
     assert [r for r in caplog.records if "overflow" in r.message]

@@ -28,7 +28,7 @@ def loaders(cfg: DatasetConfig, seed: int = 0, rank: int = 0, world_size: int = 
 
 def images_of(batches) -> list[bytes]:
     """Each image of an epoch (normalized, unaugmented for eval) as bytes, to compare sets."""
-    return [x.numpy().tobytes() for xs, _ in batches for x in xs]
+    return [x.numpy().tobytes() for batch in batches for x in batch.images]
 
 
 def test_held_out_indices_are_class_balanced_fixed_and_apart_from_training():
@@ -78,12 +78,12 @@ def test_image_folder_split_is_balanced_and_read_with_the_eval_transform(tmp_pat
     cfg = DatasetConfig(name="imagenet", root=str(root), batch_size=4, eval_batch_size=4,
                         image_size=32, eval_resize=36, num_workers=0, val_split=6)  # fmt: skip
     data = loaders(cfg)
-    labels = torch.cat([y for _, y in data.val.epoch(0)])
+    labels = torch.cat([batch.labels for batch in data.val.epoch(0)])
     assert torch.bincount(labels, minlength=3).tolist() == [2, 2, 2]
-    held = [n for x, _ in data.val.epoch(0) for n in image_numbers(x)]
-    assert held == [n for x, _ in data.val.epoch(3) for n in image_numbers(x)]  # no augmentation
+    held = [n for x, *_ in data.val.epoch(0) for n in image_numbers(x)]
+    assert held == [n for x, *_ in data.val.epoch(3) for n in image_numbers(x)]  # no augmentation
     trained = {
-        n for epoch in range(3) for x, _ in data.train.epoch(epoch) for n in image_numbers(x)
+        n for epoch in range(3) for x, *_ in data.train.epoch(epoch) for n in image_numbers(x)
     }
     assert len(held) == 6 and not trained & set(held)
     assert len(data.train.loader.dataset) == 3 * 8 - 6 and data.test.num_samples == 3 * 4

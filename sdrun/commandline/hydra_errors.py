@@ -3,7 +3,8 @@
 Hydra reports a value of the wrong type (`dataset.batch_size=abc`), an unknown key or an
 override it cannot parse on several lines: OmegaConf's `full_key` / `reference_type` lines
 and a hint about HYDRA_FULL_ERROR. With HYDRA_FULL_ERROR set it raises them instead; `run`
-turns them into a `ConfigError` of one line naming the key and the type the schema wants.
+turns them into a `ConfigError` of one line naming the key and the type the schema wants, or,
+for a key the schema lacks, the keys it has (sdrun/schema_keys.py: a method's own settings).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from sdrun.errors import ConfigError
+from sdrun.schema_keys import unknown_key_message
 
 
 def run(launch: Callable[[], Any]) -> Any:
@@ -41,12 +44,28 @@ def one_line(err: Exception) -> str:
     if not isinstance(cause, OmegaConfBaseException) or not key:
         override = getattr(err, "override", None)  # an override Hydra's grammar cannot parse
         return f"{override}: {_joined(str(err))}" if override else _joined(str(err))
+    unknown = _unknown_key(cause, key)
+    if unknown:
+        return unknown
     text = _joined(getattr(cause, "msg", None) or str(cause))
     if cause is not err:  # Hydra's own line says which override, and may hint at the fix
         text = f"{text} ({_joined(str(err))})"
     expected = _schema_type(cause)
     hint = f"; give {key} a value of type {expected}" if expected else ""
     return f"{key}: {text}{hint}"
+
+
+def _unknown_key(err: OmegaConfBaseException, full_key: str) -> Optional[str]:
+    """A key the typed node does not have (`distill.temperature` with distill=pskd), named with
+    the keys it has (the method's settings); None for any other error."""
+    owner, key = getattr(err, "object_type", None), getattr(err, "key", None)
+    if not isinstance(err, (ConfigAttributeError, ConfigKeyError)) or not isinstance(key, str):
+        return None
+    if not dataclasses.is_dataclass(owner) or key in {f.name for f in dataclasses.fields(owner)}:
+        return None
+    parent = getattr(err, "parent_node", None)
+    name = parent.get("name") if isinstance(parent, DictConfig) else None
+    return unknown_key_message(full_key, owner, name)
 
 
 def _joined(text: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +18,7 @@ import sdrun
 from sdrun.commandline.run_dir_guard import exit_with
 from sdrun.commandline.saved_overrides import INTERPOLATION, SAVED, Command, read_saved_overrides
 from sdrun.errors import ConfigError, SdrunError
+from sdrun.methods.legacy import unread_overrides
 from sdrun.runfolder import distributed
 from sdrun.trust import received, signing
 from sdrun.trust.folder import check_folder
@@ -65,6 +67,10 @@ def resume_overrides(argv: list[str], command: Command) -> list[str]:
         run_dir_override = f"hydra.run.dir={quote(hydra_run_dir(run_dir.resolve()))}"
     except SdrunError as err:
         exit_with(err, command.prog)
+    saved, unread = unread_overrides(saved, run_dir)  # an older sdrun's keys the method lacks
+    for entry in unread:
+        print(f"{command.prog}: note: resume: {run_dir / SAVED} sets {entry}, which its method "
+              "has no key for and never read; dropped", file=sys.stderr)  # fmt: skip
     given = {_key(a) for a in argv}
     old = [o for o in saved if _key(o) not in given]
     return [*argv[:at], *old, argv[at], run_dir_override, *argv[at + 1 :]]

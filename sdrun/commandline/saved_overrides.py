@@ -10,8 +10,11 @@ refused in one line, before Hydra runs or anything in the folder changes. An ent
   can only take a key of the schema out of the config; Hydra writes what the user typed, so a run
   started with one must resume);
 - the key is a group of the command (its primary config's defaults, and `experiment`) whose
-  value is the name of a config sdrun ships (so no path can name another file), or a key of the
-  command's structured schema (any key under `model.kwargs`, which is free-form);
+  value is the name of a config sdrun ships (a file of its config package, or a structured
+  config registered in Hydra's ConfigStore: each training method's settings, `distill=<name>`;
+  so no path can name another file), or a key of the command's structured schema (any key under
+  `model.kwargs`, which is free-form; under `distill`, a key of some method's settings: the
+  composition then refuses one the run's method lacks);
 - the value is a plain literal: not a sweep, no unescaped `${` interpolation;
 - model settings name no file (`sdrun.commandline.model_files`).
 Keys of Hydra's own config (`hydra.*`, `hydra/...`) are refused, not dropped: Hydra saves them in
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import yaml
+from hydra.core.config_store import ConfigStore
 
 from sdrun.commandline.model_files import kwargs_problem, name_problem
 from sdrun.errors import ConfigError
@@ -181,7 +185,7 @@ def in_schema(schema: Any, parts: list[str]) -> bool:
         if node is Any:
             return True
         if dataclasses.is_dataclass(node):
-            hints = typing.get_type_hints(node)
+            hints = _hints(node)
             if part not in hints:
                 return False
             node = hints[part]
@@ -190,6 +194,19 @@ def in_schema(schema: Any, parts: list[str]) -> bool:
         else:
             return False  # a scalar or a list has no sub-keys
     return True
+
+
+def _hints(schema: type) -> dict[str, Any]:
+    """The fields of a dataclass and of its subclasses: a group typed with a base class takes
+    any of them (`distill`: `MethodSettings`, whose subclasses are the methods' settings)."""
+    hints: dict[str, Any] = {}
+    for cls in reversed([schema, *_subclasses(schema)]):
+        hints.update(typing.get_type_hints(cls))
+    return hints
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
 
 
 def _without_optional(hint: Any) -> Any:
@@ -209,7 +226,16 @@ def shipped_options(root: Traversable, command: Command) -> dict[str, set[str]]:
             (name,) = item
             if re.fullmatch(r"\w+", str(name)):  # not hydra/..., override ..., @packages
                 groups.append(str(name))
-    return {group: set(_config_names(root / group)) for group in groups}
+    store = ConfigStore.instance()
+    return {group: {*_config_names(root / group), *_stored_names(store, group)} for group in groups}
+
+
+def _stored_names(store: ConfigStore, group: str) -> list[str]:
+    """The options of `group` registered in Hydra's ConfigStore (code, never a path)."""
+    try:
+        return [name.removesuffix(".yaml") for name in store.list(group)]
+    except OSError:  # no such group in the store
+        return []
 
 
 def _config_names(folder: Traversable, prefix: str = "") -> list[str]:

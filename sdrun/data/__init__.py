@@ -12,11 +12,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from sdrun.batches import INDICES, SHUFFLED, Batch, Composition, Partners
 from sdrun.config import DATASETS, DatasetConfig
 from sdrun.data.base import ImageSet
 from sdrun.data.cifar import load_cifar
 from sdrun.data.cifar_writer import write_cifar
-from sdrun.data.composition import INDICES, SHUFFLED, Composition
 from sdrun.data.fake import make_fake
 from sdrun.data.folder import FolderLoader, open_folders
 from sdrun.data.holdout import check_holdout, split_folder, split_image_set
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "INDICES",
+    "Batch",
+    "Partners",
     "SHUFFLED",
     "Batches",
     "Composition",
@@ -72,10 +74,10 @@ class Batches(Protocol):
         """Samples of the split it was built on (training: what the indices run over)."""
         ...
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, ...]]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """The epoch's batches from batch `start` on (a resumed epoch skips the earlier ones
-        without building them): (images, labels), and for training what the loader's
-        `Composition` adds (sdrun/data/composition.py)."""
+        without building them): images and labels, and for training what the loader's
+        `Composition` adds (sdrun/batches.py)."""
         ...
 
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from sdrun.data.composition import SAME_CLASS_PARTNERS, SHUFFLED, Composition
+from sdrun.batches import SAME_CLASS_PARTNERS, SHUFFLED, Batch, Composition, Partners
 from sdrun.data.loader import normalize
 from sdrun.data.partners import ClassMembers, previous_position, same_class_partners
 from sdrun.data.sampling import (
@@ -159,7 +159,7 @@ class FolderLoader:
     train=False: in order; every sample exactly once over the ranks (strided shards, which
     differ in length by at most one sample when `world_size` does not divide the split).
     `composition` (training only): what a batch holds besides images and labels
-    (sdrun/data/composition.py).
+    (sdrun/batches.py).
     """
 
     def __init__(
@@ -249,31 +249,31 @@ class FolderLoader:
         """Images this rank yields per epoch (for train, after dropping the partial batch)."""
         return self._samples
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, ...]]:
-        """Yield (images in `dtype`, int64 labels) on the device for epoch `epoch`, from batch
-        `start` on (a resumed epoch: the sampler starts past the earlier batches' images, so
-        they are never decoded), and the samples' indices when the composition asks."""
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """Yield batches (images in `dtype`, int64 labels) on the device for epoch `epoch`, from
+        batch `start` on (a resumed epoch: the sampler starts past the earlier batches' images,
+        so they are never decoded), and what the composition asks (indices, partners)."""
         if self.partners is None:
             self.sampler.set_epoch(epoch, start * self.batch_size)
         else:
             self.sampler.set_epoch(epoch, start)
         return self._batches_of()
 
-    def _batches_of(self) -> Iterator[tuple[Tensor, ...]]:
+    def _batches_of(self) -> Iterator[Batch]:
         try:
             for batch in self.loader:
                 (x, y), index = (batch[0], batch[1]) if self.indexed else (batch, None)
                 x = self._finish(x.to(self.device, non_blocking=True))
                 y = y.to(self.device, torch.int64, non_blocking=True)
                 if index is None:
-                    yield x, y
+                    yield Batch(x, y)
                     continue
                 index = index.to(self.device, non_blocking=True)
                 if self.partners is None:
-                    yield x, y, index
+                    yield Batch(x, y, index)
                 else:  # the batch's own samples first, then their partners
                     b = self.batch_size
-                    yield x[:b], y[:b], index[:b], x[b:], y[b:], index[b:]
+                    yield Batch(x[:b], y[:b], index[:b], Partners(x[b:], y[b:], index[b:]))
         except DataError as err:
             raise DataError(one_line(err)) from None
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sdrun.data.composition import SAME_CLASS_PARTNERS, SHUFFLED, Composition
+from sdrun.batches import SAME_CLASS_PARTNERS, SHUFFLED, Batch, Composition, Partners
 from sdrun.data.partners import (
     ClassMembers,
     partner_seed,
@@ -75,7 +75,7 @@ class DeviceLoader:
     for training all ranks share one permutation and get shards of equal length (the
     remainder of N / world_size is left out that epoch); for eval the shards are disjoint
     and together cover every sample once. `composition` (training only): what a batch holds
-    besides images and labels (sdrun/data/composition.py).
+    besides images and labels (sdrun/batches.py).
     """
 
     def __init__(
@@ -148,10 +148,10 @@ class DeviceLoader:
         """Images this rank yields per epoch (for train, after dropping the partial batch)."""
         return self._batches * self.batch_size if self.train else self._shard
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, ...]]:
-        """Yield (images in `dtype`, int64 labels) on the device for epoch `epoch`, from batch
-        `start` on (a resumed epoch: the earlier batches are not built at all); training
-        batches also hold what `composition` asks for (the samples' indices)."""
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """Yield batches (images in `dtype`, int64 labels) on the device for epoch `epoch`, from
+        batch `start` on (a resumed epoch: the earlier batches are not built at all); training
+        batches also hold what `composition` asks for (the samples' indices, partners)."""
         return self._train_epoch(epoch, start) if self.train else self._eval_epoch(start)
 
     def _plan(self, epoch: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -186,9 +186,10 @@ class DeviceLoader:
         used = self._batches * self.batch_size
         return torch.arange(self.rank, self._shard * self.world_size, self.world_size)[:used]
 
-    def _train_epoch(self, epoch: int, start: int) -> Iterator[tuple[Tensor, ...]]:
+    def _train_epoch(self, epoch: int, start: int) -> Iterator[Batch]:
         index, shifts, flips = self._plan(epoch)
         partners = self._partners(epoch, index)
+        indexed = self.composition.indices
         bs = self.batch_size
         for i in range(start, self._batches):
             sel = slice(i * bs, (i + 1) * bs)
@@ -196,15 +197,11 @@ class DeviceLoader:
             x = self._finish(
                 hflip(random_crop(self.images[idx], shifts[sel], self.pad), flips[sel])
             )
-            if partners is not None:
-                yield x, self.labels[idx], idx, *partners(i)
-            elif self.composition.indices:
-                yield x, self.labels[idx], idx
-            else:
-                yield x, self.labels[idx]
+            yield Batch(x, self.labels[idx], idx if indexed else None,
+                        None if partners is None else partners(i))  # fmt: skip
 
-    def _partners(self, epoch: int, index: Tensor) -> Optional[Callable[[int], tuple[Tensor, ...]]]:
-        """Batch i -> its (partner images, labels, indices) under the composition, or None."""
+    def _partners(self, epoch: int, index: Tensor) -> Optional[Callable[[int], Partners]]:
+        """Batch i -> its partners under the composition, or None."""
         rule = self.composition.partners
         if rule is None:
             return None
@@ -216,7 +213,7 @@ class DeviceLoader:
             )
         plans = {epoch: (index, *self._augmentation(epoch, "second-view"))}
 
-        def previous(i: int) -> tuple[Tensor, ...]:
+        def previous(i: int) -> Partners:
             where = previous_position(epoch, i, self._batches)
             if where is None:  # the run's first batch repeats nothing
                 return self._samples(plans[epoch], slice(0, 0))
@@ -227,20 +224,20 @@ class DeviceLoader:
 
         return previous
 
-    def _samples(self, plan: tuple[Tensor, Tensor, Tensor], sel: slice) -> tuple[Tensor, ...]:
-        """(augmented images, labels, indices) of the positions `sel` of a partner plan (dataset
-        indices, crop shifts and flips per position)."""
+    def _samples(self, plan: tuple[Tensor, Tensor, Tensor], sel: slice) -> Partners:
+        """The augmented samples at positions `sel` of a partner plan (dataset indices, crop
+        shifts and flips per position)."""
         idx, shifts, flips = (t[sel] for t in plan)
         x = hflip(random_crop(self.images[idx], shifts, self.pad), flips)
-        return self._finish(x), self.labels[idx], idx
+        return Partners(self._finish(x), self.labels[idx], idx)
 
-    def _eval_epoch(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def _eval_epoch(self, start: int) -> Iterator[Batch]:
         # Strided views, not gathers: eval needs no copy beyond normalization.
         images = self.images[self.rank :: self.world_size]
         labels = self.labels[self.rank :: self.world_size]
         bs = self.batch_size
         for i in range(start, self._batches):
-            yield self._finish(images[i * bs : (i + 1) * bs]), labels[i * bs : (i + 1) * bs]
+            yield Batch(self._finish(images[i * bs : (i + 1) * bs]), labels[i * bs : (i + 1) * bs])
 
     def _finish(self, x: Tensor) -> Tensor:
         x = normalize(x, self.mean, self.std, self.dtype)

@@ -1,4 +1,4 @@
-"""The partners a composition adds to each training sample (sdrun/data/composition.py), as
+"""The partners a composition adds to each training sample (sdrun/batches.py), as
 pure functions of (seed, epoch, labels), shared by the device-resident and the image-folder
 loaders.
 

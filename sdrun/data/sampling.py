@@ -75,7 +75,7 @@ class EpochKeys(Sampler[tuple[int, int]]):
 class SeededSamples(Dataset):
     """`dataset[index]` under a CPU RNG seeded by (seed, epoch, index), for (epoch, index) keys
     (or (epoch, index, view): a partner's augmentation); with `indexed`, `(dataset[index],
-    index)` (the composition hook's sample indices, sdrun/data/composition.py).
+    index)` (the composition hook's sample indices, sdrun/batches.py).
 
     fork_rng keeps the caller's RNG untouched (with num_workers=0 that is the main process).
     """

@@ -1,41 +1,49 @@
-"""Training methods as plug-ins: one module per method, registered by name
-(`@register_method("sd")`) and chosen with `distill=<name>`.
+"""Training methods as plug-ins: one module per method, chosen with `distill=<name>`.
 
-Adding a method is one module here (a `Method` subclass, sdrun/methods/base.py) and one
-`conf/distill/<name>.yaml`: every module of this package is imported below, which registers
-its methods.
+Adding a method is one module here (a `Method` subclass, sdrun/methods/base.py, with its
+settings dataclass, decorated with `@register_method`): every module of this package is
+imported below, which registers its methods and their settings as the `distill` group's
+options. Nothing else names a method: `--help`, the report's row identity and the bench ask
+the registry.
 """
 
 import importlib
 import pkgutil
 
+from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import FILE, SNAPSHOT, Method, MethodOutput, MethodStep, RunShape
 from sdrun.methods.registry import (
     build_method,
+    default_settings,
     find_method,
     method_class,
     method_label,
     method_names,
     register_method,
+    settings_keys,
+    unregister_method,
 )
 
-# No method in these (byot_heads: the modules byot trains beside the student).
-_MACHINERY = {"base", "registry", "losses", "distill_loss", "selfkd", "byot_heads"}
+# Every module of the package, found on disk: importing one registers the methods it defines.
+# The others (the losses, byot's heads) are imported by the methods anyway.
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in _MACHINERY:
-        importlib.import_module(f"{__name__}.{_module.name}")
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "FILE",
     "SNAPSHOT",
     "Method",
     "MethodOutput",
+    "MethodSettings",
     "MethodStep",
     "RunShape",
     "build_method",
+    "default_settings",
     "find_method",
     "method_class",
     "method_label",
     "method_names",
     "register_method",
+    "settings_keys",
+    "unregister_method",
 ]

@@ -4,16 +4,23 @@ for one (`MethodStep`).
 A method declares, as class attributes, everything the run does for it, so that the loop, the
 runner and the report never ask which method runs:
 
-- `terms`: the loss terms it logs (`train/<term>` in metrics.jsonl, epoch means);
+- `settings`: its `distill` group, a dataclass of its own keys with its sources' defaults and
+  a one-line meaning each (a `MethodSettings`, whose `name` default is the method's name, and
+  whose `check` refuses values and combinations it cannot run). Registered as the option
+  `distill=<name>`; its keys are what the method's numbers depend on, so what the report's row
+  identity uses (sdrun/report/identity.py);
+- `schedule`: the `schedule` group option `distill=<name>` brings (the self-distillation
+  family: cosine, the schedule the docs compare it on; None: the config's default);
+- `terms`: the loss terms it logs (`train/<term>` in metrics.jsonl, epoch means; each term means
+  the same for every method, docs/SELFKD.md);
 - `teacher`: what teaches it: `SNAPSHOT` (the student at each cycle end teaches the next
   cycle), `FILE` (a finished model, `distill.teacher_checkpoint`, teaches every epoch) or None;
-- `batches`: what it asks the loaders for (`sdrun.data.composition`): a shuffled batch by
-  default, or with each sample's dataset index (per-sample state);
-- `reads`: the config keys its numbers depend on (the report's row identity uses exactly
-  these; sdrun/report/identity.py), and `label`, what the report calls its rows;
+- `batches`: what it asks the loaders for (`sdrun.batches`): a shuffled batch by
+  default, or with each sample's dataset index (per-sample state), or partners;
+- `label`: what the report and wandb call its rows;
 
-and implements `forward_train` (the student's logits and the loss of one batch), `check`
-(config combinations it refuses, before anything runs) and, when it keeps state between steps,
+and implements `forward_train` (the student's logits and the loss of one batch) and, when it
+keeps state between steps,
 `prepare` (the run's shape, once, before a resume restores the state), `start_epoch` (before
 each epoch, also a resumed one) and `state_dict`/`load_state_dict` (stored in
 `checkpoints/last.pt`, restored on resume). A method that trains modules of its own beside the
@@ -27,21 +34,19 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
 
-from sdrun.data.composition import SHUFFLED, Composition
+from sdrun.batches import SHUFFLED, Batch, Composition
+from sdrun.method_settings import MethodSettings
 from sdrun.training.batch_step import StepOutput
-
-if TYPE_CHECKING:
-    from sdrun.config import Config, DistillConfig
 
 SNAPSHOT = "snapshot"  # the student's weights at each cycle end teach the next cycle
 FILE = "file"  # a saved model (distill.teacher_checkpoint) teaches from the first epoch
 
-Teacher = Callable[[Tensor], Tensor]  # images -> fp32 logits, no graph (teacher.py)
+Teacher = Callable[[Tensor], Tensor]  # images -> fp32 logits, no graph (training/frozen_teacher.py)
 
 
 @dataclass(frozen=True)
@@ -64,21 +69,18 @@ class MethodOutput:
 
 class Method(abc.ABC):
     """A training method (see the module docstring). Subclass it in one module of
-    sdrun/methods/ and register it with `@register_method("name")`."""
+    sdrun/methods/ (or any module imported before the config is composed) and register it with
+    `@register_method`."""
 
-    name: ClassVar[str] = ""  # set by register_method
+    name: ClassVar[str] = ""  # set by register_method: its settings' name
+    settings: ClassVar[type[MethodSettings]] = MethodSettings
+    schedule: ClassVar[Optional[str]] = None
     terms: ClassVar[tuple[str, ...]] = ("ce",)
     teacher: ClassVar[Optional[str]] = None
     batches: ClassVar[Composition] = SHUFFLED
-    reads: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, cfg: DistillConfig) -> None:
+    def __init__(self, cfg: MethodSettings) -> None:
         self.cfg = cfg
-
-    @classmethod
-    def check(cls, cfg: Config) -> None:
-        """Raise ConfigError for a config this method cannot run (one line, with the fix)."""
-        return None  # optional hook: nothing to do by default
 
     @classmethod
     def label(cls, schedule: str) -> str:
@@ -87,7 +89,7 @@ class Method(abc.ABC):
 
     @abc.abstractmethod
     def forward_train(
-        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+        self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]
     ) -> MethodOutput:
         """One training batch: the student's forward pass and the loss (under autocast).
         `student` is what `training_module` returned, DDP-wrapped or compiled when asked."""
@@ -130,7 +132,7 @@ class MethodStep:
         self.teacher = teacher
         self.terms = method.terms
 
-    def __call__(self, batch: Any) -> StepOutput:
+    def __call__(self, batch: Batch) -> StepOutput:
         out = self.method.forward_train(self.student, batch, self.teacher)
         correct = out.logits.detach().argmax(dim=1).eq(out.targets).sum()
         return StepOutput(out.loss, out.targets.shape[0], out.terms, {"correct": correct})

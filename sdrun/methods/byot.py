@@ -5,7 +5,7 @@ the student after the stem (sdrun/methods/byot_heads.py), each taught by the dee
     CE(z_C, y) + sum_i [(1 - alpha) CE(z_i, y) + alpha T^2 KL(q_C^T || q_i^T)
                         + feature_weight * mean_b ||F_i - F_C||^2],
 
-with z_C and F_C detached (sdrun/methods/losses.py::byot_loss; docs/SELFKD.md).
+with z_C and F_C detached (sdrun/methods/selfkd_losses.py::byot_loss; docs/SELFKD.md).
 
 The heads train with the student (`training_module`: the optimizer, DDP and torch.compile take
 the student with its heads) but are not part of it: the checkpoint's model, the evaluation, the
@@ -15,24 +15,47 @@ method's state, in `checkpoints/last.pt` under "method", so a resume continues b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from torch import Tensor, nn
 
+from sdrun.batches import Batch
+from sdrun.checks import positive, unit
+from sdrun.config import Config
 from sdrun.errors import CheckpointError
+from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, RunShape, Teacher
 from sdrun.methods.byot_heads import AuxiliaryHeads, SelfTaught, stages_of
-from sdrun.methods.losses import byot_loss
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation
+from sdrun.methods.selfkd_losses import byot_loss
 
 PREFIX = "heads."  # the heads' tensors in the method's state: heads.<name in AuxiliaryHeads>
 
 
-@register_method("byot")
+@dataclass
+class ByotSettings(MethodSettings):
+    """luanyunteng/pytorch-be-your-own-teacher train.py (docs/SELFKD.md)."""
+
+    name: str = "byot"
+    alpha: float = 0.1  # weight of each head's KL to the deepest classifier ((1 - alpha): CE)
+    temperature: float = 3.0  # T of both sides of those KLs
+    # Weight of the squared L2 distance of each head's feature to the deepest's, summed per
+    # image and averaged over the batch: the source's 1e-6, summed over a batch of 128.
+    feature_weight: float = 1.28e-4
+
+    def check(self, cfg: Config) -> None:
+        super().check(cfg)
+        unit("distill.alpha", self.alpha)
+        positive("distill.temperature", self.temperature)
+        positive("distill.feature_weight", self.feature_weight, allow_zero=True)
+
+
+@register_method
 class BeYourOwnTeacher(SelfDistillation):
+    settings = ByotSettings
     terms = ("ce", "ce_aux", "kd", "feat")
-    reads = ("distill.alpha", "distill.temperature", "distill.feature_weight")
 
     num_classes: int = 0
     heads: Optional[AuxiliaryHeads] = None
@@ -46,9 +69,9 @@ class BeYourOwnTeacher(SelfDistillation):
         return SelfTaught(model, self.heads, stages)
 
     def forward_train(
-        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+        self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]
     ) -> MethodOutput:
-        x, y = batch[0], batch[1]
+        x, y = batch.images, batch.labels
         out = student(x)  # the SelfTaught module: every classifier's logits and feature
         c = self.cfg
         loss = byot_loss(out.logits, out.features, y, c.alpha, c.temperature, c.feature_weight)

@@ -5,7 +5,7 @@ images, whose logits of that step (before its update) teach them:
 
     CE over all rows + kd_weight * T^2 * KL(softmax(z_prev / T) || softmax(z_rep / T)),
 
-the KL averaged over the repeated rows (sdrun/methods/losses.py::dlb_loss). The loaders give
+the KL averaged over the repeated rows (sdrun/methods/selfkd_losses.py::dlb_loss). The loaders give
 each batch its predecessor (`PREVIOUS_BATCH`, sdrun/data/partners.py; an epoch's first batch
 repeats the previous epoch's last, the run's first repeats nothing); this method keeps the
 logits. Unlike the official code (Meta-knowledge-Lab/DLB, two forwards), repeated and new
@@ -19,27 +19,45 @@ only: each image counts once per epoch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
-from sdrun.data.composition import PREVIOUS_BATCH
+from sdrun.batches import PREVIOUS_BATCH, Batch
+from sdrun.checks import positive
+from sdrun.config import Config
 from sdrun.errors import CheckpointError
+from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, RunShape, Teacher
-from sdrun.methods.losses import dlb_loss
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation
+from sdrun.methods.selfkd_losses import dlb_loss
 from sdrun.runfolder.distributed import gather_equal_rows, rank
 
 RESUME_FIX = "resume the run from its own folder, with the data and processes it started with"
 
 
-@register_method("dlb")
+@dataclass
+class DlbSettings(MethodSettings):
+    """T 3, alpha 1: the paper's CIFAR setting (docs/SELFKD.md: which source says what)."""
+
+    name: str = "dlb"
+    temperature: float = 3.0  # T of both sides of the KL (--T)
+    kd_weight: float = 1.0  # weight of the KL, the paper's alpha (--alpha)
+
+    def check(self, cfg: Config) -> None:
+        super().check(cfg)
+        positive("distill.temperature", self.temperature)
+        positive("distill.kd_weight", self.kd_weight, allow_zero=True)
+
+
+@register_method
 class LastBatchSelfKD(SelfDistillation):
+    settings = DlbSettings
     terms = ("ce", "kd")
     batches = PREVIOUS_BATCH
-    reads = ("distill.temperature", "distill.kd_weight")
 
     num_classes: int = 0
     train_size: int = 0
@@ -53,9 +71,10 @@ class LastBatchSelfKD(SelfDistillation):
         self.device = run.device
 
     def forward_train(
-        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+        self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]
     ) -> MethodOutput:
-        x, y, index, rep_x, rep_y, rep_index = batch
+        x, y, index = batch.images, batch.labels, batch.indices
+        rep_x, rep_y, rep_index = batch.partners  # the previous batch's images, seen anew
         n = rep_x.shape[0]
         logits = student(torch.cat([rep_x, x]) if n else x)
         prev = self.teacher_logits(rep_index) if n else None

@@ -4,25 +4,42 @@ plain cross-entropy beside the smoothed loss."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 from torch import nn
 
+from sdrun.batches import Batch
+from sdrun.checks import unit
+from sdrun.config import Config
+from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, Teacher
-from sdrun.methods.losses import label_smoothing_loss
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation
+from sdrun.methods.selfkd_losses import label_smoothing_loss
 
 
-@register_method("ls")
+@dataclass
+class LsSettings(MethodSettings):
+    """Label smoothing; no teacher (the report compares it with the cosine baseline)."""
+
+    name: str = "ls"
+    eps: float = 0.1  # weight of the uniform target: the paper's value (ImageNet)
+
+    def check(self, cfg: Config) -> None:
+        super().check(cfg)
+        unit("distill.eps", self.eps)
+
+
+@register_method
 class LabelSmoothing(SelfDistillation):
+    settings = LsSettings
     terms = ("ce",)
-    reads = ("distill.eps",)
 
     def forward_train(
-        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+        self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]
     ) -> MethodOutput:
-        x, y = batch[0], batch[1]
+        x, y = batch.images, batch.labels
         logits = student(x)
         loss = label_smoothing_loss(logits, y, self.cfg.eps)
         return MethodOutput(loss.total, logits, y, loss.terms)

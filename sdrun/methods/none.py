@@ -1,22 +1,32 @@
-"""No teacher: cross-entropy only. With schedule=sd it is the cyclic control that isolates the
-effect of SD's restarts; with cosine or step, the plain baselines."""
+"""No teacher: cross-entropy only. With schedule=sd (the default) it is the cyclic control that
+isolates the effect of SD's restarts; with cosine or step, the plain baselines."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 from torch import nn
 
+from sdrun.batches import Batch
+from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import Method, MethodOutput, Teacher
-from sdrun.methods.distill_loss import cross_entropy
 from sdrun.methods.registry import register_method
+from sdrun.methods.teacher_student_loss import cross_entropy
 
 
-@register_method("none")
+@dataclass
+class NoneSettings(MethodSettings):
+    """Plain cross-entropy: no setting of its own."""
+
+    name: str = "none"
+
+
+@register_method
 class CrossEntropy(Method):
+    settings = NoneSettings
     # kd is never computed (null in metrics.jsonl): the same columns as sd's and kd's rows.
     terms = ("ce", "kd")
-    reads = ()  # no distill.* value reaches the loss
 
     @classmethod
     def label(cls, schedule: str) -> str:
@@ -24,9 +34,9 @@ class CrossEntropy(Method):
         return "cyclic" if schedule == "sd" else schedule
 
     def forward_train(
-        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+        self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]
     ) -> MethodOutput:
-        x, y = batch[0], batch[1]
+        x, y = batch.images, batch.labels
         logits = student(x)
         ce = cross_entropy(logits, y)
         return MethodOutput(ce, logits, y, {"ce": ce.detach()})

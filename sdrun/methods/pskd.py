@@ -4,7 +4,8 @@ model's own prediction for that image in the previous epoch,
 
     q = (1 - alpha_t) * onehot(y) + alpha_t * p_{t-1}(x),   alpha_t = alpha_T * t / T,
 
-trained with the soft cross-entropy (sdrun/methods/losses.py). As the official code
+trained with the soft cross-entropy (sdrun/methods/selfkd_losses.py: `pskd_targets`,
+`pskd_loss`). As the official code
 (lgcnsai/PS-KD-Pytorch), the stored prediction is softmax of the very forward that is trained
 on (that step's crop), found by the image's dataset index; the first epoch is plain CE.
 
@@ -18,26 +19,41 @@ checkpoint (`last.pt`, also mid-epoch) holds both: a resume continues bitwise.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdrun.data.composition import INDICES
+from sdrun.batches import INDICES, Batch
+from sdrun.checks import unit
+from sdrun.config import Config
 from sdrun.errors import CheckpointError
+from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, RunShape, Teacher
-from sdrun.methods.losses import pskd_alpha, pskd_loss, pskd_store_probs
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation
+from sdrun.methods.selfkd_losses import pskd_alpha, pskd_loss, pskd_store_probs, pskd_targets
 from sdrun.runfolder.distributed import gather_equal_rows
 
 
-@register_method("pskd")
+@dataclass
+class PskdSettings(MethodSettings):
+    """lgcnsai/PS-KD-Pytorch main.py's default and its README's CIFAR-100 commands."""
+
+    name: str = "pskd"
+    alpha_T: float = 0.8  # weight of the previous epoch's prediction in the last epoch
+
+    def check(self, cfg: Config) -> None:
+        super().check(cfg)
+        unit("distill.alpha_T", self.alpha_T)
+
+
+@register_method
 class ProgressiveSelfKD(SelfDistillation):
+    settings = PskdSettings
     terms = ("ce",)
     batches = INDICES
-    reads = ("distill.alpha_T",)
 
     epochs: int = 1
     epoch: int = 0  # the epoch `previous` was copied for (0: none started)
@@ -58,20 +74,12 @@ class ProgressiveSelfKD(SelfDistillation):
             self.epoch = epoch
         self.alpha = pskd_alpha(epoch - 1, self.epochs, self.cfg.alpha_T)
 
-    def targets(self, labels: Tensor, index: Tensor, num_classes: int) -> Tensor:
-        """This step's soft targets: the label mixed with each image's stored prediction (the
-        label alone where there is none yet)."""
-        prev = self.previous[index]
-        known = (prev.sum(dim=1, keepdim=True) > 0).float()
-        onehot = F.one_hot(labels, num_classes).float()
-        return (1.0 - self.alpha * known) * onehot + self.alpha * prev
-
     def forward_train(
-        self, student: nn.Module, batch: Any, teacher: Optional[Teacher]
+        self, student: nn.Module, batch: Batch, teacher: Optional[Teacher]
     ) -> MethodOutput:
-        x, y, index = batch
+        x, y, index = batch.images, batch.labels, batch.indices
         logits = student(x)
-        loss = pskd_loss(logits, self.targets(y, index, logits.shape[1]))
+        loss = pskd_loss(logits, pskd_targets(y, self.previous[index], self.alpha), y)
         probs = pskd_store_probs(logits)
         # Training shards are the same size on every process and disjoint (the sampler drops
         # the remainder), so every image gets exactly one write.

@@ -1,33 +1,57 @@
 """Training methods by name, the way timm registers models: a method module decorates its
-class with `@register_method("name")`, and `distill=<name>` (conf/distill/<name>.yaml) picks
-it. Everything else asks the registry, so no other module names a method."""
+class with `@register_method`, which registers it under the name its settings declare and its
+settings as the `distill` group's option of that name in Hydra's ConfigStore (with the
+method's default schedule), so `distill=<name>` composes exactly its keys. Everything else
+asks the registry, so no other module names a method."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Optional, TypeVar
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf, open_dict
 
 from sdrun.errors import ConfigError
+from sdrun.method_settings import MethodSettings, declared_name
 
 if TYPE_CHECKING:
-    from sdrun.config import DistillConfig
     from sdrun.methods.base import Method
 
 M = TypeVar("M", bound="type[Method]")
+GROUP = "distill"  # the config group whose options are the methods' settings
 _METHODS: dict[str, type[Method]] = {}
 
 
-def register_method(name: str) -> Callable[[M], M]:
-    """Class decorator: make the method available as `distill=<name>`."""
+def register_method(cls: M) -> M:
+    """Class decorator: make the method available as `distill=<name>`, `name` being what its
+    `settings` declare."""
+    name = declared_name(cls.settings)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"{cls.__name__}.settings declares no method name (its `name` default)")
+    if name in _METHODS and _METHODS[name] is not cls:
+        raise ValueError(f"two training methods are registered as {name!r}")
+    cls.name = name
+    _METHODS[name] = cls
+    ConfigStore.instance().store(group=GROUP, name=name, node=_option(cls))
+    return cls
 
-    def add(cls: M) -> M:
-        if name in _METHODS and _METHODS[name] is not cls:
-            raise ValueError(f"two training methods are registered as {name!r}")
-        cls.name = name
-        _METHODS[name] = cls
-        return cls
 
-    return add
+def unregister_method(name: str) -> None:
+    """Take a method out of the registry and of the `distill` group (tests' own methods)."""
+    _METHODS.pop(name, None)
+    ConfigStore.instance().repo.get(GROUP, {}).pop(f"{name}.yaml", None)
+
+
+def _option(cls: type[Method]) -> Any:
+    """The `distill=<name>` option: the settings' schema, and, when the method declares one, a
+    defaults list choosing its schedule (`schedule=` on the command line or a preset's
+    `override /schedule` still wins: Hydra keeps the first choice it meets)."""
+    node = OmegaConf.structured(cls.settings)
+    if cls.schedule is not None:
+        with open_dict(node):
+            node["defaults"] = [{"override /schedule@_global_.schedule": cls.schedule}, "_self_"]
+    return node
 
 
 def method_names() -> tuple[str, ...]:
@@ -50,12 +74,24 @@ def method_label(name: object, schedule: object) -> str:
 def method_class(name: str) -> type[Method]:
     cls = find_method(name)
     if cls is None:
-        raise ConfigError(
-            f"distill.name={name!r} is not one of {', '.join(_METHODS)}; pick one of those"
-        )
+        raise ConfigError(f"distill={name} is not one of {', '.join(_METHODS)}; pick one of those")
     return cls
 
 
-def build_method(cfg: DistillConfig) -> Method:
-    """The method `distill.name` names, set up from the `distill` group."""
-    return method_class(cfg.name)(cfg)
+def default_settings(name: str) -> MethodSettings:
+    """The settings `distill=<name>` composes with no other override: the declared defaults."""
+    return method_class(name).settings()
+
+
+def settings_keys(name: object) -> Optional[frozenset[str]]:
+    """The keys the method `name` has, as `distill.<key>` (its name aside): what its numbers
+    depend on, so what identifies its runs (sdrun/report/identity.py). None: no such method."""
+    method = find_method(name)
+    if method is None:
+        return None
+    return frozenset(f"{GROUP}.{f.name}" for f in fields(method.settings) if f.name != "name")
+
+
+def build_method(settings: MethodSettings) -> Method:
+    """The method whose settings these are (the `distill` group)."""
+    return method_class(settings.name)(settings)

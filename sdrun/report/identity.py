@@ -70,8 +70,11 @@ def settings_read(config: Mapping[str, Any], summary: Mapping[str, Any]) -> dict
 
 
 def _reads(config: Mapping[str, Any], key: str) -> bool:
-    """Whether the run's method reads the distill.* `key`: exactly its declared `reads`
-    (sdrun/methods/; none reads no distill.* value); a method this sdrun lacks reads all."""
+    """Whether the run's method reads the distill.* `key`: exactly the keys of its settings
+    (sdrun/methods/: its schema is its identity; none has none), as the report's torch-free
+    method table holds them (method_catalog.py, kept equal to the registered settings by
+    tests/test_report_speed.py). An older sdrun's flat block holds every method's keys: those
+    its method lacks were never read. A method this sdrun lacks reads all."""
     method = find_method(config.get("distill.name"))
     return method is None or key in method.reads
 

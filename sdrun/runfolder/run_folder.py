@@ -18,7 +18,6 @@ from sdrun.config import LoggerConfig, TrainerConfig
 from sdrun.errors import TrainingDiverged
 from sdrun.runfolder import checkpoint as ckpt
 from sdrun.runfolder import distributed, requeue, run_lock, run_state, wandb_record
-from sdrun.runfolder.identity import RunIdentity
 from sdrun.runfolder.interrupt import RunStopped
 from sdrun.runfolder.loggers import (
     METRICS,
@@ -30,6 +29,7 @@ from sdrun.runfolder.loggers import (
     read_metrics,
 )
 from sdrun.runfolder.loggers import write_summary as write_summary_file
+from sdrun.runfolder.run_names import RunIdentity
 from sdrun.runfolder.run_state import RUN_DEFINING, Progress
 from sdrun.runfolder.runtime import (
     Runtime,

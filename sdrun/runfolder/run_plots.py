@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from sdrun.config import flatten
-from sdrun.runfolder.identity import method_of
 from sdrun.runfolder.loggers import METRICS, read_metrics
+from sdrun.runfolder.run_names import method_of
 
 log = logging.getLogger(__name__)
 

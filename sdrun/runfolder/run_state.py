@@ -29,6 +29,7 @@ from torch import nn
 
 from sdrun.config import effective_cycles, flatten
 from sdrun.errors import CheckpointError
+from sdrun.methods.legacy import settings_view
 from sdrun.runfolder import checkpoint as ckpt
 from sdrun.runfolder import cluster_job
 from sdrun.runfolder.loggers import METRICS, read_metrics
@@ -163,9 +164,14 @@ def _metrics_beside(checkpoint: Path) -> Optional[list[dict[str, Any]]]:
         return None
 
 
-def schema_defaults(schema: type) -> dict[str, Any]:
+def schema_defaults(schema: type, prefix: str = "") -> dict[str, Any]:
     """A structured config's (`Config`, `TransferConfig`) defaults as flattened keys."""
-    return flatten(OmegaConf.to_container(OmegaConf.structured(schema)))
+    return flatten(OmegaConf.to_container(OmegaConf.structured(schema)), prefix)
+
+
+def method_defaults(settings: object) -> dict[str, Any]:
+    """A method's settings' defaults (its dataclass's) as `distill.<key>`."""
+    return schema_defaults(type(settings), "distill.")
 
 
 def check_same_run(
@@ -179,7 +185,9 @@ def check_same_run(
     prefix); sdrun-transfer passes its own keys. A key the checkpoint lacks was added to sdrun
     after that run started: the run computed what the key's schema default (`defaults`,
     `schema_defaults`) computes, so that value resumes and any other is refused."""
-    now, before = effective_cycles(flatten(now)), effective_cycles(flatten(saved))
+    now = effective_cycles(flatten(now))
+    # an older sdrun's flat `distill` block: read as its method's settings
+    before = settings_view(effective_cycles(flatten(saved)))
     for key in sorted(set(now) | set(before)):
         if not key.startswith(defining) or key == "distill.teacher_checkpoint":
             continue

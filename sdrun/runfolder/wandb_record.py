@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdrun.config import LoggerConfig
-from sdrun.runfolder.identity import RunIdentity
+from sdrun.runfolder.run_names import RunIdentity
 from sdrun.trust import files
 
 log = logging.getLogger(__name__)

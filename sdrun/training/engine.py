@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from sdrun.batches import Batch
 from sdrun.runfolder.runtime import Runtime
 from sdrun.training.batch_step import BatchStep, LossStep, StepOutput
 
@@ -293,16 +294,14 @@ def _backward_step(loss: Tensor, state: StepState) -> Optional[Tensor]:
 
 
 @torch.no_grad()
-def predict(
-    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], runtime: Runtime
-) -> tuple[Tensor, Tensor]:
+def predict(model: nn.Module, batches: Iterable[Batch], runtime: Runtime) -> tuple[Tensor, Tensor]:
     """(logits fp32, labels) over the whole loader, kept on the device."""
     was_training = model.training
     model.eval()
     logits, labels = [], []
-    for x, y in batches:
+    for batch in batches:
         with runtime.autocast():
-            logits.append(model(x).float())
-        labels.append(y)
+            logits.append(model(batch.images).float())
+        labels.append(batch.labels)
     model.train(was_training)
     return torch.cat(logits), torch.cat(labels)

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, check_weights, load_weights
+from sdrun.training.frozen_teacher import snapshot
 from sdrun.training.metrics import accuracy, softmax_ensemble
-from sdrun.training.teacher import snapshot
 
 _CYCLE_FILE = re.compile(r"cycle(\d+)\.pt")
 

@@ -13,9 +13,9 @@ from sdrun.data import Batches
 from sdrun.runfolder import distributed
 from sdrun.training.engine import EpochResult, predict
 from sdrun.training.ensemble import cycle_snapshots, snapshot_ensemble
+from sdrun.training.frozen_teacher import TeacherState
 from sdrun.training.metrics import accuracy, agreement, mean_kl
 from sdrun.training.parts import Parts
-from sdrun.training.teacher import TeacherState
 
 
 def predict_split(parts: Parts, model: nn.Module, loader: Batches) -> tuple[Tensor, Tensor]:

@@ -17,17 +17,18 @@ from typing import Any, Optional
 
 from torch import Tensor
 
+from sdrun.batches import Batch
 from sdrun.config import Config, validate
 from sdrun.errors import TrainingDiverged
 from sdrun.methods import SNAPSHOT, MethodStep
 from sdrun.runfolder import checkpoint as ckpt
 from sdrun.runfolder import distributed, run_state
-from sdrun.runfolder.identity import current_sweep, run_identity
 from sdrun.runfolder.interrupt import StopRequest, stopped
 from sdrun.runfolder.loggers import Logger
 from sdrun.runfolder.run_folder import Outputs, opened, outputs, write_result
+from sdrun.runfolder.run_names import current_sweep, run_identity
 from sdrun.runfolder.run_plots import final_plots
-from sdrun.runfolder.run_state import Progress, schema_defaults
+from sdrun.runfolder.run_state import Progress, method_defaults, schema_defaults
 from sdrun.sweeps.pruning import SearchTrial, search_trial
 from sdrun.training.engine import (
     EpochTally,
@@ -61,7 +62,8 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Train `cfg` in `run_dir`; returns the summary (also written to summary.json)."""
     validate(cfg)
     config = config_dict(cfg)
-    defaults = schema_defaults(Config)  # what keys newer than a resumed checkpoint meant
+    # what keys newer than a resumed checkpoint meant: the schema's, the method's settings'
+    defaults = {**schema_defaults(Config), **method_defaults(cfg.distill)}
     with opened(cfg.trainer, cfg.seed, cfg.resume, run_dir, config, defaults=defaults,
                 schema=Config) as start:  # fmt: skip
         parts = build_parts(cfg, start.runtime, start.dist)
@@ -91,7 +93,7 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return result
 
 
-def _epoch_batches(parts: Parts, epoch: int, tally: EpochTally) -> Iterator[tuple[Tensor, ...]]:
+def _epoch_batches(parts: Parts, epoch: int, tally: EpochTally) -> Iterator[Batch]:
     """The epoch's training batches; a resumed mid-epoch checkpoint skips those already done
     (in the sampler: skipped images are never read)."""
     return parts.train_loader.epoch(epoch, start=tally.batches)

@@ -10,8 +10,8 @@ from sdrun.runfolder.loggers import SUMMARY, write_summary
 from sdrun.runfolder.run_folder import Outputs, how_it_ran
 from sdrun.runfolder.run_state import Progress, kept_checkpoint
 from sdrun.training.engine import EpochResult
+from sdrun.training.frozen_teacher import TeacherState
 from sdrun.training.parts import Parts
-from sdrun.training.teacher import TeacherState
 
 
 def update_progress(progress: Progress, record: dict[str, Any], result: EpochResult) -> None:

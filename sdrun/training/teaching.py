@@ -2,7 +2,7 @@
 finished model from the first epoch (`FILE`, classic KD), or none in the first cycle and at every
 cycle end the student's snapshot swapped in (`SNAPSHOT`, `take_snapshot`: the heart of Snapshot
 Distillation). The teacher module itself, prepared for cheap inference, is
-sdrun/training/teacher.py's FrozenTeacher."""
+sdrun/training/frozen_teacher.py's FrozenTeacher."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from typing import Any, Optional
 
 from torch import Tensor, nn
 
+from sdrun.batches import Batch
 from sdrun.methods import FILE
 from sdrun.runfolder import distributed
 from sdrun.training.evaluation import predict_test_set, val_accuracy
-from sdrun.training.metrics import accuracy
-from sdrun.training.parts import Parts, input_shape
-from sdrun.training.teacher import (
+from sdrun.training.frozen_teacher import (
     FrozenTeacher,
     PrecomputedTeacher,
     TeacherState,
@@ -25,6 +24,8 @@ from sdrun.training.teacher import (
     snapshot,
     teacher_dtype,
 )
+from sdrun.training.metrics import accuracy
+from sdrun.training.parts import Parts, input_shape
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def restored_teacher(parts: Parts, payload: dict[str, Any]) -> Optional[TeacherS
 
 
 def teacher_for_epoch(
-    parts: Parts, teacher: Optional[TeacherState], batches: Iterator[tuple[Tensor, Tensor]]
+    parts: Parts, teacher: Optional[TeacherState], batches: Iterator[Batch]
 ) -> Optional[Callable[[Tensor], Tensor]]:
     """What the loop calls for teacher logits: the teacher itself, or its logits of the epoch's
     `batches` (the same ones the loop gets) predicted ahead in large batches

@@ -14,15 +14,8 @@ from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
-from sdrun.config import (
-    LoggerConfig,
-    OptimConfig,
-    TrainerConfig,
-    _choice,
-    _positive,
-    check_seed,
-    validate_shared,
-)
+from sdrun.checks import check_seed, choice, positive
+from sdrun.config import LoggerConfig, OptimConfig, TrainerConfig, validate_shared
 from sdrun.errors import ConfigError
 from sdrun.transfer.schedule import KINDS
 
@@ -121,16 +114,16 @@ def _check_years(task: str, years: list[int]) -> None:
 def validate(cfg: TransferConfig) -> None:
     """Check values the schema's types cannot; raise ConfigError naming the first bad key."""
     d, t, s = cfg.dataset, cfg.task, cfg.schedule
-    _choice("task.name", t.name, TASKS)
+    choice("task.name", t.name, TASKS)
     if not cfg.backbone:
         raise ConfigError(f"backbone is not set; give backbone=<{BACKBONE_FORMS}>")
-    _choice("dataset.name", d.name, ("voc",))
+    choice("dataset.name", d.name, ("voc",))
     for key in ("batch_size", "eval_batch_size", "image_size", "max_size"):
-        _positive(f"dataset.{key}", getattr(d, key))
-    _positive("dataset.num_workers", d.num_workers, allow_zero=True)
+        positive(f"dataset.{key}", getattr(d, key))
+    positive("dataset.num_workers", d.num_workers, allow_zero=True)
     for key in ("limit_train", "limit_test"):
         if getattr(d, key) is not None:
-            _positive(f"dataset.{key}", getattr(d, key))
+            positive(f"dataset.{key}", getattr(d, key))
     _check_years(t.name, list(d.years))
     if t.name == "detection" and d.max_size < d.image_size:
         raise ConfigError(
@@ -148,10 +141,10 @@ def validate(cfg: TransferConfig) -> None:
             f"task.out_indices={list(t.out_indices)} must be non-empty feature indices >= 0; "
             "or null for the task's default"
         )
-    _positive("task.freeze_at", t.freeze_at, allow_zero=True)
-    _positive("task.fpn_channels", t.fpn_channels)
-    _positive("task.rois_per_image", t.rois_per_image)
-    _positive("task.anchor_scale", t.anchor_scale)
+    positive("task.freeze_at", t.freeze_at, allow_zero=True)
+    positive("task.fpn_channels", t.fpn_channels)
+    positive("task.rois_per_image", t.rois_per_image)
+    positive("task.anchor_scale", t.anchor_scale)
     if not t.aspect_ratios or min(t.aspect_ratios) <= 0:
         raise ConfigError(
             f"task.aspect_ratios={list(t.aspect_ratios)} must be positive, e.g. [0.5,1.0,2.0]"
@@ -161,12 +154,12 @@ def validate(cfg: TransferConfig) -> None:
             f"task.output_stride={t.output_stride} is not one of 8, 16, 32 or null; pick one"
         )
 
-    _choice("schedule.name", s.name, KINDS)
-    _positive("schedule.epochs", s.epochs)
-    _positive("schedule.warmup_iters", s.warmup_iters, allow_zero=True)
-    _positive("schedule.eval_every", s.eval_every)
-    _positive("schedule.power", s.power)
-    _positive("schedule.gamma", s.gamma)
+    choice("schedule.name", s.name, KINDS)
+    positive("schedule.epochs", s.epochs)
+    positive("schedule.warmup_iters", s.warmup_iters, allow_zero=True)
+    positive("schedule.eval_every", s.eval_every)
+    positive("schedule.power", s.power)
+    positive("schedule.gamma", s.gamma)
     if s.name == "step" and any(not 0 < m < 1 for m in s.milestones):
         raise ConfigError(
             f"schedule.milestones={list(s.milestones)} must be fractions of the run in (0, 1), "

@@ -5,7 +5,7 @@ seed (each rank an equal, disjoint shard; the remainder left out that epoch) and
 augmented under an RNG seeded by (seed, epoch, index), so batches do not depend on workers or
 on a resume. Evaluation gives rank r the images r, r + world, r + 2 world, ...: every image
 exactly once over the processes (a DistributedSampler would pad with repeats). A training
-loader's `composition` (sdrun/data/composition.py) can add the samples' dataset indices to a
+loader's `composition` (sdrun/batches.py) can add the samples' dataset indices to a
 batch: `(*batch, indices)`.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from sdrun.data.composition import SHUFFLED, Composition
+from sdrun.batches import SHUFFLED, Composition
 from sdrun.data.folder import one_line
 from sdrun.data.sampling import EpochKeys, SeededSamples, StridedShard, sampler_seed
 from sdrun.errors import ConfigError, DataError

@@ -145,25 +145,27 @@ def pskd_alpha(epoch: int, epochs: int, alpha_T: float) -> float:
     return alpha_T * (epoch + 1) / epochs
 
 
-def pskd_targets(
-    targets: Tensor, prev_probs: Optional[Tensor], alpha_t: float, num_classes: int
-) -> Tensor:
+def pskd_targets(targets: Tensor, prev_probs: Tensor, alpha_t: float) -> Tensor:
     """(1 - alpha_t) * onehot(y) + alpha_t * p_{t-1}(x): the soft targets of this step.
 
-    `prev_probs`: softmax(z) this image got when it was trained on in the previous epoch (found by
-    its dataset index, detached, float32). None in the first epoch: the official code fills the
-    store with one-hot labels before epoch 0, so the first epoch trains on the labels alone."""
-    onehot = F.one_hot(targets, num_classes).float()
-    if prev_probs is None:
-        return onehot
-    return (1.0 - alpha_t) * onehot + alpha_t * prev_probs.detach().float()
+    `prev_probs` (B x K, float32): softmax(z) each image got when it was last trained on (its
+    row of the method's table, found by its dataset index; detached here). A zero row is an
+    image not trained on yet, so every row of the first epoch: its target is the label alone,
+    as the official code's store, filled with one-hot labels before epoch 0."""
+    prev = prev_probs.detach()
+    known = (prev.sum(dim=1, keepdim=True) > 0).float()
+    onehot = F.one_hot(targets, prev.shape[1]).float()
+    return (1.0 - alpha_t * known) * onehot + alpha_t * prev
 
 
-def pskd_loss(logits: Tensor, soft_targets: Tensor) -> Loss:
+def pskd_loss(logits: Tensor, soft_targets: Tensor, targets: Tensor) -> Loss:
     """Soft-target CE, -sum_k q_k log p_k averaged over the batch (official pskd_loss.py:
-    `(-targets * log_probs).mean(0).sum()`, the same number)."""
+    `(-targets * log_probs).mean(0).sum()`, the same number). The term `ce` is the plain
+    cross-entropy against the labels `targets`, as every method logs it (not backpropagated)."""
     total = soft_cross_entropy(logits, soft_targets)
-    return Loss(total, {"ce": total.detach()})
+    with torch.no_grad():
+        ce = F.cross_entropy(logits.detach().float(), targets)
+    return Loss(total, {"ce": ce})
 
 
 def pskd_store_probs(logits: Tensor) -> Tensor:

@@ -6,8 +6,9 @@ With a teacher the loss is
     smooth=teacher: KD = KL(softmax(z_t / T) || softmax(z_s))          (SD paper's default)
     smooth=both:    KD = T^2 * KL(softmax(z_t / T) || softmax(z_s / T))  (Hinton et al.)
 
-The teacher (sdrun/training/teacher.py) runs without gradients on the same augmented batch as the
-student: for SD the student's weights and BN buffers copied at the end of the previous cycle.
+The teacher (sdrun/training/frozen_teacher.py) runs without gradients on the same augmented batch
+as the student: for SD the student's weights and BN buffers copied at the end of the previous
+cycle.
 """
 
 from __future__ import annotations

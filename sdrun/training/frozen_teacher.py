@@ -25,6 +25,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from sdrun.batches import Batch
 from sdrun.errors import CheckpointError
 from sdrun.runfolder.checkpoint import check_weights, checkpoint_path, load_weights
 from sdrun.training.folding import fold_checked, probe_batch
@@ -154,9 +155,7 @@ class PrecomputedTeacher:
     replays an epoch from (seed, epoch)); each call checks the batch size against it.
     """
 
-    def __init__(
-        self, teacher: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], chunk: int
-    ) -> None:
+    def __init__(self, teacher: nn.Module, batches: Iterable[Batch], chunk: int) -> None:
         self.teacher = teacher
         self.batches = batches
         self.chunk = chunk
@@ -176,9 +175,7 @@ class PrecomputedTeacher:
         return logits
 
 
-def predict_in_chunks(
-    teacher: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], chunk: int
-) -> list[Tensor]:
+def predict_in_chunks(teacher: nn.Module, batches: Iterable[Batch], chunk: int) -> list[Tensor]:
     """`teacher`'s logits for each batch, computed over groups of batches of >= `chunk` images."""
     out: list[Tensor] = []
     group: list[Tensor] = []
@@ -189,9 +186,9 @@ def predict_in_chunks(
         group.clear()
 
     images = 0
-    for x, _ in batches:
-        group.append(x)
-        images += len(x)
+    for batch in batches:
+        group.append(batch.images)
+        images += len(batch.images)
         if images >= chunk:
             flush()
             images = 0
