@@ -171,21 +171,17 @@ def test_the_signing_key_is_private_and_made_once(tmp_path: Path, monkeypatch):
     assert not signing.is_own(folder)  # another user's key: received
 
 
-def test_escaped_literals_stay_literal_in_what_is_stored(monkeypatch):
-    """`logger.project=\\${oc.env:...}` is a literal; storing the config must not resolve it
-    (it would put the secret into last.pt and wandb's config)."""
-    from omegaconf import OmegaConf
+def test_escaped_literals_stay_literal_in_what_is_stored(monkeypatch, tmp_path: Path):
+    """`logger.project=\\${oc.env:...}` is a literal: composed, the config holds the text
+    `${oc.env:...}`, and storing the config must not resolve it (it would put the secret into
+    last.pt and wandb's config)."""
+    from helpers import tiny_config
 
-    from sdrun.config import Config
     from sdrun.training.parts import config_dict
 
     monkeypatch.setenv("SDRUN_TEST_SECRET", "hunter2")
-    composed = OmegaConf.merge(
-        OmegaConf.structured(Config),
-        OmegaConf.create({"logger": {"project": "\\${oc.env:SDRUN_TEST_SECRET}"}}),
-    )
-    cfg = OmegaConf.to_object(composed)
-    assert cfg.logger.project == "${oc.env:SDRUN_TEST_SECRET}"
+    cfg = tiny_config(tmp_path)
+    cfg.logger.project = "${oc.env:SDRUN_TEST_SECRET}"  # as Hydra composes the escaped value
     assert config_dict(cfg)["logger"]["project"] == "${oc.env:SDRUN_TEST_SECRET}"
 
 
