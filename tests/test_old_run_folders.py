@@ -24,6 +24,7 @@ from sdrun.errors import CheckpointError
 from sdrun.methods import default_settings
 from sdrun.report import build_report
 from sdrun.runfolder.run_state import check_same_run, method_defaults
+from sdrun.trust import signing
 
 # sdrun <= 6dfa10d's DistillConfig: every method's keys in one block, whatever the method.
 OLD_DISTILL = {"name": "sd", "temperature": 2.0, "ce_weight": 1.0, "kd_weight": 1.0,
@@ -77,6 +78,7 @@ def test_an_old_folder_resumes_bitwise_and_drops_a_key_its_method_never_read(
     to_old_layout(old, [*args, "distill.temperature=3"], {**OLD_DISTILL, "name": "pskd",
                                                           "temperature": 3.0})  # fmt: skip
 
+    signing.sign(old)  # the user's own folder (an older sdrun signed none: sdrun-trust)
     changed = sdrun_here(f"resume={old}", "distill.alpha_T=0.5", cwd=tmp_path)
     assert changed.returncode != 0  # what pskd reads is still compared with the checkpoint
     assert "distill.alpha_T=0.5" in changed.stderr and "0.8" in changed.stderr

@@ -5,6 +5,7 @@ itself is scripts/bench_report.py's, in docs/PERFORMANCE.md."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -71,6 +72,10 @@ def test_the_method_table_is_the_registrys():
         assert frozenset(info.reads) == settings_keys(name), name  # the method's schema
         for schedule in ("sd", "cosine", "step", "other"):
             assert info.label(schedule) == method.label(schedule), (name, schedule)
+    from sdrun.methods import default_settings
+    from sdrun.report.primary import SD_SETTINGS
+
+    assert dataclasses.asdict(default_settings("sd")) == SD_SETTINGS
 
 
 def test_file_names_the_report_shares_with_the_runner():

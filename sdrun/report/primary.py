@@ -28,10 +28,17 @@ SD = "sd"
 RECIPE_KEYS = ("schedule.", "optim.", "distill.", "dataset.batch_size")
 
 
+# sd's settings' defaults (sdrun/methods/sd.py), here so that the report imports no torch;
+# tests/test_report_speed.py keeps them equal to the registered ones.
+SD_SETTINGS = {"name": "sd", "temperature": 2.0, "ce_weight": 1.0, "kd_weight": 1.0,
+               "smooth": "teacher"}  # fmt: skip
+
+
 @cache
 def preset() -> dict[str, Any]:
     """SD's preset recipe as flattened settings (lists as tuples, cycles resolved)."""
-    return effective_cycles(flatten(dataclasses.asdict(Config())))
+    tree = {**dataclasses.asdict(Config()), "distill": dict(SD_SETTINGS)}
+    return effective_cycles(flatten(tree))
 
 
 def is_preset(row: Row) -> bool:
