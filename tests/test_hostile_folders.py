@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -216,6 +217,56 @@ def test_reads_are_bounded(tmp_path: Path):
         f.truncate(files.CONFIG_CAP + 1)  # sparse: no disk used
     with pytest.raises(files.UnsafeFile, match="larger than"):
         files.read_json(big)
+
+
+def bomb_yaml(levels: int = 20) -> str:
+    """A few hundred bytes of YAML whose aliases expand to 9**levels items."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_every_yaml_a_folder_holds_is_read_through_the_boundary(tmp_path: Path):
+    """The saved overrides `resume=` reads, an old folder's saved config, a sweep job's
+    hydra.yaml: a FIFO there does not hang sdrun, an alias bomb does not expand."""
+    from sdrun.cli import SDRUN
+    from sdrun.commandline.saved_overrides import read_saved_overrides
+    from sdrun.errors import ConfigError
+    from sdrun.methods.legacy import _saved_method
+    from sdrun.sweeps.trials import job_folder
+
+    folder = tmp_path / "sweep" / "0"
+    (folder / ".hydra").mkdir(parents=True)
+    readers = {
+        ".hydra/overrides.yaml": lambda: read_saved_overrides(folder, SDRUN, "pkg://sdrun.conf"),
+        ".hydra/config.yaml": lambda: _saved_method(folder),
+        ".hydra/hydra.yaml": lambda: job_folder(tmp_path / "sweep", 0),
+    }
+    for name, read in readers.items():
+        for make in (os.mkfifo, lambda p: p.write_text(bomb_yaml())):
+            path = folder / name
+            path.unlink(missing_ok=True)
+            make(path)
+            outcome = outcome_within(read, ConfigError, seconds=10)
+            assert outcome, f"reading {name} hung or expanded"
+            if outcome[0] is not None:
+                assert "FIFO" in str(outcome[0]) or "anchor or alias" in str(outcome[0])
+
+
+def outcome_within(read: Callable[[], object], refusal: type, seconds: float) -> list[object]:
+    """[what `read` returned or the `refusal` it raised], or [] when it took longer."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(read())
+        except refusal as err:
+            outcome.append(err)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return outcome
 
 
 def test_writes_replace_a_link_and_never_follow_it(tmp_path: Path):

@@ -38,6 +38,7 @@ from hydra.core.config_store import ConfigStore
 
 from sdrun.commandline.model_files import kwargs_problem, name_problem
 from sdrun.errors import ConfigError
+from sdrun.trust import files
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -67,7 +68,7 @@ def read_saved_overrides(run_dir: Path, command: Command, config_dir: str) -> li
     configs (`pkg://sdrun.conf` or a folder). Raises ConfigError naming the first refused."""
     path = run_dir / SAVED
     try:
-        entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+        entries = files.read_yaml(path)  # the folder may come from someone else
     except (OSError, UnicodeError, yaml.YAMLError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ConfigError(f"{path}: not readable as YAML ({first}); {_FIX}") from None

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import yaml
 
 from sdrun.methods.registry import GROUP, settings_keys
+from sdrun.trust import files
 
 CONFIG = Path(".hydra") / "config.yaml"  # the composed config Hydra saved in a run folder
 
@@ -48,7 +49,7 @@ def _saved_method(run_dir: Path) -> Optional[str]:
     """The method a run folder's saved config names (read as data: the folder may come from
     someone else), or None."""
     try:
-        config = yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8"))
+        config = files.read_yaml(run_dir / CONFIG)
     except (OSError, UnicodeError, yaml.YAMLError):
         return None
     method = config.get(GROUP) if isinstance(config, dict) else None

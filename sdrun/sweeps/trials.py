@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial
 from sdrun.commandline.saved_overrides import Command, setting_problem
 from sdrun.errors import ConfigError
 from sdrun.sweeps.space import Space, render, value_problem
+from sdrun.trust import files
 
 FIXED_ATTR = "sdrun.fixed"  # a trial's user attribute: the space's fixed values, as typed
 
@@ -90,7 +91,7 @@ def job_folder(sweep_dir: Path, num: int) -> Optional[Path]:
 
 def _job_num(hydra_file: Path) -> Optional[int]:
     try:
-        num = yaml.safe_load(hydra_file.read_text())["hydra"]["job"]["num"]
+        num = files.read_yaml(hydra_file)["hydra"]["job"]["num"]
     except (OSError, UnicodeError, yaml.YAMLError, KeyError, TypeError):
         return None
     return num if isinstance(num, int) and not isinstance(num, bool) else None
