@@ -302,3 +302,57 @@ def test_a_folder_named_with_an_interpolation_resumes_and_reveals_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]  # nothing beside it
     assert "hunter2" not in result.stdout + result.stderr
     assert not any(b"hunter2" in p.read_bytes() for p in folder.rglob("*") if p.is_file())
+
+
+# Reads outside sdrun/trust/ that are not of a run, sweep, search or report folder, each with
+# why: the user's dataset files (checked by the dataset code), sdrun's own config package, the
+# user's ~/.netrc, and a checkpoint's file object, opened through the boundary's open_binary.
+RAW_READS_ALLOWED = {
+    ("sdrun/commandline/saved_overrides.py", "yaml.safe_load"),  # sdrun's own config package
+    ("sdrun/commandline/saved_overrides.py", "read_text"),
+    ("sdrun/reproduce/slurm_settings.py", "read_text"),  # sdrun's own launcher config
+    ("sdrun/runfolder/loggers.py", "read_text"),  # ~/.netrc: is wandb logged in?
+    ("sdrun/data/cifar.py", "open"),  # the dataset's files
+    ("sdrun/data/cifar.py", "load"),  # its restricted unpickler (no globals)
+    ("sdrun/data/cifar_writer.py", "open"),
+    ("sdrun/data/folder.py", "open"),
+    ("sdrun/data/folder.py", "Image.open"),
+    ("sdrun/transfer/voc.py", "Image.open"),
+    ("sdrun/runfolder/checkpoint.py", "torch.load"),  # weights_only, on files.open_binary's f
+}
+READERS = {"open", "Image.open", "torch.load"}  # called by these names
+READ_METHODS = {"read_text", "read_bytes", "safe_load", "load"}  # as a method of anything
+
+
+def raw_reads() -> set[tuple[str, str]]:
+    """(module, call) for every call outside sdrun/trust/ that reads a file by itself."""
+    import ast
+
+    import sdrun
+
+    root = Path(sdrun.__file__).parent
+    found = set()
+    for path in root.rglob("*.py"):
+        if path.parent.name == "trust":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            call = ast.unparse(node.func)
+            short = call.rsplit(".", 1)[-1]
+            if call.startswith(("files.", "os.", "self.", "archive.", "Ledger(")):
+                continue  # the boundary itself, descriptors it checks, zip members, own methods
+            dotted = "." in call  # a bare `load(...)` is one of sdrun's own functions
+            name = call if call in READERS else short if dotted and short in READ_METHODS else None
+            if name == "safe_load" or call == "yaml.safe_load":
+                name = "yaml.safe_load"
+            if name:
+                found.add((f"sdrun/{path.relative_to(root).as_posix()}", name))
+    return found
+
+
+def test_no_module_reads_a_file_around_the_boundary():
+    """A new reader of a folder's file goes through sdrun/trust/files.py, not around it."""
+    found = raw_reads()
+    assert ("sdrun/data/folder.py", "Image.open") in found  # the scan sees calls
+    assert found - RAW_READS_ALLOWED == set()
