@@ -30,7 +30,7 @@ from sdrun.commandline.overrides import (
     show_resolved,
 )
 from sdrun.commandline.run_dir_guard import exit_with, run_task
-from sdrun.commandline.saved_overrides import Command
+from sdrun.commandline.sdrun_command import SDRUN
 from sdrun.config import Config, validate
 from sdrun.config_store import register_configs
 from sdrun.errors import ConfigError, TrainingDiverged
@@ -40,10 +40,6 @@ from sdrun.schema_keys import refuse_undeclared
 from sdrun.sweeps import pruning, sweep
 
 log = logging.getLogger("sdrun")
-
-# What `resume=` takes from a run folder's saved overrides: keys of sdrun's schema, its groups
-# and the presets.
-SDRUN = Command("sdrun", Config, "config", presets=("experiment",))
 
 
 def _task(dict_cfg: DictConfig) -> float:

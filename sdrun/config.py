@@ -10,16 +10,16 @@ Value checks that types cannot express (ranges, combinations) live in `validate`
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 from sdrun.checks import check_seed, choice, fraction, positive
 from sdrun.errors import ConfigError
-from sdrun.method_settings import MethodSettings
 from sdrun.training.schedule import cycle_length_of, resolve_cycle_length
 
 DATASETS = ("cifar100", "cifar10", "imagenet", "fake")
@@ -28,6 +28,37 @@ DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 WANDB_MODES = ("online", "offline", "disabled")
+
+
+@dataclass
+class MethodSettings:
+    """The `distill` group: the training method `name` and its settings. Each method declares
+    its own subclass (its keys, with its sources' defaults), registered as the group's option
+    `distill=<name>` (sdrun/methods/registry.py), so a key the chosen method lacks is refused
+    at composition; this base holds the name alone."""
+
+    name: str = MISSING
+
+    def check(self, cfg: Config) -> None:
+        """Raise ConfigError for a value or combination the method cannot run (one line, with
+        the fix). A method's settings extend it (`super().check(cfg)` first)."""
+        declared = declared_name(type(self))
+        if declared == MISSING:
+            raise ConfigError(
+                "distill holds no training method's settings; choose one with distill=<name> "
+                "(sdrun --help lists them)"
+            )
+        if self.name != declared:
+            raise ConfigError(
+                f"distill.name={self.name!r} but distill holds {declared}'s settings; choose the "
+                f"method with distill={self.name} (it brings its own settings), not distill.name"
+            )
+
+
+def declared_name(settings: type) -> Any:
+    """The method name a settings class declares (the default of its `name` field)."""
+    (name,) = [f for f in dataclasses.fields(settings) if f.name == "name"]
+    return name.default
 
 
 @dataclass

@@ -16,9 +16,8 @@ import torch
 import yaml
 from helpers import load_script, read_jsonl, sdrun_here, tiny_config
 
-from sdrun.config import validate
+from sdrun.config import MethodSettings, validate
 from sdrun.errors import ConfigError
-from sdrun.method_settings import MethodSettings
 from sdrun.methods import find_method, method_names, register_method, unregister_method
 from sdrun.report import build_report
 

@@ -10,7 +10,7 @@ the registry.
 import importlib
 import pkgutil
 
-from sdrun.method_settings import MethodSettings
+from sdrun.config import MethodSettings
 from sdrun.methods.base import FILE, SNAPSHOT, Method, MethodOutput, MethodStep, RunShape
 from sdrun.methods.registry import (
     build_method,

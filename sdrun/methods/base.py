@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from sdrun.batches import SHUFFLED, Batch, Composition
-from sdrun.method_settings import MethodSettings
+from sdrun.config import MethodSettings
 from sdrun.training.batch_step import StepOutput
 
 SNAPSHOT = "snapshot"  # the student's weights at each cycle end teach the next cycle

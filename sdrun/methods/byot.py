@@ -22,9 +22,8 @@ from torch import Tensor, nn
 
 from sdrun.batches import Batch
 from sdrun.checks import positive, unit
-from sdrun.config import Config
+from sdrun.config import Config, MethodSettings
 from sdrun.errors import CheckpointError
-from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, RunShape, Teacher
 from sdrun.methods.byot_heads import AuxiliaryHeads, SelfTaught, stages_of
 from sdrun.methods.registry import register_method

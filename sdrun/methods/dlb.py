@@ -27,9 +27,8 @@ from torch import Tensor, nn
 
 from sdrun.batches import PREVIOUS_BATCH, Batch
 from sdrun.checks import positive
-from sdrun.config import Config
+from sdrun.config import Config, MethodSettings
 from sdrun.errors import CheckpointError
-from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import MethodOutput, RunShape, Teacher
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation

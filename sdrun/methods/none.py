@@ -9,7 +9,7 @@ from typing import Optional
 from torch import nn
 
 from sdrun.batches import Batch
-from sdrun.method_settings import MethodSettings
+from sdrun.config import MethodSettings
 from sdrun.methods.base import Method, MethodOutput, Teacher
 from sdrun.methods.registry import register_method
 from sdrun.methods.teacher_student_loss import cross_entropy

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Optional, TypeVar
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf, open_dict
 
+from sdrun.config import MethodSettings, declared_name
 from sdrun.errors import ConfigError
-from sdrun.method_settings import MethodSettings, declared_name
 
 if TYPE_CHECKING:
     from sdrun.methods.base import Method

@@ -14,9 +14,8 @@ from torch import nn
 
 from sdrun.batches import Batch
 from sdrun.checks import choice, positive
-from sdrun.config import Config, cycle_length_of
+from sdrun.config import Config, MethodSettings, cycle_length_of
 from sdrun.errors import ConfigError
-from sdrun.method_settings import MethodSettings
 from sdrun.methods.base import SNAPSHOT, Method, MethodOutput, Teacher
 from sdrun.methods.registry import register_method
 from sdrun.methods.teacher_student_loss import LossWeights, distill_loss

@@ -13,8 +13,7 @@ from torch import nn
 
 from sdrun.batches import Batch
 from sdrun.checks import positive, unit
-from sdrun.config import Config
-from sdrun.method_settings import MethodSettings
+from sdrun.config import Config, MethodSettings
 from sdrun.methods.base import MethodOutput, Teacher
 from sdrun.methods.registry import register_method
 from sdrun.methods.selfkd import SelfDistillation

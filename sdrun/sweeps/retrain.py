@@ -27,6 +27,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from sdrun.commandline.overrides import CONFIG_DIR, quote
 from sdrun.commandline.run_dir_guard import exit_with
 from sdrun.commandline.saved_overrides import setting_problem
+from sdrun.commandline.sdrun_command import SDRUN
 from sdrun.errors import ConfigError, SdrunError
 from sdrun.sweeps import CHOSEN_ON_VALIDATION
 from sdrun.sweeps.results import RESULTS
@@ -40,7 +41,6 @@ REPLACED = ("hparams_search", "dataset.val_split", "seed", "logger.tags")
 
 def retrain_argv(sweep_dir: Path, seeds: int, extra: list[str]) -> list[str]:
     """The `sdrun` command line that retrains the search in `sweep_dir`'s best setting."""
-    from sdrun.cli import SDRUN
 
     record = read_record(sweep_dir)
     if not record or not record.get("objective"):

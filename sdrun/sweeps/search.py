@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import optuna
 from hydra.core.plugins import Plugins
@@ -28,6 +27,7 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from sdrun.commandline.overrides import CONFIG_DIR, quote
+from sdrun.commandline.sdrun_command import SDRUN
 from sdrun.errors import ConfigError, SdrunError
 from sdrun.runfolder.checkpoint import CHECKPOINT_DIR, LAST
 from sdrun.sweeps import results
@@ -62,8 +62,6 @@ class ResumableSearch:
             sys.exit(EXIT_USER_ERROR)
 
     def _sweep(self, arguments: list[str]) -> None:
-        from sdrun.cli import SDRUN  # the command whose settings a trial may set
-
         space = parse_space(search_space(arguments, sweeper_params(self.config.hydra)))
         base = base_overrides(arguments, space)
         study = open_study(self.sweeper, self.sweep_dir, create=True)
@@ -224,13 +222,3 @@ def _trial(study: optuna.Study, number: int) -> FrozenTrial:
 
 def _counts(study: optuna.Study) -> str:
     return results.describe(results.state_counts(study))
-
-
-def stored_trials(sweeper: Any, sweep_dir: Path) -> int:
-    """How many trials the search's study holds (0 when there is none yet)."""
-    if not sweeper.get("storage") and not journal_path(sweep_dir).exists():
-        return 0
-    try:
-        return len(open_study(sweeper, sweep_dir, create=False).trials)
-    except ConfigError:
-        return 0

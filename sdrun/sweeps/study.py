@@ -124,3 +124,13 @@ def trial_id(study: optuna.Study, number: int) -> int:
         if trial.number == number:
             return trial._trial_id
     raise ConfigError(f"the search's study has no trial {number}")
+
+
+def stored_trials(sweeper: Any, sweep_dir: Path) -> int:
+    """How many trials the search's study holds (0 when there is none yet)."""
+    if not sweeper.get("storage") and not journal_path(sweep_dir).exists():
+        return 0
+    try:
+        return len(open_study(sweeper, sweep_dir, create=False).trials)
+    except ConfigError:
+        return 0

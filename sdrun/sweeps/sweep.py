@@ -174,7 +174,7 @@ def restart_problem(sweep_dir: Path, record: dict[str, Any], sweeper: Any) -> Op
             "was started with (only hydra.* settings such as hydra.sweeper.n_trials may "
             "change), or give a new hydra.sweep.dir"
         )
-    from sdrun.sweeps.search import stored_trials
+    from sdrun.sweeps.study import stored_trials  # imports optuna: only for a search
 
     if not stored_trials(sweeper, sweep_dir):
         storage = sweeper.get("storage") or f"null (its {sweep_dir}/optuna.journal)"
