@@ -40,7 +40,9 @@ RESUME_FIX = "resume the run from its own folder, with the data and processes it
 
 @dataclass
 class DlbSettings(MethodSettings):
-    """T 3, alpha 1: the paper's CIFAR setting (docs/SELFKD.md: which source says what)."""
+    """T 3, alpha 1: what a third-party CIFAR-100 run script of the official dlb.py passes
+    (Meta-knowledge-Lab/DLB's dlb.py declares --T and --alpha without defaults; the paper's
+    values are unverified: docs/SELFKD.md says which source says what)."""
 
     name: str = "dlb"
     temperature: float = 3.0  # T of both sides of the KL (--T)

@@ -23,7 +23,9 @@ class LsSettings(MethodSettings):
     """Label smoothing; no teacher (the report compares it with the cosine baseline)."""
 
     name: str = "ls"
-    eps: float = 0.1  # weight of the uniform target: the paper's value (ImageNet)
+    # Weight of the uniform target: the paper's ImageNet value, and the one Tf-KD's code
+    # hard-codes (my_loss_function.py::loss_label_smoothing, its LS column's).
+    eps: float = 0.1
 
     def check(self, cfg: Config) -> None:
         super().check(cfg)

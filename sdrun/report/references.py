@@ -91,9 +91,12 @@ SD_BASELINE_PLACEMENT = (
 )
 BEST_CHECKPOINT = "best checkpoint on the test set (the official code's)"
 ROTATION = "augmentation: crop + flip vs crop + flip + random rotation up to 15 degrees"
+# Tf-KD's my_loss_function.py::loss_label_smoothing, which produced the LS column, hard-codes
+# eps 0.1 (its `alpha`) and puts eps/(K-1) off the label, 1 - eps on it.
+TFKD_LS_EPS = 0.1
 TFKD_LS = (
-    "ls: the Tf-KD code's label smoothing, eps/(K-1) off the label (sdrun: eps/K); its eps "
-    "is not in the sources read"
+    "ls: the Tf-KD code's label smoothing puts eps/(K-1) off the label and 1 - eps on it "
+    "(sdrun: eps/K everywhere, so the label's target is 1 - eps + eps/K)"
 )
 PSKD_TABLE = (
     "recipe: PS-KD's own; the table's other columns are taken to share it (paper, unverified), "
@@ -140,8 +143,8 @@ def _tfkd(
     return [
         Reference("cifar100", None, "cosine", ce, TFKD, base, column="CE", notes=(ROTATION,),
                   **kw),
-        Reference("cifar100", None, "ls", ls, TFKD, base, column="LS",
-                  notes=(ROTATION, TFKD_LS), **kw),
+        Reference("cifar100", None, "ls", ls, TFKD, {**base, "distill.eps": TFKD_LS_EPS},
+                  column="LS", notes=(ROTATION, TFKD_LS), **kw),
         Reference("cifar100", None, "tfkd", tfkd, TFKD,
                   {**base, **own, "distill.correct_prob": 0.99}, column="Tf-KD_reg",
                   notes=(ROTATION,), **kw),
