@@ -233,3 +233,14 @@ def test_published_values_say_their_selection_and_assumed_placement(tmp_path: Pa
     assert "selection: final epoch vs best test epoch (RepDistiller's best_acc)" in crd[1][-1]
     cell = "31.61 (recipe not given; epoch not stated; placement assumed); 28.86 (recipe differs"
     assert cell in text and "28.71 (recipe not given; epoch not stated)" in text
+
+
+# 5. a family of comparisons none of which has an interval has nothing to correct
+def test_comparisons_without_intervals_claim_no_correction(tmp_path: Path):
+    for method in ("sd", "cyclic", "cosine"):
+        write_run(tmp_path / method, method, 0, 70.0)  # one seed each: no interval anywhere
+    _, text = report_of(tmp_path)
+    line = "- sd (resnet56): **2 comparisons**, none with an interval (each note says why)"
+    assert f"{line}: nothing to correct." in text
+    assert "simultaneous* intervals hold" not in text
+    assert "exactly the same seeds, two or more, else *unpaired*" in text

@@ -17,13 +17,13 @@ GAINS_INTRO = (
     "error, with Welch's degrees of freedom (*df*; n - 1 when paired) and the t-based 95 % "
     "interval, so that each interval can be rebuilt. Paired by seed (*paired n=k*: the mean "
     "of the k per-seed differences; a born-again row pairs on its chain's root seed) only when "
-    "both rows have exactly the same seeds, else *unpaired*: the difference of the means of all "
-    "runs, with Welch's standard error (pairing on part of the seeds would drop the other runs). "
-    "The top-1 means shown are over exactly the runs the gain uses. Rows are compared when "
-    "every setting agrees, the method aside; a setting one row has and the other lacks is a "
-    "difference, unless the row without it does not read it. Only **SD vs cyclic** isolates "
-    "the teacher (the same cyclic schedule without it); against cosine, step and the others, "
-    "the schedule differs too."
+    "both rows have exactly the same seeds, two or more, else *unpaired*: the difference of the "
+    "means of all runs, with Welch's standard error (pairing on part of the seeds would drop "
+    "the other runs). The top-1 means shown are over exactly the runs the gain uses. Rows are "
+    "compared when every setting agrees, the method aside; a setting one row has and the other "
+    "lacks is a difference, unless the row without it does not read it. Only **SD vs cyclic** "
+    "isolates the teacher (the same cyclic schedule without it); against cosine, step and the "
+    "others, the schedule differs too."
 )
 EXPLORATORY_INTRO = (
     "Gains of the other SD rows (sweep cells, other settings). They were not chosen before the "
@@ -91,11 +91,15 @@ def _multiplicity(gains: Sequence[Gain]) -> list[str]:
         k, model = first.family_size, md(first.sd.model)
         who = f"every method vs cosine ({model})" if first.role == FAMILY else (
             f"{md(first.sd.label)} ({model})")  # fmt: skip
+        head = f"- {who}: **{k} comparison{'s' if k > 1 else ''}**"
+        if not any(g.diff.ci95 for g in gains if family_of(g) == family):
+            lines.append(f"{head}, none with an interval (each note says why): nothing to correct.")
+            continue
         lines.append(
-            f"- {who}: **{k} comparison{'s' if k > 1 else ''}**. At 95 % each, when no method "
-            f"differs, at least one interval excludes 0 with probability up to 1 - 0.95^{k} = "
-            f"{1.0 - stats.LEVEL**k:.0%}; the *simultaneous* intervals hold for all {k} "
-            f"together (Bonferroni: each at {stats.bonferroni_level(k):.2%})."
+            f"{head}. At 95 % each, when no method differs, at least one interval excludes 0 "
+            f"with probability up to 1 - 0.95^{k} = {1.0 - stats.LEVEL**k:.0%}; the "
+            f"*simultaneous* intervals hold for all {k} together (Bonferroni: each at "
+            f"{stats.bonferroni_level(k):.2%})."
         )
     return lines
 
