@@ -11,6 +11,7 @@ from report_builder import write_run
 from scipy import stats as scipy_stats
 
 from sdrun.report import build_report, gain_record, main, methods_figure, row_record
+from sdrun.report.latex import results_tex
 from sdrun.report.markdown import results_md
 
 
@@ -135,6 +136,10 @@ def test_rows_say_their_recipe_in_the_documented_method_order(tmp_path: Path):
     assert "Recipe of every row: batch 128, sgd, lr 0.1, momentum 0.9, weight decay 0.0005" in text
     assert "differing by row: epochs" in text
     assert "Smoke run" not in text
+    caption = results_tex(report.rows).split(r"\caption{", 1)[1].split("}\n", 1)[0]
+    assert "Recipe: batch 128, sgd, lr 0.1, momentum 0.9, weight decay 0.0005" in caption
+    assert "Schedules: sd, cyclic: 4 cosine cycles x 60 ep; cosine, " in caption
+    assert "; tfkd: 1 cosine cycle x 200 ep" in caption and "SMOKE" not in caption
 
 
 # 13. a smoke run says its numbers mean nothing; intervals stop at 0 and 100 %; LaTeX beside it

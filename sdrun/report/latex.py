@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from sdrun.report import stats
 from sdrun.report.escape import printable
 from sdrun.report.md_format import num
-from sdrun.report.recipe import is_smoke
+from sdrun.report.recipe import SHARED, is_smoke, recipe_of, shared_settings
 from sdrun.report.table import Row, _model_order
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -38,11 +38,12 @@ def dataset_table(rows: Sequence[Row]) -> list[str]:
     labels = list(dict.fromkeys(r.label for r in rows))  # rows come in the documented order
     by = {(r.label, r.model): r for r in rows}
     smoke = " SMOKE RUN: these numbers mean nothing." if any(map(is_smoke, rows)) else ""
+    recipe = tex(recipe_caption(rows))
     lines = [
         r"\begin{table}[t]",
         r"\centering",
         rf"\caption{{{tex(rows[0].dataset)}: final-epoch top-1 error (\%), mean $\pm$ standard "
-        rf"error over seeds (number of seeds).{smoke}}}",
+        rf"error over seeds (number of seeds). {recipe}{smoke}}}",
         r"\begin{tabular}{l" + "c" * len(models) + "}",
         r"\toprule",
         "Method & " + " & ".join(tex(m) for m in models) + r" \\",
@@ -52,6 +53,21 @@ def dataset_table(rows: Sequence[Row]) -> list[str]:
         cells = [cell(by[(label, m)]) if (label, m) in by else "--" for m in models]
         lines.append(tex(label) + " & " + " & ".join(cells) + r" \\")
     return [*lines, r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+
+
+def recipe_caption(rows: Sequence[Row]) -> str:
+    """`Recipe: 240 epochs, batch 128, ... Schedules: sd, cyclic: 4 cosine cycles x 60 ep;
+    cosine, ls: 1 cosine cycle x 240 ep.` A table printed in a paper carries what each row
+    trained with, as the markdown's recipe line and column do."""
+    shared = shared_settings(rows)
+    said = ", ".join(SHARED[key][1].format(value) for key, value in shared.items())
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        labels = groups.setdefault(recipe_of(row, shared).removesuffix(", SMOKE"), [])
+        if row.label not in labels:
+            labels.append(row.label)
+    schedules = "; ".join(f"{', '.join(labels)}: {what}" for what, labels in groups.items())
+    return f"Recipe: {said or 'no setting shared by all rows'}. Schedules: {schedules}."
 
 
 def results_tex(rows: Sequence[Row]) -> str:
