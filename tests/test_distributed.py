@@ -24,7 +24,7 @@ import pytest
 import torch
 from dist_workers import download_train_stop_resume, free_port, gather_val_images, spawn
 from folder_helpers import write_image_folder
-from helpers import read_jsonl, sdrun, tiny, write_tiny_cifar
+from helpers import read_jsonl, sdrun_here, tiny, write_tiny_cifar
 
 from sdrun.config import (
     Config,
@@ -57,7 +57,7 @@ def runs(cifar100_root: Path, tmp_path_factory) -> tuple[Path, Path]:
     assert proc.returncode == 0, proc.stderr[-4000:]
     (ddp_dir,) = [p.parent for p in (work / "outputs").glob("*/*/metrics.jsonl")]
     single = work / "single"
-    proc = sdrun(*tiny(cifar100_root, *EXTRA, f"hydra.run.dir={single}"), cwd=work)
+    proc = sdrun_here(*tiny(cifar100_root, *EXTRA, f"hydra.run.dir={single}"), cwd=work)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return ddp_dir, single
 
@@ -93,16 +93,16 @@ def test_training_matches_the_single_process_run_on_the_same_global_batch(runs):
 # ----------------------------------------------------------------------------- evaluation
 
 
-def test_evaluation_over_three_processes_counts_every_val_image_once(tmp_path: Path):
-    # 2 classes x 5 val images: 10 is not divisible by 3 (a padding sampler repeats 2 images)
-    root = write_image_folder(tmp_path / "images", num_classes=2, n_train=3, n_val=5)
+def test_evaluation_over_two_processes_counts_every_val_image_once(tmp_path: Path):
+    # 3 classes x 3 val images: 9 is not divisible by 2 (a padding sampler repeats one image)
+    root = write_image_folder(tmp_path / "images", num_classes=3, n_train=2, n_val=3)
     out = tmp_path / "gathered.json"
-    spawn(gather_val_images, 3, root, 6, out)
+    spawn(gather_val_images, 2, root, 6, out)
     gathered = json.loads(out.read_text())
-    val_numbers = list(range(2 * 3, 2 * 3 + 2 * 5))  # write_image_folder numbers train first
+    val_numbers = list(range(3 * 2, 3 * 2 + 3 * 3))  # write_image_folder numbers train first
     assert sorted(gathered["numbers"]) == val_numbers
-    assert Counter(gathered["labels"]) == {0: 5, 1: 5}
-    assert gathered["eval_batch"] == 2  # dataset.eval_batch_size=6 is global: 2 per process
+    assert Counter(gathered["labels"]) == {0: 3, 1: 3, 2: 3}
+    assert gathered["eval_batch"] == 3  # dataset.eval_batch_size=6 is global: 3 per process
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])

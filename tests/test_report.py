@@ -34,7 +34,8 @@ def sweep(cifar100_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     work = tmp_path_factory.mktemp("report")
     proc = sdrun_here(
         "-m", "+experiment=sweep/temperature_x_cycle", *tiny(cifar100_root),
-        "distill.temperature=1,4", "schedule.cycle_length=1,2",
+        "distill.temperature=1,4", "schedule.cycle_length=1,2", "dataset.limit_train=64",
+        "dataset.limit_test=64",
         f"seed={','.join(map(str, SEEDS))}", f"hydra.sweep.dir={work / 'sweep'}", cwd=work,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
