@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from sdrun.report import stats
 from sdrun.report.escape import printable
 from sdrun.report.md_format import num
-from sdrun.report.recipe import SHARED, is_smoke, recipe_of, shared_settings
+from sdrun.report.recipe import is_smoke, recipe_of, shared_settings, shared_text
 from sdrun.report.table import Row, _model_order
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -60,7 +60,7 @@ def recipe_caption(rows: Sequence[Row]) -> str:
     cosine, ls: 1 cosine cycle x 240 ep.` A table printed in a paper carries what each row
     trained with, as the markdown's recipe line and column do."""
     shared = shared_settings(rows)
-    said = ", ".join(SHARED[key][1].format(value) for key, value in shared.items())
+    said = shared_text(shared)
     groups: dict[str, list[str]] = {}
     for row in rows:
         labels = groups.setdefault(recipe_of(row, shared).removesuffix(", SMOKE"), [])

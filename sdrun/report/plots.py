@@ -23,13 +23,17 @@ def _figure(width: float = 7.0, height: float = 4.0):
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
 
 
-def plot_run(run: Run, path: Path) -> bool:
-    """Draw `run_figure` into `path`; False when the run has no finished epoch."""
-    fig = run_figure(run)
+def _save(fig: Any, path: Path) -> bool:
+    """Save `fig` into `path` through the trust boundary; False when there is none (None)."""
     if fig is None:
         return False
     files.save_figure(fig, path)
     return True
+
+
+def plot_run(run: Run, path: Path) -> bool:
+    """Draw `run_figure` into `path`; False when the run has no finished epoch."""
+    return _save(run_figure(run), path)
 
 
 def run_figure(run: Run):
@@ -140,11 +144,7 @@ def plot_methods(rows: list[Row], path: Path) -> None:
 
 def plot_sweep(sweep: Sweep, path: Path) -> bool:
     """Draw `sweep_figure` into `path`; False when the sweep has no heatmap."""
-    fig = sweep_figure(sweep)
-    if fig is None:
-        return False
-    files.save_figure(fig, path)
-    return True
+    return _save(sweep_figure(sweep), path)
 
 
 def sweep_figure(sweep: Sweep):

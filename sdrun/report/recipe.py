@@ -72,11 +72,16 @@ def shared_settings(rows: Sequence[Row]) -> dict[str, Any]:
     return out
 
 
+def shared_text(shared: Mapping[str, Any]) -> str:
+    """`240 epochs, batch 128, sgd, lr 0.1, ...`: the settings `shared_settings` found."""
+    return ", ".join(SHARED[key][1].format(value) for key, value in shared.items())
+
+
 def shared_line(rows: Sequence[Row]) -> str:
     """`Recipe of every row: 240 epochs, batch 128, sgd, lr 0.1, ...; the schedule of each
     row is in its *recipe* column.`"""
     shared = shared_settings(rows)
-    said = ", ".join(SHARED[k][1].format(v) for k, v in shared.items())
+    said = shared_text(shared)
     rest = [name for k, (name, _) in SHARED.items()
             if k not in shared and any(k in r.signature for r in rows)]  # fmt: skip
     line = f"Recipe of every row: {said or 'no setting shared by all'}"

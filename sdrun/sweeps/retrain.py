@@ -41,7 +41,6 @@ REPLACED = ("hparams_search", "dataset.val_split", "seed", "logger.tags")
 
 def retrain_argv(sweep_dir: Path, seeds: int, extra: list[str]) -> list[str]:
     """The `sdrun` command line that retrains the search in `sweep_dir`'s best setting."""
-
     record = read_record(sweep_dir)
     if not record or not record.get("objective"):
         raise ConfigError(f"{sweep_dir}: no search's sweep.yaml there; give the sweep folder of "
