@@ -147,7 +147,8 @@ def test_smoke_runs_clipped_intervals_and_the_latex_table(tmp_path: Path):
     for seed, top1 in enumerate((1.0, 2.0, 12.0)):  # errors 99, 98, 88: t reaches past 100
         write_run(tmp_path / f"sd{seed}", "sd", seed, top1,
                   config={"schedule.epochs": 2, "schedule.cycle_length": 1,
-                          "model.name": "net\\input{x}_1"})  # fmt: skip
+                          "model.name": "net\\input{x}_1",
+                          "optim.name": "sgd\\input{y}%"})  # fmt: skip
     report, text = report_of(tmp_path)
     assert "> **Smoke run: these numbers mean nothing.** 1 of 1 rows" in text
     assert "2 cosine cycles x 1 ep, epochs 2, SMOKE" not in text  # epochs are in the schedule
@@ -160,6 +161,9 @@ def test_smoke_runs_clipped_intervals_and_the_latex_table(tmp_path: Path):
     tex = (tmp_path / "out" / "results.tex").read_text()
     assert r"Method & net\textbackslash{}input\{x\}\_1 \\" in tex
     assert r"sd & 95.00 $\pm$ 3.51 \scriptsize{(3)} \\" in tex and "SMOKE RUN" in tex
+    # a folder's values reach the caption's recipe too: printed, never run or cut
+    assert r"Recipe: 2 epochs, batch 128, sgd\textbackslash{}input\{y\}\%, lr 0.1" in tex
+    assert "\\input{" not in tex
 
 
 # 13. each self-distillation method's gain over cosine, its own k comparisons
