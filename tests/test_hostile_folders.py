@@ -71,14 +71,18 @@ def test_a_link_at_any_written_path_is_refused_before_anything_is_written(
 
 def test_a_link_to_a_folder_and_special_files_are_refused(sd_run: Path, tmp_path: Path):
     home = victims(tmp_path)
-    cases = {
-        "wandb": lambda p: p.symlink_to(home / "pictures", target_is_directory=True),
-        "metrics.jsonl": lambda p: (p.unlink(), os.mkfifo(p)),
-        "summary.json": lambda p: (p.unlink(), p.symlink_to("/dev/zero")),
-        "checkpoints/prev.pt": lambda p: (p.unlink(missing_ok=True), os.link(home / ".bashrc", p)),
-    }
-    for name, make in cases.items():
-        folder = copy_of(sd_run, tmp_path / name.replace("/", "_"))
+    cases = [
+        ("wandb", lambda p: p.symlink_to(home / "pictures", target_is_directory=True)),
+        ("metrics.jsonl", lambda p: (p.unlink(), os.mkfifo(p))),
+        ("summary.json", lambda p: (p.unlink(), p.symlink_to("/dev/zero"))),
+        ("checkpoints/prev.pt", lambda p: (p.unlink(missing_ok=True),
+                                           os.link(home / ".bashrc", p))),
+        # the saved overrides themselves: still a run folder, not "a checkpoint outside one"
+        (".hydra/overrides.yaml", lambda p: (p.unlink(), os.mkfifo(p))),
+        (".hydra/overrides.yaml", lambda p: (p.unlink(), p.symlink_to(home / "missing"))),
+    ]  # fmt: skip
+    for i, (name, make) in enumerate(cases):
+        folder = copy_of(sd_run, tmp_path / f"case{i}")
         make(folder / name)
         before = digest(home)
         line = refused(folder, tmp_path)

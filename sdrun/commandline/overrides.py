@@ -58,7 +58,7 @@ def resume_overrides(argv: list[str], command: Command) -> list[str]:
         return argv
     path = Path(resume).expanduser()
     run_dir = path if path.is_dir() else path.parent.parent
-    if not (run_dir / SAVED).is_file():
+    if not os.path.lexists(run_dir / SAVED):  # anything there (a FIFO, a link) is a run
         return argv  # a checkpoint outside a run dir: the command line must give the config
     try:
         check_folder(run_dir)  # before anything is written there, the lock included
@@ -112,7 +112,7 @@ def _mark_if_received(path: Path) -> None:
     """A checkpoint's own folder, resumed with settings all given now: its wandb run is still
     the folder's, taken only from the user's own folder."""
     run_dir = path if path.is_dir() else path.parent.parent
-    if (run_dir / SAVED).is_file() and not signing.is_own(run_dir):
+    if os.path.lexists(run_dir / SAVED) and not signing.is_own(run_dir):
         received.mark(run_dir)
 
 
