@@ -360,3 +360,18 @@ def test_no_module_reads_a_file_around_the_boundary():
     found = raw_reads()
     assert ("sdrun/data/folder.py", "Image.open") in found  # the scan sees calls
     assert found - RAW_READS_ALLOWED == set()
+
+
+def test_a_checkpoint_resumed_into_another_folder_is_received_whatever_its_overrides_are(
+    sd_run: Path, tmp_path: Path
+):
+    """`resume=<its last.pt> hydra.run.dir=<elsewhere>`: a folder whose saved overrides are a
+    FIFO is not the user's own, so nothing of it (its wandb run) is taken."""
+    from sdrun.commandline.overrides import _mark_if_received
+
+    folder = copy_of(sd_run, tmp_path)
+    saved = folder / ".hydra" / "overrides.yaml"
+    saved.unlink()
+    os.mkfifo(saved)
+    _mark_if_received(folder / "checkpoints" / "last.pt")
+    assert received.is_received(folder)
